@@ -1,0 +1,24 @@
+"""ebpf-lab: eBPF explained cell by cell, on the kernel in front of you.
+
+Every lesson function loads a real BPF program with BCC, runs it for a bounded time, always
+detaches it, and returns a pandas DataFrame. Start with ``ebpf_lab.doctor()``: what this kernel
+can and cannot do.
+"""
+
+from . import workload
+from .errors import BccMissing, ProgramError, UnsupportedFeature
+from .exec_counts import exec_counts
+from .loader import program_source, show_source
+from .run import stop_requested
+
+__all__ = [
+    "BccMissing",
+    "ProgramError",
+    "UnsupportedFeature",
+    "exec_counts",
+    "program_source",
+    "show_source",
+    "stop_requested",
+    "workload",
+]
+__version__ = "0.1.0"

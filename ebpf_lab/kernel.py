@@ -1,0 +1,135 @@
+"""Facts about the running kernel that need no BPF program: release, tracefs, headers, kprobes.
+
+These are cheap file checks used to decide things before anything loads. The full, probing answer
+("can this kernel really do X?") is :func:`ebpf_lab.doctor`, which loads tiny programs.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
+
+
+def release() -> str:
+    """The running kernel's release, as ``uname -r`` prints it."""
+    return platform.release()
+
+
+def tracefs_root() -> Path | None:
+    """Where tracefs is mounted (the directory holding ``trace_pipe``), or None."""
+    for path in TRACEFS_CANDIDATES:
+        if (path / "trace_pipe").exists():
+            return path
+    return None
+
+
+def require_tracefs() -> Path:
+    """Return the tracefs root or raise an error that says how to mount it."""
+    root = tracefs_root()
+    if root is None:
+        from .errors import UnsupportedFeature
+
+        raise UnsupportedFeature(
+            "tracefs",
+            "tracefs is not mounted (no /sys/kernel/tracing/trace_pipe)",
+            "`sudo mount -t tracefs tracefs /sys/kernel/tracing` (or rerun `sudo make lab`, "
+            "whose setup mounts it)",
+        )
+    return root
+
+
+def kprobes_available() -> tuple[bool, str]:
+    """Whether the kernel can create kprobes at all, and why (CONFIG_KPROBES shows as files)."""
+    pmu = Path("/sys/bus/event_source/devices/kprobe/type")
+    if pmu.exists():
+        return True, "kprobe PMU present (perf_event_open kprobes)"
+    root = tracefs_root()
+    if root is not None and (root / "kprobe_events").exists():
+        return True, f"{root}/kprobe_events present"
+    if root is None:
+        return False, "no kprobe PMU and tracefs is not mounted, so kprobe_events cannot be checked"
+    return False, (
+        "no kprobe PMU (/sys/bus/event_source/devices/kprobe) and no "
+        f"{root}/kprobe_events: the kernel was built without CONFIG_KPROBES"
+    )
+
+
+def syscall_tracepoint_exists(name: str) -> bool:
+    """Whether ``syscalls:sys_enter_<name>`` exists in tracefs."""
+    root = tracefs_root()
+    return bool(root and (root / "events" / "syscalls" / f"sys_enter_{name}").is_dir())
+
+
+@dataclass(frozen=True)
+class HeaderStatus:
+    """What ``/lib/modules/$(uname -r)/build`` holds.
+
+    ``state`` is ``"matched"`` (headers for this kernel), ``"fallback"`` (another version's headers
+    linked in: helper-only programs compile, struct layouts are wrong) or ``"missing"``.
+    """
+
+    state: str
+    version: str | None
+    path: str | None
+
+    @property
+    def detail(self) -> str:
+        if self.state == "matched":
+            return f"matched: headers for {release()} at {self.path}"
+        if self.state == "fallback":
+            return (
+                f"fallback from version {self.version} at {self.path}: helper-only programs compile, "
+                "struct field reads through these headers are wrong (the lab reads BTF instead)"
+            )
+        return (
+            f"missing: no /lib/modules/{release()}/build; rerun `sudo make lab` "
+            "(its setup installs or links headers)"
+        )
+
+
+def _headers_version(build: Path) -> str | None:
+    """The kernel release the headers at ``build`` were made for."""
+    for rel in ("include/config/kernel.release", "include/generated/utsrelease.h"):
+        f = build / rel
+        if f.is_file():
+            text = f.read_text(errors="replace")
+            m = re.search(r'"([^"]+)"', text)
+            return m.group(1) if m else text.strip()
+    m = re.search(r"linux-headers-(.+)$", os.path.realpath(build))
+    return m.group(1) if m else None
+
+
+def header_status() -> HeaderStatus:
+    """Whether headers for the running kernel are installed, linked from another version, or absent."""
+    build = Path("/lib/modules") / release() / "build"
+    if not build.exists():
+        return HeaderStatus("missing", None, None)
+    version = _headers_version(build)
+    real = os.path.realpath(build)
+    if version == release():
+        return HeaderStatus("matched", version, real)
+    return HeaderStatus("fallback", version, real)
+
+
+def lockdown_mode() -> str | None:
+    """The kernel lockdown mode in force (``none``, ``integrity``, ``confidentiality``), if known."""
+    f = Path("/sys/kernel/security/lockdown")
+    try:
+        m = re.search(r"\[(\w+)\]", f.read_text())
+    except OSError:
+        return None
+    return m.group(1) if m else None
+
+
+def active_lsms() -> list[str]:
+    """The Linux Security Modules enabled at boot (``/sys/kernel/security/lsm``)."""
+    try:
+        return [x for x in Path("/sys/kernel/security/lsm").read_text().strip().split(",") if x]
+    except OSError:
+        return []

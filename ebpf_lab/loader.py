@@ -1,0 +1,141 @@
+"""Compiling and loading BPF C with BCC, turning failures into :class:`ProgramError` with the log.
+
+clang and the kernel verifier report through the process's file descriptor 2, which a Jupyter
+notebook never shows. So every compile and load here captures fd 2 and puts its text into the
+exception, where the learner sees it. A failed compile or load leaves nothing loaded: the partly
+built BPF object is cleaned up before the error is raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ProgramError
+from .guards import require_bcc
+
+PROGRAMS_DIR = Path(__file__).resolve().parent / "programs"
+
+# fd 2 is process-wide: two threads capturing at once would steal each other's text.
+_FD2_LOCK = threading.Lock()
+
+
+class _Captured:
+    text: str = ""
+
+
+@contextlib.contextmanager
+def capture_stderr_fd() -> Iterator[_Captured]:
+    """Redirect file descriptor 2 (where clang and libbpf write) into a buffer for the block."""
+    captured = _Captured()
+    with _FD2_LOCK, tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            captured.text = tmp.read().decode(errors="replace")
+
+
+def program_path(name: str) -> Path:
+    """Path of a program shipped in ``ebpf_lab/programs`` (``"hello"`` -> ``programs/hello.bpf.c``)."""
+    candidates = [PROGRAMS_DIR / name, PROGRAMS_DIR / f"{name}.bpf.c", PROGRAMS_DIR / f"{name}.c"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    known = sorted(p.name for p in PROGRAMS_DIR.glob("*.c"))
+    raise ValueError(f"no BPF program called {name!r}; the lab ships: {', '.join(known)}")
+
+
+def program_source(name: str) -> str:
+    """The C text of a shipped program, exactly as it is compiled."""
+    return program_path(name).read_text()
+
+
+def show_source(name: str) -> Any:
+    """Display a shipped program's C with syntax highlighting in Jupyter (plain text elsewhere).
+
+    Example (in a notebook)::
+
+        ebpf_lab.show_source("hello")
+    """
+    text = program_source(name)
+    try:
+        from IPython.display import Code
+
+        return Code(text, language="c")
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return text
+
+
+def _trim_log(text: str) -> str:
+    """Drop BCC's noise lines; keep compiler diagnostics and the verifier's log."""
+    keep = []
+    for line in text.splitlines():
+        if line.startswith("In file included from") or not line.strip():
+            continue
+        keep.append(line)
+    return "\n".join(keep)
+
+
+def _release(bpf: Any) -> None:
+    """Detach and close everything a (possibly half-built) BPF object holds."""
+    with contextlib.suppress(Exception):
+        bpf.cleanup()
+
+
+def compile_program(text: str, cflags: Sequence[str] = (), *, name: str = "program") -> Any:
+    """Compile BPF C with BCC and return the ``bcc.BPF`` object (functions not yet loaded).
+
+    Raises:
+        ProgramError: with ``stage="compile"`` and clang's diagnostics, or ``stage="verifier"``
+            when BCC auto-loads a function (``TRACEPOINT_PROBE`` etc.) that the verifier rejects.
+    """
+    bcc = require_bcc()
+    with capture_stderr_fd() as cap:
+        try:
+            bpf = bcc.BPF(text=text.encode(), cflags=list(cflags))
+        except Exception as exc:  # bcc raises bare Exception
+            bpf = None
+            error = exc
+        else:
+            error = None
+    if error is not None:
+        message = str(error)
+        stage = "compile" if "compile" in message.lower() else "verifier"
+        raise ProgramError(stage, f"{name}: {message}", _trim_log(cap.text)) from None
+    return bpf
+
+
+def load_function(bpf: Any, fn: str, prog_type: int, *, name: str = "program") -> Any:
+    """Load one function of a compiled program into the kernel (the verifier runs here)."""
+    with capture_stderr_fd() as cap:
+        try:
+            result = bpf.load_func(fn.encode(), prog_type)
+        except Exception as exc:
+            result = None
+            error = exc
+        else:
+            error = None
+    if error is not None:
+        raise ProgramError(
+            "verifier", f"{name}: the kernel refused {fn}(): {error}", _trim_log(cap.text)
+        ) from None
+    return result
+
+
+_LINE_RE = re.compile(r"^/virtual/main\.c:(\d+):(\d+):", re.M)
+
+
+def compile_error_lines(log: str) -> list[int]:
+    """Line numbers (1-based, of the C text as given) that clang complained about."""
+    return sorted({int(m.group(1)) for m in _LINE_RE.finditer(log)})

@@ -1,0 +1,307 @@
+"""The bounded-run core: compile, attach, run for ``duration`` seconds, detach on every exit path.
+
+Every lesson goes through :func:`bounded_run`. A lesson names its C program, its attach points and a
+:class:`Collector` that reads what the program gathered; the core does the rest:
+
+1. checks (root, bcc) before anything loads; lessons check their own arguments first;
+2. compiles the C and loads each function (compile and verifier errors become ProgramError);
+3. attaches the probes, trying alternatives in order (e.g. kprobe, then tracepoint);
+4. starts the optional ``workload`` in a thread once everything is attached;
+5. polls the collector until ``duration`` has passed *and* the workload has finished, or until
+   the Stop button, a Jupyter interrupt (KeyboardInterrupt) or an error ends it early;
+6. drains what is left, builds the DataFrame, and always detaches and closes everything, with
+   Ctrl-C deferred so a second interrupt cannot leave a probe behind.
+
+An interrupt or Stop returns the data gathered so far with ``df.attrs["interrupted"] = True``.
+An exception in the workload is re-raised after everything is detached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from . import kernel
+from .attach import Probe, attach_probe, prog_type
+from .errors import ProgramError, UnsupportedFeature
+from .guards import require_bcc, require_root
+from .live import Live, make_live
+from .loader import capture_stderr_fd, compile_program, load_function
+
+#: how long one poll may block, in seconds: the Stop button and the deadline are checked this often
+POLL_SLICE = 0.1
+#: how long to wait for a workload that was asked to stop after an interrupt, in seconds
+WORKLOAD_STOP_GRACE = 10.0
+
+_local = threading.local()
+
+
+def stop_requested() -> bool:
+    """Inside a workload: True once the run was stopped or interrupted, so the workload should end.
+
+    The lab's own workloads (:mod:`ebpf_lab.workload`) check this between steps.
+    """
+    event = getattr(_local, "stop", None)
+    return bool(event is not None and event.is_set())
+
+
+@dataclass
+class RunContext:
+    """What a collector gets: the loaded program and the run's clocks."""
+
+    bpf: Any
+    bcc: Any
+    attach: str
+    duration: float
+    live: Live
+    t0_mono_ns: int = 0
+    t0_wall_ns: int = 0
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def elapsed(self) -> float:
+        """Seconds since the probes were attached."""
+        return (time.monotonic_ns() - self.t0_mono_ns) / 1e9
+
+    def to_time(self, ktime_ns: Any) -> pd.Series:
+        """Kernel monotonic nanoseconds (``bpf_ktime_get_ns``) -> wall-clock ``datetime64[ns]``."""
+        values = np.asarray(ktime_ns, dtype="int64") - self.t0_mono_ns + self.t0_wall_ns
+        return pd.Series(pd.to_datetime(values, unit="ns"), name="time")
+
+    def now(self) -> pd.Timestamp:
+        """The current wall-clock time as a Timestamp."""
+        return pd.Timestamp(time.time_ns(), unit="ns")
+
+
+class Collector:
+    """A lesson's reading side. Override what you need; the defaults do nothing.
+
+    ``start`` runs once the probes are attached (open buffers, take a first snapshot); ``poll``
+    waits at most ``timeout`` seconds for data; ``finish`` builds the DataFrame after a last
+    drain; ``close`` releases what ``start`` opened and runs on every exit path.
+    """
+
+    def start(self, ctx: RunContext) -> None:
+        """Open buffers and take first readings; called once, after attaching."""
+
+    def poll(self, ctx: RunContext, timeout: float) -> None:
+        """Read what arrived, waiting up to ``timeout`` seconds."""
+        if timeout > 0:
+            time.sleep(timeout)
+
+    def finish(self, ctx: RunContext) -> pd.DataFrame:
+        """Build the result frame (a last ``poll(ctx, 0)`` has already drained the buffers)."""
+        return pd.DataFrame()
+
+    def close(self, ctx: RunContext | None) -> None:
+        """Release resources opened in ``start``; called on every exit path."""
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """One way to attach a program: a label for ``df.attrs["attach"]`` and the probes."""
+
+    label: str
+    probes: Sequence[Probe]
+    reason: str = ""
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[list[int]]:
+    """Hold off Ctrl-C / Jupyter interrupts for the block (main thread only); yield what arrived."""
+    arrived: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield arrived
+        return
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(signum))
+    except ValueError:  # not the main interpreter
+        yield arrived
+        return
+    try:
+        yield arrived
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _WorkloadThread(threading.Thread):
+    def __init__(self, workload: Callable[[], Any], stop: threading.Event) -> None:
+        super().__init__(name="ebpf-lab-workload", daemon=True)
+        self.workload = workload
+        self.stop = stop
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        _local.stop = self.stop
+        try:
+            self.result = self.workload()
+        except BaseException as exc:  # reported to the caller after detaching
+            self.error = exc
+        finally:
+            _local.stop = None
+
+
+def _attach_first_working(bcc: Any, bpf: Any, alternatives: Sequence[Alternative],
+                          name: str) -> tuple[Alternative, list[str]]:
+    """Load and attach the first alternative that works; returns it and why the others failed."""
+    failures: list[str] = []
+    for i, alt in enumerate(alternatives):
+        last = i == len(alternatives) - 1
+        try:
+            for probe in alt.probes:
+                load_function(bpf, probe.fn, prog_type(bcc, probe), name=name)
+                with capture_stderr_fd() as cap:
+                    try:
+                        attach_probe(bcc, bpf, probe)
+                        error = None
+                    except Exception as exc:
+                        error = exc
+                if error is not None:
+                    detail = cap.text.strip().splitlines()
+                    msg = f"{probe.describe()}: {error}"
+                    if detail:
+                        msg += f" ({detail[-1]})"
+                    raise UnsupportedFeature(probe.kind, msg)
+            return alt, failures
+        except UnsupportedFeature as exc:
+            failures.append(f"{alt.label}: {exc.reason}")
+            # undo what this alternative attached before trying the next
+            with contextlib.suppress(Exception):
+                _detach_all(bpf)
+            if last:
+                raise
+        except ProgramError:
+            raise
+    raise ValueError("bounded_run needs at least one attach alternative")  # pragma: no cover
+
+
+def _detach_all(bpf: Any) -> None:
+    """Detach every probe BCC attached, keeping the compiled module (for trying an alternative)."""
+    for k in list(bpf.kprobe_fds):
+        bpf.detach_kprobe_event(k)
+    for k in list(bpf.uprobe_fds):
+        bpf.detach_uprobe_event(k)
+    for k in list(bpf.tracepoint_fds):
+        bpf.detach_tracepoint(k)
+    for k in list(bpf.raw_tracepoint_fds):
+        bpf.detach_raw_tracepoint(k)
+    for ev_type, ev_config in list(bpf.open_perf_events):
+        bpf.detach_perf_event(ev_type, ev_config)
+
+
+def bounded_run(
+    *,
+    name: str,
+    source: str,
+    alternatives: Sequence[Alternative],
+    collector: Collector,
+    duration: float,
+    workload: Callable[[], Any] | None = None,
+    cflags: Sequence[str] = (),
+    live: bool | None = None,
+    attrs: dict[str, Any] | None = None,
+    on_workload_result: Callable[[Any], None] | None = None,
+) -> pd.DataFrame:
+    """Run one BPF program for a bounded time and return the collector's DataFrame.
+
+    Args:
+        name: a short name for messages and the progress bar.
+        source: the C text.
+        alternatives: ways to attach, tried in order; the first that attaches is used.
+        collector: reads the program's maps/buffers and builds the frame.
+        duration: seconds to run (checked by the caller); the run also waits for the workload.
+        workload: a callable started in a thread once the probes are attached.
+        cflags: extra compiler flags (``-DNAME=value``).
+        live: show the progress bar and Stop button (default: only in Jupyter).
+        attrs: extra ``df.attrs`` entries.
+        on_workload_result: called with the workload's return value when it finished normally.
+
+    Returns:
+        The collector's frame with ``attrs``: ``attach``, ``attach_reason``, ``duration``,
+        ``elapsed``, ``kernel``, ``interrupted``, ``stopped_by`` and the lesson's own.
+    """
+    require_root()
+    bcc = require_bcc()
+    view = make_live(name, duration, live)
+    stop = view.stop
+    bpf = None
+    ctx: RunContext | None = None
+    worker: _WorkloadThread | None = None
+    stopped_by: str | None = None
+    try:
+        bpf = compile_program(source, cflags, name=name)
+        chosen, failures = _attach_first_working(bcc, bpf, alternatives, name)
+        ctx = RunContext(bpf=bpf, bcc=bcc, attach=chosen.label, duration=duration, live=view)
+        ctx.t0_mono_ns = time.monotonic_ns()
+        ctx.t0_wall_ns = time.time_ns()
+        collector.start(ctx)
+        view.open()
+        if workload is not None:
+            worker = _WorkloadThread(workload, stop)
+            worker.start()
+        deadline = time.monotonic() + duration
+        try:
+            while True:
+                if stop.is_set():
+                    stopped_by = "stop button"
+                    break
+                if worker is not None and worker.error is not None:
+                    break
+                now = time.monotonic()
+                worker_busy = worker is not None and worker.is_alive()
+                if now >= deadline and not worker_busy:
+                    break
+                timeout = POLL_SLICE if now >= deadline else min(POLL_SLICE, deadline - now)
+                collector.poll(ctx, timeout)
+                view.update(ctx.elapsed(), "waiting for the workload" if now >= deadline else "")
+                view.pump()
+        except KeyboardInterrupt:
+            stopped_by = "interrupt"
+        with sigint_deferred() as arrived:
+            if worker is not None and stopped_by:
+                stop.set()
+                worker.join(WORKLOAD_STOP_GRACE)
+            collector.poll(ctx, 0)
+            frame = collector.finish(ctx)
+            if arrived and not stopped_by:
+                stopped_by = "interrupt"
+    finally:
+        with sigint_deferred():
+            if stopped_by is None and worker is not None and worker.is_alive():
+                stop.set()  # an error ended the run: ask the workload to end too
+            with contextlib.suppress(Exception):
+                collector.close(ctx)
+            if bpf is not None:
+                with contextlib.suppress(Exception):
+                    bpf.cleanup()
+    if worker is not None and worker.error is not None and stopped_by is None:
+        view.close("workload failed")
+        raise worker.error
+    if worker is not None and on_workload_result is not None and worker.error is None:
+        on_workload_result(worker.result)
+    elapsed = ctx.elapsed()
+    view.close(f"stopped ({stopped_by}) after {elapsed:.1f} s" if stopped_by
+               else f"done: {len(frame)} rows in {elapsed:.1f} s")
+    frame.attrs.update(attrs or {})
+    frame.attrs.update(ctx.attrs)
+    frame.attrs.update(
+        {
+            "program": name,
+            "attach": chosen.label,
+            "attach_reason": "; ".join([chosen.reason, *failures]).strip("; "),
+            "duration": duration,
+            "elapsed": round(elapsed, 3),
+            "kernel": kernel.release(),
+            "interrupted": stopped_by is not None,
+            "stopped_by": stopped_by,
+        }
+    )
+    return frame

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# ebpf-lab setup: everything the lab needs on a Debian/Ubuntu machine, safe to rerun.
+#
+#   sudo bash scripts/setup.sh
+#
+# Steps (each says "ok" when there was nothing to do, so a second run changes nothing):
+#   1. apt packages: python3-bpfcc (bcc), bpftool, python3-venv, iproute2
+#   2. kernel headers for `uname -r`, or the distribution's generic headers linked in with a warning
+#   3. tracefs, debugfs and securityfs mounted
+#   4. .venv (from /usr/bin/python3 with --system-site-packages so it sees bcc), pip install -e .[test]
+#   5. the Jupyter kernelspec "ebpf-lab" inside .venv
+# Never installs PyPI's "bcc": that is an unrelated project.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$REPO/.venv"
+SYS_PY=/usr/bin/python3
+KREL="$(uname -r)"
+CHANGED=0
+
+say() { printf '[setup] %s\n' "$*"; }
+warn() { printf '[setup] WARNING: %s\n' "$*" >&2; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+changed() { CHANGED=1; say "$*"; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root: sudo make lab (or sudo make test). eBPF needs root."
+
+# ---------------------------------------------------------------- 1. apt packages
+APT_UPDATED=0
+apt_update_once() {
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        say "apt-get update"
+        apt-get update -q >/dev/null || die "apt-get update failed; check the package mirror"
+        APT_UPDATED=1
+    fi
+}
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+apt_install() {
+    local missing=()
+    for p in "$@"; do have_pkg "$p" || missing+=("$p"); done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        say "ok: apt packages present: $*"
+        return 0
+    fi
+    apt_update_once
+    changed "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
+        >/dev/null || die "apt-get install ${missing[*]} failed"
+}
+command -v apt-get >/dev/null || die "this setup needs apt (Debian/Ubuntu); on other systems install bcc's Python bindings, bpftool and kernel headers by hand"
+apt_install python3-bpfcc bpftool python3-venv python3-pip iproute2 procps
+[ -x "$SYS_PY" ] || die "$SYS_PY not found after installing python3"
+"$SYS_PY" -c 'import bcc' 2>/dev/null || die "bcc does not import in $SYS_PY: apt-get install --reinstall python3-bpfcc"
+
+# ---------------------------------------------------------------- 2. kernel headers
+MODDIR="/lib/modules/$KREL"
+if [ -e "$MODDIR/build" ]; then
+    target="$(readlink -f "$MODDIR/build")"
+    case "$target" in
+        */linux-headers-"$KREL"* | "$MODDIR"/*) say "ok: headers for $KREL at $target" ;;
+        *) say "ok: headers at $target (linked for $KREL; struct layouts may differ, see doctor)" ;;
+    esac
+else
+    # matching headers from the archive, when it has them
+    if ! have_pkg "linux-headers-$KREL"; then
+        apt_update_once
+        if apt-cache show "linux-headers-$KREL" >/dev/null 2>&1; then
+            changed "installing linux-headers-$KREL"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q "linux-headers-$KREL" >/dev/null \
+                || die "apt-get install linux-headers-$KREL failed"
+        fi
+    fi
+    if [ ! -e "$MODDIR/build" ]; then
+        arch="$(dpkg --print-architecture)"
+        apt_install "linux-headers-$arch"
+        hdr="$(ls -d /usr/src/linux-headers-*-"$arch" 2>/dev/null | sort -V | tail -n 1)"
+        [ -n "$hdr" ] || die "no /usr/src/linux-headers-*-$arch after installing linux-headers-$arch"
+        common="${hdr%-"$arch"}-common"
+        [ -d "$common" ] || common="$hdr"
+        mkdir -p "$MODDIR"
+        ln -sfn "$hdr" "$MODDIR/build"
+        [ -e "$MODDIR/source" ] || ln -sfn "$common" "$MODDIR/source"
+        changed "linked $hdr as $MODDIR/build"
+        warn "no headers for kernel $KREL exist; using $(basename "$hdr") instead."
+        warn "helper-only programs compile, but struct field reads through these headers are WRONG."
+        warn "the lab never reads struct fields through them (it uses the kernel's BTF instead)."
+    fi
+fi
+
+# ---------------------------------------------------------------- 3. pseudo file systems
+mount_fs() { # type, mountpoint
+    if mountpoint -q "$2" 2>/dev/null; then
+        say "ok: $1 mounted at $2"
+    elif [ -d "$2" ]; then
+        mount -t "$1" "$1" "$2" || die "mount -t $1 $1 $2 failed"
+        changed "mounted $1 at $2"
+    else
+        warn "$2 does not exist: $1 not mounted"
+    fi
+}
+mount_fs debugfs /sys/kernel/debug
+mount_fs tracefs /sys/kernel/tracing
+mount_fs securityfs /sys/kernel/security
+# BCC reads /sys/kernel/debug/tracing: on kernels that do not automount tracefs under debugfs
+# mount it there too.
+if [ -d /sys/kernel/debug/tracing ] && [ ! -e /sys/kernel/debug/tracing/trace_pipe ]; then
+    mount -t tracefs tracefs /sys/kernel/debug/tracing || die "mounting tracefs under debugfs failed"
+    changed "mounted tracefs at /sys/kernel/debug/tracing"
+fi
+
+# ---------------------------------------------------------------- 4. venv
+venv_ok() {
+    [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import bcc' 2>/dev/null
+}
+if venv_ok; then
+    say "ok: venv $VENV sees bcc"
+else
+    rm -rf "$VENV"
+    "$SYS_PY" -m venv --system-site-packages "$VENV" || die "creating $VENV failed"
+    changed "created $VENV (system site packages, so bcc is visible)"
+fi
+STAMP="$VENV/.ebpf-lab-installed"
+want="$(cat "$REPO/pyproject.toml" "$SYS_PY" 2>/dev/null | sha256sum | cut -c1-16)"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c 'import ebpf_lab, pandas, jupyterlab' 2>/dev/null; then
+    say "ok: python packages installed"
+else
+    changed "pip install -e .[test] into $VENV (a few minutes the first time)"
+    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null || die "pip upgrade failed"
+    "$VENV/bin/python" -m pip install -q -e "$REPO[test]" || die "pip install -e .[test] failed"
+    if "$VENV/bin/python" -m pip show bcc >/dev/null 2>&1; then
+        die "PyPI's unrelated 'bcc' got installed into $VENV; remove it: $VENV/bin/pip uninstall bcc"
+    fi
+    echo "$want" >"$STAMP"
+fi
+
+# ---------------------------------------------------------------- 5. kernelspec
+KS="$VENV/share/jupyter/kernels/ebpf-lab"
+spec="$(cat <<JSON
+{
+ "argv": ["$VENV/bin/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+ "display_name": "Python 3 (ebpf-lab)",
+ "language": "python",
+ "metadata": {"debugger": true}
+}
+JSON
+)"
+if [ -f "$KS/kernel.json" ] && [ "$(cat "$KS/kernel.json")" = "$spec" ]; then
+    say "ok: Jupyter kernelspec ebpf-lab"
+else
+    mkdir -p "$KS"
+    printf '%s\n' "$spec" >"$KS/kernel.json"
+    changed "registered Jupyter kernelspec ebpf-lab ($KS)"
+fi
+
+if [ "$CHANGED" -eq 0 ]; then
+    say "nothing to do: everything was already in place"
+else
+    say "done"
+fi
