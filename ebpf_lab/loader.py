@@ -8,6 +8,7 @@ built BPF object is cleaned up before the error is raised.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -87,10 +88,47 @@ def _trim_log(text: str) -> str:
     return "\n".join(keep)
 
 
-def _release(bpf: Any) -> None:
-    """Detach and close everything a (possibly half-built) BPF object holds."""
+def release(bpf: Any) -> None:
+    """Free perf readers, detach every probe and close every fd of a BPF object (never raises).
+
+    Perf buffers are closed first and explicitly: BCC's own ``PerfEventArray.__del__`` would run
+    later (at garbage collection), after the map is gone, and print KeyErrors.
+    """
+    for table in list(getattr(bpf, "tables", {}).values()):
+        for key in list(getattr(table, "_open_key_fds", {})):
+            with contextlib.suppress(Exception):
+                del table[key]
     with contextlib.suppress(Exception):
         bpf.cleanup()
+    # BCC registers every BPF object's cleanup with atexit, which keeps each object (and its
+    # compiled module) alive until the process ends. Cleaned up now, it can be forgotten.
+    with contextlib.suppress(Exception):
+        atexit.unregister(bpf.cleanup)
+
+
+_BPF_CLASS: Any = None
+
+
+def _lab_bpf_class(bcc: Any) -> Any:
+    """``bcc.BPF`` that remembers itself before auto-attaching, so a failure can be cleaned up.
+
+    ``BPF(text=...)`` attaches ``TRACEPOINT_PROBE``/``KFUNC_PROBE``... functions while it is being
+    constructed. If one of them fails, the constructor raises and the caller never gets the
+    object, yet the functions already attached stay attached until the process exits.
+    """
+    global _BPF_CLASS
+    if _BPF_CLASS is None:
+
+        class LabBPF(bcc.BPF):  # type: ignore[misc, valid-type]
+            def _trace_autoload(self) -> None:
+                _PENDING.append(self)
+                super()._trace_autoload()
+
+        _BPF_CLASS = LabBPF
+    return _BPF_CLASS
+
+
+_PENDING: list[Any] = []
 
 
 def compile_program(text: str, cflags: Sequence[str] = (), *, name: str = "program") -> Any:
@@ -101,15 +139,21 @@ def compile_program(text: str, cflags: Sequence[str] = (), *, name: str = "progr
             when BCC auto-loads a function (``TRACEPOINT_PROBE`` etc.) that the verifier rejects.
     """
     bcc = require_bcc()
+    cls = _lab_bpf_class(bcc)
     with capture_stderr_fd() as cap:
         try:
-            bpf = bcc.BPF(text=text.encode(), cflags=list(cflags))
+            bpf = cls(text=text.encode(), cflags=list(cflags))
         except Exception as exc:  # bcc raises bare Exception
             bpf = None
             error = exc
         else:
             error = None
+        finally:
+            half_built = list(_PENDING)
+            _PENDING.clear()
     if error is not None:
+        for obj in half_built:
+            release(obj)
         message = str(error)
         stage = "compile" if "compile" in message.lower() else "verifier"
         raise ProgramError(stage, f"{name}: {message}", _trim_log(cap.text)) from None

@@ -34,7 +34,7 @@ from .attach import Probe, attach_probe, prog_type
 from .errors import ProgramError, UnsupportedFeature
 from .guards import require_bcc, require_root
 from .live import Live, make_live
-from .loader import capture_stderr_fd, compile_program, load_function
+from .loader import capture_stderr_fd, compile_program, load_function, release
 
 #: how long one poll may block, in seconds: the Stop button and the deadline are checked this often
 POLL_SLICE = 0.1
@@ -85,8 +85,11 @@ class Collector:
 
     ``start`` runs once the probes are attached (open buffers, take a first snapshot); ``poll``
     waits at most ``timeout`` seconds for data; ``finish`` builds the DataFrame after a last
-    drain; ``close`` releases what ``start`` opened and runs on every exit path.
+    drain; ``close`` releases what ``start`` opened and runs on every exit path. A collector that
+    has all it wants (e.g. ``max_events``) sets ``full = True`` and the run ends early.
     """
+
+    full: bool = False
 
     def start(self, ctx: RunContext) -> None:
         """Open buffers and take first readings; called once, after attaching."""
@@ -253,6 +256,9 @@ def bounded_run(
                 if stop.is_set():
                     stopped_by = "stop button"
                     break
+                if collector.full:
+                    stopped_by = "limit"
+                    break
                 if worker is not None and worker.error is not None:
                     break
                 now = time.monotonic()
@@ -266,8 +272,9 @@ def bounded_run(
         except KeyboardInterrupt:
             stopped_by = "interrupt"
         with sigint_deferred() as arrived:
-            if worker is not None and stopped_by:
+            if stopped_by:
                 stop.set()
+            if worker is not None and stopped_by:
                 worker.join(WORKLOAD_STOP_GRACE)
             collector.poll(ctx, 0)
             frame = collector.finish(ctx)
@@ -280,8 +287,7 @@ def bounded_run(
             with contextlib.suppress(Exception):
                 collector.close(ctx)
             if bpf is not None:
-                with contextlib.suppress(Exception):
-                    bpf.cleanup()
+                release(bpf)
     if worker is not None and worker.error is not None and stopped_by is None:
         view.close("workload failed")
         raise worker.error
@@ -300,7 +306,7 @@ def bounded_run(
             "duration": duration,
             "elapsed": round(elapsed, 3),
             "kernel": kernel.release(),
-            "interrupted": stopped_by is not None,
+            "interrupted": stopped_by in ("stop button", "interrupt"),
             "stopped_by": stopped_by,
         }
     )

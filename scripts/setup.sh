@@ -119,19 +119,45 @@ else
     "$SYS_PY" -m venv --system-site-packages "$VENV" || die "creating $VENV failed"
     changed "created $VENV (system site packages, so bcc is visible)"
 fi
+# The stamp records what was installed (pyproject.toml + the interpreter): while it matches and the
+# packages import, pip is not run at all, so a rerun changes nothing (not even the stamp's mtime).
 STAMP="$VENV/.ebpf-lab-installed"
+PIPLOG="$VENV/pip-install.log"
 want="$(cat "$REPO/pyproject.toml" "$SYS_PY" 2>/dev/null | sha256sum | cut -c1-16)"
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c 'import ebpf_lab, pandas, jupyterlab' 2>/dev/null; then
+pip_quiet() { # what, pip args...: pip's chatter goes to $PIPLOG; its tail is shown on failure
+    local what="$1"
+    shift
+    printf '\n==> %s: pip %s\n' "$(date -u +%FT%TZ)" "$*" >>"$PIPLOG"
+    if ! "$VENV/bin/python" -m pip "$@" >>"$PIPLOG" 2>&1; then
+        warn "$what failed; the last lines of $PIPLOG:"
+        tail -n 40 "$PIPLOG" >&2
+        die "$what failed (full log: $PIPLOG)"
+    fi
+}
+# Any distribution called "bcc" that is not Debian's (python3-bpfcc, in /usr/lib/python3/dist-packages)
+# is PyPI's unrelated project; prints where each one is.
+foreign_bcc() {
+    "$VENV/bin/python" - <<'PY'
+import importlib.metadata as md
+
+for d in md.distributions():
+    where = str(d.locate_file(""))
+    if (d.metadata["Name"] or "").lower() == "bcc" and where != "/usr/lib/python3/dist-packages":
+        print(where)
+PY
+}
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
+    && "$VENV/bin/python" -c 'import ebpf_lab, pandas, jupyterlab, jupyter_ui_poll' 2>/dev/null; then
     say "ok: python packages installed"
 else
-    changed "pip install -e .[test] into $VENV (a few minutes the first time)"
-    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null || die "pip upgrade failed"
-    "$VENV/bin/python" -m pip install -q -e "$REPO[test]" || die "pip install -e .[test] failed"
-    if "$VENV/bin/python" -m pip show bcc >/dev/null 2>&1; then
-        die "PyPI's unrelated 'bcc' got installed into $VENV; remove it: $VENV/bin/pip uninstall bcc"
-    fi
+    changed "pip install -e .[test] into $VENV (a few minutes the first time; log: $PIPLOG)"
+    : >"$PIPLOG"
+    pip_quiet "pip upgrade" install --upgrade pip
+    pip_quiet "pip install -e .[test]" install -e "$REPO[test]"
     echo "$want" >"$STAMP"
 fi
+bad="$(foreign_bcc)"
+[ -z "$bad" ] || die "PyPI's unrelated 'bcc' is installed ($bad); remove it: $VENV/bin/python -m pip uninstall bcc (or /usr/bin/python3 -m pip uninstall bcc)"
 
 # ---------------------------------------------------------------- 5. kernelspec
 KS="$VENV/share/jupyter/kernels/ebpf-lab"

@@ -1,0 +1,90 @@
+"""Lesson 01: "Hello World!" from the kernel on every execve (the seed's hello.py)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any, Callable
+
+import pandas as pd
+
+from .attach import exec_alternatives
+from .frames import typed_frame
+from .guards import check_duration, check_workload
+from .loader import program_source
+from .run import Collector, RunContext, bounded_run
+from .tracefs import PrintkInstance
+
+COLUMNS = ["time", "pid", "comm", "cpu", "message"]
+
+
+class _TraceReader(Collector):
+    """Reads the lab's private trace instance and keeps only lines carrying this run's tag."""
+
+    def __init__(self, tag: int) -> None:
+        self.pattern = re.compile(rf"^\[ebpf-lab {tag:x}\] (.*)$")
+        self.instance: PrintkInstance | None = None
+        self.rows: list[dict[str, Any]] = []
+        self.others = 0
+
+    def start(self, ctx: RunContext) -> None:
+        self.instance = PrintkInstance().open()
+
+    def poll(self, ctx: RunContext, timeout: float) -> None:
+        assert self.instance is not None
+        for line in self.instance.read(timeout):
+            m = self.pattern.match(line.message)
+            if m is None:
+                self.others += 1  # another program's printk: not ours
+                continue
+            self.rows.append({"ktime_ns": line.ktime_ns, "pid": line.pid, "comm": line.comm,
+                              "cpu": line.cpu, "message": m.group(1)})
+
+    def finish(self, ctx: RunContext) -> pd.DataFrame:
+        df = pd.DataFrame(self.rows, columns=["ktime_ns", "pid", "comm", "cpu", "message"])
+        df.insert(0, "time", ctx.to_time(df["ktime_ns"]).to_numpy())
+        df = typed_frame(df.drop(columns="ktime_ns"), COLUMNS,
+                         {"pid": "int64", "comm": "category", "cpu": "int64", "message": "string"})
+        ctx.attrs["other_printk_lines"] = self.others
+        return df
+
+    def close(self, ctx: RunContext | None) -> None:
+        if self.instance is not None:
+            self.instance.close()
+
+
+def hello(duration: float = 5.0, attach: str = "auto",
+          workload: Callable[[], Any] | None = None, *, live: bool | None = None) -> pd.DataFrame:
+    """Print "Hello World!" from the kernel on every execve for ``duration`` seconds; return the lines.
+
+    The BPF program (``programs/hello.bpf.c``) calls ``bpf_trace_printk`` on every execve. The
+    lab reads the lines back from a private tracefs instance (the global ``trace_pipe`` is shared
+    by the whole machine and consumed by whoever reads it) and keeps only this run's lines.
+
+    Args:
+        duration: seconds to stay attached (0 < duration <= 3600); the run also waits for
+            ``workload``.
+        attach: ``"auto"`` (kprobe if the kernel has kprobes, else the tracepoint),
+            ``"kprobe"`` or ``"tracepoint"``.
+        workload: optional callable run once attached, e.g.
+            ``lambda: ebpf_lab.workload.execs({65534: 3})``.
+        live: show the progress bar and Stop button (default: in Jupyter only).
+
+    Returns:
+        One row per execve seen anywhere on the machine: ``time``, ``pid`` (the task that called
+        execve), ``comm`` (its name before the exec), ``cpu``, ``message`` ("Hello World!").
+        ``df.attrs["other_printk_lines"]`` counts lines other programs printed meanwhile.
+
+    Raises:
+        ValueError: bad duration, attach or workload (before anything loads).
+        PermissionError: not root.
+        UnsupportedFeature: ``attach="kprobe"`` without kprobes, or tracefs not mounted.
+    """
+    duration = check_duration(duration)
+    check_workload(workload)
+    alternatives = exec_alternatives(attach, "hello_kprobe", "hello_tracepoint")
+    tag = secrets.randbits(31) | 1
+    return bounded_run(name="hello", source=program_source("hello"), alternatives=alternatives,
+                       collector=_TraceReader(tag), duration=duration, workload=workload,
+                       cflags=[f"-DRUN_TAG={tag:#x}"], live=live,
+                       attrs={"buffer": "trace (bpf_trace_printk)"})

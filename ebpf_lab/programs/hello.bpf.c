@@ -1,0 +1,25 @@
+// hello.bpf.c: say "Hello World!" every time any process calls execve.
+// (The seed's hello.py.)
+//
+// bpf_trace_printk() writes a line into the kernel's trace buffer. That buffer is shared by
+// every BPF program on the machine, so each line carries a tag that is different for every run
+// (RUN_TAG, chosen by the lab when it compiles this file). The lab keeps only lines with its tag
+// and strips the tag off again: the message column says "Hello World!".
+
+static __always_inline int say_hello(void)
+{
+    bpf_trace_printk("[ebpf-lab %x] Hello World!", RUN_TAG);
+    return 0;
+}
+
+// The seed's way: a kprobe on the execve system call (needs CONFIG_KPROBES).
+int hello_kprobe(struct pt_regs *ctx)
+{
+    return say_hello();
+}
+
+// The stable way: the syscalls:sys_enter_execve tracepoint.
+int hello_tracepoint(void *ctx)
+{
+    return say_hello();
+}
