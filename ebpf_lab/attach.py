@@ -14,7 +14,7 @@ from typing import Any
 
 from . import kernel
 from .errors import UnsupportedFeature
-from .guards import check_choice
+from .guards import check_choice, require_root
 
 #: kinds of attach point the core knows how to attach
 PROBE_KINDS = ("tracepoint", "raw_tracepoint", "kprobe", "kretprobe", "uprobe", "uretprobe",
@@ -150,6 +150,8 @@ def exec_alternatives(attach: str, kprobe_fn: str, tracepoint_fn: str) -> list[A
     """
     from .run import Alternative  # the core imports this module
 
+    check_choice(attach, "attach", EXEC_ATTACH_CHOICES)
+    require_root()  # tracefs, where the attach points are listed, is readable by root only
     choice = choose_exec_attach(attach)
     kp = Alternative("kprobe", [Probe("kprobe", "syscall:execve", kprobe_fn)], choice.reason)
     tp = Alternative("tracepoint", [Probe("tracepoint", "syscalls:sys_enter_execve",

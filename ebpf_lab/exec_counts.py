@@ -38,7 +38,7 @@ class _Snapshots(Collector):
         self.next_t = self.last_t + self.interval
 
     def _read(self, ctx: RunContext) -> dict[int, int]:
-        return {k.value: v.value for k, v in ctx.bpf["counter_table"].items()}
+        return {k.value: v.value for k, v in ctx.table("counter_table").items()}
 
     def _snapshot(self, ctx: RunContext, now: float) -> None:
         counts = self._read(ctx)

@@ -32,7 +32,7 @@ class _EventReader(Collector):
         self.perf_lost = 0
 
     def start(self, ctx: RunContext) -> None:
-        table = ctx.bpf["events"]
+        table = ctx.table("events")
 
         def on_event(*args: Any) -> None:  # perf: (cpu, data, size); ring: (ctx, data, size)
             if self.full:
@@ -61,7 +61,7 @@ class _EventReader(Collector):
     def lost(self, ctx: RunContext) -> int:
         if self.buffer == "perf":
             return self.perf_lost
-        return int(sum(v.value for v in ctx.bpf["dropped"].values()))
+        return int(sum(v.value for v in ctx.table("dropped").values()))
 
     def finish(self, ctx: RunContext) -> pd.DataFrame:
         raw = pd.DataFrame(self.rows, columns=["ktime_ns", "pid", "ppid", "uid", "command",

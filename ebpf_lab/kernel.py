@@ -24,8 +24,11 @@ def release() -> str:
 def tracefs_root() -> Path | None:
     """Where tracefs is mounted (the directory holding ``trace_pipe``), or None."""
     for path in TRACEFS_CANDIDATES:
-        if (path / "trace_pipe").exists():
-            return path
+        try:
+            if (path / "trace_pipe").exists():
+                return path
+        except OSError:  # not root: tracefs is mode 700
+            continue
     return None
 
 

@@ -42,6 +42,22 @@ POLL_SLICE = 0.1
 WORKLOAD_STOP_GRACE = 10.0
 
 _local = threading.local()
+_ACTIVE: list[Live] = []
+_ACTIVE_LOCK = threading.Lock()
+
+
+def active_views() -> list[Live]:
+    """The views (progress bar + Stop button) of the bounded runs going on now."""
+    with _ACTIVE_LOCK:
+        return list(_ACTIVE)
+
+
+def stop_all() -> int:
+    """Press Stop on every bounded run going on now; returns how many were asked to stop."""
+    views = active_views()
+    for view in views:
+        view.request_stop()
+    return len(views)
 
 
 def stop_requested() -> bool:
@@ -65,6 +81,10 @@ class RunContext:
     t0_mono_ns: int = 0
     t0_wall_ns: int = 0
     attrs: dict[str, Any] = field(default_factory=dict)
+
+    def table(self, name: str) -> Any:
+        """The program's map called ``name`` (a BCC table object)."""
+        return self.bpf[name.encode()]
 
     def elapsed(self) -> float:
         """Seconds since the probes were attached."""
@@ -235,6 +255,8 @@ def bounded_run(
     bcc = require_bcc()
     view = make_live(name, duration, live)
     stop = view.stop
+    with _ACTIVE_LOCK:
+        _ACTIVE.append(view)
     bpf = None
     ctx: RunContext | None = None
     worker: _WorkloadThread | None = None
@@ -288,6 +310,8 @@ def bounded_run(
                 collector.close(ctx)
             if bpf is not None:
                 release(bpf)
+            with _ACTIVE_LOCK:
+                _ACTIVE.remove(view)
     if worker is not None and worker.error is not None and stopped_by is None:
         view.close("workload failed")
         raise worker.error

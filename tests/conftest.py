@@ -1,0 +1,77 @@
+"""Shared fixtures: root-only marking, leak checks, unique UIDs for exact counts."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from kernel_state import global_prog_ids, held, settle  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+IS_ROOT = os.geteuid() == 0
+
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="loads real BPF programs: run as root")
+
+# UIDs no one else uses, different in every test session, so concurrent runs of the suite (or
+# anything else on the machine) cannot add to the exact counts the tests compare.
+_uid_base = 200_000 + random.randrange(0, 700_000, 1000)
+_uids = itertools.count(_uid_base)
+
+
+@pytest.fixture
+def fresh_uids():
+    """A function returning n UIDs that nothing else on the machine uses."""
+
+    def take(n: int = 1) -> list[int]:
+        return [next(_uids) for _ in range(n)]
+
+    return take
+
+
+@pytest.fixture
+def no_leaks():
+    """Fail the test if it leaves BPF programs, maps, perf events, fds or tracefs instances."""
+    before = held()
+    yield before
+    after = settle(before)
+    assert not before.diff(after), f"left behind: {before.diff(after)}"
+
+
+_SESSION_PROGS: set[int] = set()
+
+
+def pytest_sessionstart(session):
+    if IS_ROOT:
+        try:
+            _SESSION_PROGS.update(global_prog_ids())
+        except Exception:
+            pass
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """After the suite, `bpftool prog list` must show nothing new (strict in CI)."""
+    if not IS_ROOT or not _SESSION_PROGS and exitstatus != 0:
+        return
+    try:
+        deadline = time.monotonic() + 3
+        left = global_prog_ids() - _SESSION_PROGS
+        while left and time.monotonic() < deadline:
+            time.sleep(0.2)
+            left = global_prog_ids() - _SESSION_PROGS
+    except Exception:
+        return
+    if left:
+        msg = f"BPF programs loaded during the suite are still loaded: ids {sorted(left)}"
+        if os.environ.get("CI"):
+            print("\nERROR: " + msg, file=sys.stderr)
+            session.exitstatus = 1
+        else:
+            print("\nWARNING (not CI; other processes may own them): " + msg, file=sys.stderr)

@@ -1,0 +1,219 @@
+"""The bounded-run core against the real kernel: exact counts, every exit path detaches."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import REPO, needs_root
+from kernel_state import global_map_ids, global_prog_ids, held, settle
+
+from ebpf_lab import ProgramError, UnsupportedFeature
+from ebpf_lab.attach import Probe
+from ebpf_lab.run import Alternative, Collector, RunContext, active_views, bounded_run
+from ebpf_lab.workload import execs
+
+pytestmark = needs_root
+
+# A tiny program written for these tests: count execve calls by one UID.
+TINY = r"""
+BPF_ARRAY(count, u64, 1);
+int on_exec(void *ctx)
+{
+    if ((bpf_get_current_uid_gid() & 0xFFFFFFFF) != WATCH_UID)
+        return 0;
+    int zero = 0;
+    u64 *n = count.lookup(&zero);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    return 0;
+}
+"""
+TP = [Alternative("tracepoint", [Probe("tracepoint", "syscalls:sys_enter_execve", "on_exec")])]
+
+
+class CountReader(Collector):
+    def finish(self, ctx: RunContext):
+        import pandas as pd
+
+        return pd.DataFrame({"execs": [ctx.table("count")[0].value]})
+
+
+def tiny_run(uid: int, duration: float, workload=None, **kw):
+    return bounded_run(name="tiny", source=TINY, alternatives=TP, collector=CountReader(),
+                       duration=duration, workload=workload, cflags=[f"-DWATCH_UID={uid}"], **kw)
+
+
+def test_exact_count_of_known_execs(fresh_uids, no_leaks):
+    (uid,) = fresh_uids(1)
+    box = {}
+    df = tiny_run(uid, 1.0, workload=lambda: box.update(done=execs({uid: 17})))
+    assert len(box["done"]) == 17
+    assert int(df["execs"].iloc[0]) == 17
+    assert df.attrs["attach"] == "tracepoint"
+    assert df.attrs["interrupted"] is False
+    assert df.attrs["kernel"] == os.uname().release
+    assert df.attrs["duration"] == 1.0
+    assert 1.0 <= df.attrs["elapsed"] < 3.0
+
+
+def test_run_waits_for_a_workload_longer_than_duration(fresh_uids, no_leaks):
+    (uid,) = fresh_uids(1)
+
+    def slow():
+        time.sleep(0.6)
+        execs({uid: 4})
+
+    df = tiny_run(uid, 0.2, workload=slow)
+    assert int(df["execs"].iloc[0]) == 4
+    assert df.attrs["elapsed"] >= 0.6
+
+
+def test_exception_in_workload_is_raised_after_detaching(fresh_uids, no_leaks):
+    (uid,) = fresh_uids(1)
+
+    def broken():
+        execs({uid: 2})
+        raise RuntimeError("workload broke")
+
+    with pytest.raises(RuntimeError, match="workload broke"):
+        tiny_run(uid, 5.0, workload=broken)
+
+
+def _interrupt_main_after(seconds: float) -> threading.Thread:
+    t = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGINT))
+    t.start()
+    return t
+
+
+def test_keyboard_interrupt_returns_partial_data_and_detaches(fresh_uids, no_leaks):
+    (uid,) = fresh_uids(1)
+    box = {}
+    timer = _interrupt_main_after(0.8)
+    t0 = time.monotonic()
+    df = tiny_run(uid, 30.0, workload=lambda: box.update(done=execs({uid: 100_000})))
+    timer.join()
+    assert time.monotonic() - t0 < 15
+    assert df.attrs["interrupted"] is True
+    assert df.attrs["stopped_by"] == "interrupt"
+    # the workload was told to stop, and the count matches what it really did
+    assert 0 < len(box["done"]) < 100_000
+    assert int(df["execs"].iloc[0]) == len(box["done"])
+
+
+def test_stop_button_returns_partial_data(fresh_uids):
+    (uid,) = fresh_uids(1)
+    box = {}
+    from ebpf_lab.live import WidgetLive
+
+    warm = WidgetLive("warm-up", 1.0)  # first use of IPython/widgets opens an event loop for good
+    warm.open()
+    warm.close("done")
+    before = held()
+
+    def press_stop():
+        time.sleep(0.8)
+        (view,) = active_views()
+        view.button.click()  # the real widget's click handler
+
+    presser = threading.Thread(target=press_stop)
+    presser.start()
+    df = tiny_run(uid, 30.0, workload=lambda: box.update(done=execs({uid: 100_000})), live=True)
+    presser.join()
+    assert df.attrs["interrupted"] is True
+    assert df.attrs["stopped_by"] == "stop button"
+    assert int(df["execs"].iloc[0]) == len(box["done"]) > 0
+    assert active_views() == []
+    after = settle(before)
+    assert not before.diff(after), before.diff(after)
+
+
+def test_fifty_short_runs_leave_nothing(fresh_uids):
+    (uid,) = fresh_uids(1)
+    tiny_run(uid, 0.05)  # warm-up: libraries open what they keep open for the process
+    before = held()
+    maps_before, progs_before = global_map_ids(), global_prog_ids()
+    for i in range(50):
+        df = tiny_run(uid, 0.05, workload=(lambda: execs({uid: 1})) if i % 10 == 0 else None)
+        assert int(df["execs"].iloc[0]) == (1 if i % 10 == 0 else 0)
+    after = settle(before)
+    assert not before.diff(after), before.diff(after)
+    if os.environ.get("CI"):  # alone on the machine: the global lists must match too
+        time.sleep(1.5)
+        assert global_prog_ids() - progs_before == set()
+        assert global_map_ids() - maps_before == set()
+
+
+def test_compile_error_is_a_program_error_with_the_log(no_leaks):
+    with pytest.raises(ProgramError) as info:
+        bounded_run(name="broken", source="int on_exec(void *ctx) { return undeclared; }",
+                    alternatives=TP, collector=Collector(), duration=1)
+    assert info.value.stage == "compile"
+    assert "undeclared" in info.value.log
+
+
+def test_verifier_rejection_is_a_program_error_with_the_log(no_leaks):
+    # a map lookup may return NULL: dereferencing it unchecked is what the verifier refuses
+    src = "BPF_HASH(a, int, u64); int on_exec(void *ctx) { int k = 0; u64 *v = a.lookup(&k); return *v; }"
+    with pytest.raises(ProgramError) as info:
+        bounded_run(name="bad", source=src, alternatives=TP, collector=Collector(), duration=1)
+    assert info.value.stage == "verifier"
+    assert "invalid mem access 'map_value_or_null'" in info.value.log
+
+
+def test_missing_attach_point_is_unsupported_feature(no_leaks):
+    alt = [Alternative("tracepoint", [Probe("tracepoint", "nosuch:event", "on_exec")])]
+    with pytest.raises(UnsupportedFeature):
+        bounded_run(name="tiny", source=TINY, alternatives=alt, collector=Collector(),
+                    duration=1, cflags=["-DWATCH_UID=0"])
+
+
+def test_alternatives_fall_back_in_order(fresh_uids, no_leaks):
+    (uid,) = fresh_uids(1)
+    alts = [
+        Alternative("broken", [Probe("tracepoint", "nosuch:event", "on_exec")]),
+        TP[0],
+    ]
+    df = bounded_run(name="tiny", source=TINY, alternatives=alts, collector=CountReader(),
+                     duration=0.3, workload=lambda: execs({uid: 3}),
+                     cflags=[f"-DWATCH_UID={uid}"])
+    assert df.attrs["attach"] == "tracepoint"
+    assert "broken" in df.attrs["attach_reason"]
+    assert int(df["execs"].iloc[0]) == 3
+
+
+NONROOT = """
+import ebpf_lab
+try:
+    ebpf_lab.exec_counts(duration=1)
+except PermissionError as e:
+    print("PermissionError:", e)
+"""
+
+
+def test_non_root_gets_permission_error_with_hint():
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+         NONROOT],
+        capture_output=True, text=True, cwd="/", env=env, timeout=60,
+    )
+    assert "PermissionError:" in out.stdout, out.stderr
+    assert "sudo make lab" in out.stdout
+
+
+def test_missing_bcc_says_how_to_install():
+    code = (
+        "import sys; sys.modules['bcc'] = None\n"
+        "from ebpf_lab.guards import require_bcc\n"
+        "try:\n    require_bcc()\nexcept ImportError as e:\n    print(type(e).__name__, e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, timeout=60)
+    assert "BccMissing" in out.stdout
+    assert "apt-get install python3-bpfcc" in out.stdout
