@@ -1,0 +1,277 @@
+"""The seed's three programs as lessons, checked against known workloads on the real kernel."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import needs_root
+
+import ebpf_lab
+from ebpf_lab import UnsupportedFeature
+from ebpf_lab.kernel import kprobes_available
+from ebpf_lab.run import active_views
+from ebpf_lab.workload import execs
+
+pytestmark = needs_root
+
+
+def recording(plan, box, **kw):
+    """A workload that runs ``plan`` and keeps the frame of what it started in ``box``."""
+    return lambda: box.update(done=execs(plan, **kw))
+
+
+# ---------------------------------------------------------------- exec_counts
+
+
+def test_exec_counts_exact_per_uid(fresh_uids, no_leaks):
+    a, b, c = fresh_uids(3)
+    plan = {a: 7, b: 3, c: 11}
+    box = {}
+    df = ebpf_lab.exec_counts(duration=1.5, interval=0.5, workload=recording(plan, box))
+    assert list(df.columns) == ["time", "uid", "user", "execs", "rate", "total"]
+    ours = df[df.uid.isin(plan)]
+    assert ours.groupby("uid")["execs"].sum().to_dict() == plan
+    assert len(box["done"]) == sum(plan.values())
+    # running totals never go down and end at the exact counts
+    for uid, group in ours.groupby("uid"):
+        assert group["total"].is_monotonic_increasing
+        assert group["total"].iloc[-1] == plan[uid]
+        assert (group["execs"].cumsum() == group["total"]).all()
+    # rate = execs / the interval's measured length; intervals are about `interval` long
+    times = df["time"].drop_duplicates().sort_values()
+    gaps = times.diff().dt.total_seconds().dropna()
+    assert ((gaps > 0.3) & (gaps < 1.0)).all(), gaps
+    nonzero = ours[ours.execs > 0]
+    assert np.allclose(nonzero["execs"] / nonzero["rate"], 0.5, atol=0.2)
+    # dtypes and metadata follow the lab's conventions
+    assert str(df["time"].dtype) == "datetime64[ns]"
+    assert str(df["user"].dtype) == "category"
+    assert df.attrs["attach"] in ("kprobe", "tracepoint")
+    assert df.attrs["interval"] == 0.5
+    # a uid without a passwd entry is shown as the number
+    assert set(ours["user"].astype(str)) == {str(a), str(b), str(c)}
+
+
+def test_exec_counts_names_known_users(no_leaks):
+    df = ebpf_lab.exec_counts(duration=0.3, interval=0.3, workload=lambda: execs({65534: 2}))
+    row = df[df.uid == 65534]
+    assert row["execs"].sum() >= 2  # uid 65534 is shared with the machine: at least ours
+    assert row["user"].iloc[0] == "nobody"
+
+
+def test_exec_counts_auto_records_the_choice(no_leaks):
+    df = ebpf_lab.exec_counts(duration=0.2, interval=0.1)
+    have_kprobes, _why = kprobes_available()
+    if not have_kprobes:
+        assert df.attrs["attach"] == "tracepoint"
+        assert "CONFIG_KPROBES" in df.attrs["attach_reason"]
+
+
+# ---------------------------------------------------------------- exec_events
+
+
+@pytest.mark.parametrize("buffer", ["perf", "ring"])
+def test_exec_events_every_workload_exec_once(buffer, fresh_uids, no_leaks):
+    a, b = fresh_uids(2)
+    box = {}
+    df = ebpf_lab.exec_events(duration=1.0, buffer=buffer,
+                              workload=recording({a: 6, b: 4}, box))
+    assert list(df.columns) == ["time", "pid", "ppid", "uid", "user", "command", "filename",
+                                "message"]
+    done = box["done"]
+    ours = df[df.pid.isin(done.pid)]
+    assert len(ours) == len(done) == 10
+    assert ours.pid.is_unique
+    merged = ours.merge(done, on="pid", suffixes=("", "_truth"))
+    assert (merged["uid"] == merged["uid_truth"]).all()
+    assert (merged["ppid"] == os.getpid()).all()  # the real parent: this process
+    assert (merged["filename"] == "/bin/true").all()
+    assert (merged["message"] == "Hello World").all()
+    assert df.attrs["lost"] == 0
+    assert df.attrs["buffer"] == buffer
+    assert ours["time"].is_monotonic_increasing
+
+
+def test_exec_events_ppid_of_a_grandchild(no_leaks):
+    """A shell started by us execs /bin/true: its parent is the shell, not us."""
+    import subprocess
+
+    box = {}
+
+    def work():
+        p = subprocess.Popen(["/bin/sh", "-c", "/bin/true; echo $$"], stdout=subprocess.PIPE,
+                             text=True)
+        out, _ = p.communicate()
+        box["shell"] = p.pid
+
+    df = ebpf_lab.exec_events(duration=0.5, workload=work)
+    shell = box["shell"]
+    assert df[df.pid == shell].ppid.tolist() == [os.getpid()]
+    child = df[(df.ppid == shell) & (df.filename == "/bin/true")]
+    assert len(child) == 1
+
+
+def test_exec_events_max_events(fresh_uids, no_leaks):
+    (a,) = fresh_uids(1)
+    df = ebpf_lab.exec_events(duration=10, max_events=3, workload=lambda: execs({a: 20}))
+    assert len(df) == 3
+    assert df.attrs["stopped_by"] == "limit"
+    assert df.attrs["interrupted"] is False
+
+
+# ---------------------------------------------------------------- hello
+
+
+def test_hello_one_line_per_exec(fresh_uids, no_leaks):
+    a, b = fresh_uids(2)
+    box = {}
+    df = ebpf_lab.hello(duration=1.0, workload=recording({a: 5, b: 2}, box))
+    assert list(df.columns) == ["time", "pid", "comm", "cpu", "message"]
+    ours = df[df.pid.isin(box["done"].pid)]
+    assert len(ours) == 7 and ours.pid.is_unique
+    assert (ours["message"] == "Hello World!").all()
+    assert df.attrs["buffer"].startswith("trace")
+
+
+def test_hello_ignores_other_programs_lines(no_leaks):
+    """Another BPF program printing "Hello World!" at the same time does not leak into ours."""
+    from bcc import BPF
+
+    other = BPF(text=b'int other(void *ctx) { bpf_trace_printk("Hello World!"); return 0; }')
+    try:
+        other.attach_tracepoint(tp=b"syscalls:sys_enter_execve", fn_name=b"other")
+        box = {}
+        df = ebpf_lab.hello(duration=0.5, workload=recording({65534: 3}, box))
+    finally:
+        other.cleanup()
+    ours = df[df.pid.isin(box["done"].pid)]
+    assert len(ours) == 3
+    assert df.attrs["other_printk_lines"] >= 3
+
+
+# ---------------------------------------------------------------- attach choices
+
+
+@pytest.mark.parametrize("fn", [ebpf_lab.hello, ebpf_lab.exec_counts, ebpf_lab.exec_events])
+def test_kprobe_without_kprobes_names_the_tracepoint(fn):
+    if kprobes_available()[0]:
+        pytest.skip("this kernel has kprobes")
+    with pytest.raises(UnsupportedFeature, match="tracepoint") as info:
+        fn(duration=1, attach="kprobe")
+    assert info.value.feature == "kprobe"
+    assert "CONFIG_KPROBES" in str(info.value)
+
+
+@pytest.mark.parametrize("fn", [ebpf_lab.hello, ebpf_lab.exec_counts, ebpf_lab.exec_events])
+def test_forced_tracepoint(fn, no_leaks):
+    extra = {"interval": 0.2} if fn is ebpf_lab.exec_counts else {}
+    df = fn(duration=0.2, attach="tracepoint", **extra)
+    assert df.attrs["attach"] == "tracepoint"
+
+
+# ---------------------------------------------------------------- bad input
+
+BAD = [
+    (ebpf_lab.hello, {"duration": -1}),
+    (ebpf_lab.hello, {"duration": 0}),
+    (ebpf_lab.hello, {"duration": math.nan}),
+    (ebpf_lab.hello, {"duration": math.inf}),
+    (ebpf_lab.hello, {"duration": 10**9}),
+    (ebpf_lab.hello, {"duration": "5"}),
+    (ebpf_lab.hello, {"attach": "fentry"}),
+    (ebpf_lab.hello, {"workload": 42}),
+    (ebpf_lab.exec_counts, {"duration": -3}),
+    (ebpf_lab.exec_counts, {"interval": 0}),
+    (ebpf_lab.exec_counts, {"interval": -1}),
+    (ebpf_lab.exec_counts, {"duration": 2, "interval": 5}),
+    (ebpf_lab.exec_counts, {"attach": "Tracepoint"}),
+    (ebpf_lab.exec_counts, {"workload": "ls"}),
+    (ebpf_lab.exec_events, {"duration": math.nan}),
+    (ebpf_lab.exec_events, {"buffer": "pipe"}),
+    (ebpf_lab.exec_events, {"attach": None}),
+    (ebpf_lab.exec_events, {"max_events": 0}),
+    (ebpf_lab.exec_events, {"max_events": -5}),
+    (ebpf_lab.exec_events, {"max_events": 10**12}),
+    (ebpf_lab.exec_events, {"workload": [1, 2]}),
+]
+
+
+@pytest.mark.parametrize("fn,kwargs", BAD, ids=[f"{f.__name__}-{k}" for f, k in BAD])
+def test_bad_input_is_value_error_before_loading(fn, kwargs, no_leaks, monkeypatch):
+    import ebpf_lab.run as run
+
+    def must_not_load(*a, **k):
+        raise AssertionError("bounded_run was reached with bad input")
+
+    monkeypatch.setattr(run, "compile_program", must_not_load)
+    with pytest.raises(ValueError) as info:
+        fn(**kwargs)
+    assert str(info.value)  # says what is wrong
+
+
+def test_workload_helper_rejects_bad_plans():
+    for plan in ({-1: 2}, {2**32: 1}, {"root": 1}, {1000: -1}, {}, {1000: 1.5}):
+        with pytest.raises(ValueError):
+            execs(plan)
+    with pytest.raises(ValueError):
+        execs({1000: 1}, program="true")
+
+
+# ---------------------------------------------------------------- interrupt and Stop
+
+
+@pytest.mark.parametrize("fn", [ebpf_lab.hello, ebpf_lab.exec_counts, ebpf_lab.exec_events])
+def test_interrupt_returns_partial_frame(fn, fresh_uids, no_leaks):
+    (a,) = fresh_uids(1)
+    box = {}
+    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    df = fn(duration=60, workload=recording({a: 100_000}, box))
+    timer.join()
+    assert df.attrs["interrupted"] is True and df.attrs["stopped_by"] == "interrupt"
+    done = box["done"]
+    assert 0 < len(done) < 100_000
+    if fn is ebpf_lab.exec_counts:
+        assert df[df.uid == a]["execs"].sum() == len(done)
+    else:
+        assert df.pid.isin(done.pid).sum() == len(done)
+
+
+@pytest.mark.parametrize("fn", [ebpf_lab.hello, ebpf_lab.exec_counts, ebpf_lab.exec_events])
+def test_stop_button_returns_partial_frame(fn, fresh_uids):
+    (a,) = fresh_uids(1)
+    box = {}
+
+    def press():
+        import time
+
+        time.sleep(1.0)
+        for view in active_views():
+            view.request_stop()  # what the Stop button's click handler does
+
+    presser = threading.Thread(target=press)
+    presser.start()
+    df = fn(duration=60, workload=recording({a: 100_000}, box))
+    presser.join()
+    assert df.attrs["stopped_by"] == "stop button"
+    assert isinstance(df, pd.DataFrame) and len(box["done"]) > 0
+
+
+def test_plot_exec_rates_labels_users(fresh_uids, no_leaks):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    a, b = fresh_uids(2)
+    df = ebpf_lab.exec_counts(duration=0.6, interval=0.2, workload=lambda: execs({a: 3, b: 2}))
+    ax = ebpf_lab.plot_exec_rates(df[df.uid.isin([a, b])])
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == [f"{a} ({a})", f"{b} ({b})"]
+    assert ax.get_ylabel() == "execs / s"
+    with pytest.raises(ValueError):
+        ebpf_lab.plot_exec_rates(pd.DataFrame({"x": [1]}))
