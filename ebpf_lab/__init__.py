@@ -9,6 +9,7 @@ Lessons: :func:`hello` (trace buffer), :func:`exec_counts` (a BPF hash map),
 """
 
 from . import workload
+from .doctor import doctor, supports
 from .errors import BccMissing, ProgramError, UnsupportedFeature
 from .exec_counts import exec_counts
 from .exec_events import exec_events
@@ -21,6 +22,7 @@ __all__ = [
     "BccMissing",
     "ProgramError",
     "UnsupportedFeature",
+    "doctor",
     "exec_counts",
     "exec_events",
     "hello",
@@ -28,6 +30,7 @@ __all__ = [
     "program_source",
     "show_source",
     "stop_requested",
+    "supports",
     "workload",
 ]
 __version__ = "0.1.0"

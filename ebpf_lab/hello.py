@@ -22,7 +22,7 @@ class _TraceReader(Collector):
     """Reads the lab's private trace instance and keeps only lines carrying this run's tag."""
 
     def __init__(self, tag: int) -> None:
-        self.pattern = re.compile(rf"^\[ebpf-lab {tag:x}\] (.*)$")
+        self.pattern = re.compile(rf"^\[ebpf-lab {tag:x} (.*?)\] (.*)$")
         self.instance: PrintkInstance | None = None
         self.rows: list[dict[str, Any]] = []
         self.others = 0
@@ -37,8 +37,8 @@ class _TraceReader(Collector):
             if m is None:
                 self.others += 1  # another program's printk: not ours
                 continue
-            self.rows.append({"ktime_ns": line.ktime_ns, "pid": line.pid, "comm": line.comm,
-                              "cpu": line.cpu, "message": m.group(1)})
+            self.rows.append({"ktime_ns": line.ktime_ns, "pid": line.pid, "comm": m.group(1),
+                              "cpu": line.cpu, "message": m.group(2)})
 
     def finish(self, ctx: RunContext) -> pd.DataFrame:
         df = pd.DataFrame(self.rows, columns=["ktime_ns", "pid", "comm", "cpu", "message"])

@@ -23,9 +23,11 @@ class Held:
     instances: tuple[str, ...]
     netns: tuple[str, ...]
 
-    def diff(self, other: Held) -> str:
+    def diff(self, other: Held, fds: bool = True) -> str:
+        """What ``other`` holds that this did not ("" when nothing); ``fds=False`` ignores
+        plain file descriptors (e.g. a Jupyter client's sockets)."""
         parts = []
-        for name in ("prog_ids", "map_ids", "fds"):
+        for name in ("prog_ids", "map_ids", "fds") if fds else ("prog_ids", "map_ids"):
             new = getattr(other, name) - getattr(self, name)
             if new:
                 parts.append(f"new {name}: {sorted(new)}")
@@ -66,12 +68,12 @@ def held() -> Held:
     return Held(frozenset(prog_ids), frozenset(map_ids), perf, frozenset(fds), instances, netns)
 
 
-def settle(before: Held, timeout: float = 3.0) -> Held:
+def settle(before: Held, timeout: float = 3.0, fds: bool = True) -> Held:
     """Wait (the kernel frees objects a moment after their last fd closes) until back to before."""
     deadline = time.monotonic() + timeout
     while True:
         now = held()
-        if not before.diff(now) or time.monotonic() > deadline:
+        if not before.diff(now, fds) or time.monotonic() > deadline:
             return now
         time.sleep(0.1)
 
