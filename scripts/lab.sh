@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # ebpf-lab: start JupyterLab (from .venv, as root, in notebooks/) for a class.
 #
-#   sudo make lab                   # = sudo bash scripts/setup.sh && sudo bash scripts/lab.sh
-#   PORT=9999 sudo -E bash scripts/lab.sh
+#   sudo make lab                   # = sudo bash scripts/setup.sh, then sudo bash scripts/lab.sh
+#   sudo make lab PORT=9999         # or: sudo PORT=9999 bash scripts/lab.sh
 #
 # Environment:
 #   PORT=8888            port to listen on (fails if taken: the printed URL must be the real one)
@@ -56,7 +56,7 @@ elif [ "$LAB_ALLOW_REMOTE" != 1 ]; then
 [lab] This JupyterLab runs as root: anyone who can reach $LAB_HOST:$PORT and has the token gets a
 [lab] root shell on this machine. Prefer an SSH tunnel from your laptop:
 [lab]     ssh -L $PORT:127.0.0.1:$PORT <this-vm>      then open the URL printed here.
-[lab] To bind it anyway: LAB_HOST=$LAB_HOST LAB_ALLOW_REMOTE=1 sudo -E make lab"
+[lab] To bind it anyway: sudo make lab LAB_HOST=$LAB_HOST LAB_ALLOW_REMOTE=1"
 else
     SHOW_HOST="$LAB_HOST"
     case "$LAB_HOST" in
@@ -81,7 +81,7 @@ export JUPYTER_TOKEN
 
 say "JupyterLab (running as root) in $NOTEBOOKS"
 say "open:  http://$(url_host "$SHOW_HOST"):$PORT/lab?token=$JUPYTER_TOKEN"
-say "stop:  Ctrl-C"
+say "stop:  Ctrl-C (once: there is no confirmation prompt)"
 
 cd "$NOTEBOOKS"
 exec "$VENV/bin/jupyter-lab" \

@@ -1,0 +1,304 @@
+"""scripts/lab.sh, started the way the README says (`PORT=... bash scripts/lab.sh`).
+
+The server runs as root, so these tests check what keeps it from being a root shell for others:
+loopback only, a token that is required and never on the command line, runtime files that only
+root can read, a refusal to bind wider without an explicit opt-in; and that Ctrl-C stops it at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = REPO / ".venv"
+LAB_SH = REPO / "scripts" / "lab.sh"
+START_TIMEOUT = 90.0
+STOP_TIMEOUT = 10.0
+PROMPT = "Shut down this Jupyter server"
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="scripts/lab.sh runs JupyterLab as root (the lab loads eBPF): run as root",
+)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def lab_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAB_", "JUPYTER_"))}
+    env.pop("PORT", None)
+    env.update(extra)
+    return env
+
+
+def as_from_a_terminal() -> None:
+    """What an interactive shell does for a foreground job: SIGINT at its default.
+
+    A background job of a non-interactive shell inherits SIGINT ignored, and a process can't
+    undo that through bash; the instructor's Ctrl-C comes from a terminal, so test that case.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class Lab:
+    """scripts/lab.sh in its own session with a pty as stdin (as from a terminal), output kept."""
+
+    def __init__(self, port: int, **env: str) -> None:
+        self.port = port
+        master, slave = pty.openpty()
+        self.pty_master = master
+        self.proc = subprocess.Popen(
+            ["bash", str(LAB_SH)],
+            cwd=REPO,
+            env=lab_env(PORT=str(port), **env),
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=as_from_a_terminal,
+        )
+        os.close(slave)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.append(raw.decode(errors="replace"))
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def token(self) -> str:
+        m = re.search(r"\?token=([0-9a-f]+)", self.output)
+        assert m, f"lab.sh printed no URL with a token:\n{self.output}"
+        return m.group(1)
+
+    def get(self, path: str, token: str | None = None) -> int:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        if token is not None:
+            req.add_header("Authorization", f"token {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"lab.sh exited with {self.proc.returncode}:\n{self.output}")
+            try:
+                self.get("/api/kernels")
+                if "?token=" in self.output:
+                    return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.25)
+        pytest.fail(
+            f"JupyterLab did not answer on port {self.port} in {START_TIMEOUT}s:\n" + self.output
+        )
+
+    def stop(self) -> None:
+        """Always called: kill whatever is left of the process group, and what it left behind."""
+        try:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+                # a killed server can't remove its runtime files (they hold the token)
+                for name in (
+                    f"jpserver-{self.proc.pid}.json",
+                    f"jpserver-{self.proc.pid}-open.html",
+                ):
+                    (runtime_dir() / name).unlink(missing_ok=True)
+        except ProcessLookupError:
+            pass
+        finally:
+            try:  # anything else left in the group (kernels)
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.close(self.pty_master)
+            self._reader.join(5)
+
+
+def listening_addresses(pid: int) -> set[str]:
+    """host:port of every TCP socket in LISTEN state that process `pid` holds (via /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        m = re.fullmatch(r"socket:\[(\d+)\]", target)
+        if m:
+            inodes.add(m.group(1))
+    found = set()
+    for table, width in (("tcp", 8), ("tcp6", 32)):
+        path = Path(f"/proc/{pid}/net/{table}")
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A = LISTEN
+                continue
+            hexaddr, hexport = local.split(":")
+            raw = bytes.fromhex(hexaddr)
+            # /proc/net/tcp* prints the address as 32-bit words in host (little-endian) order
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            family = socket.AF_INET if width == 8 else socket.AF_INET6
+            found.add(f"{socket.inet_ntop(family, raw)}:{int(hexport, 16)}")
+    return found
+
+
+def runtime_dir() -> Path:
+    out = subprocess.run(
+        [str(VENV / "bin" / "jupyter"), "--runtime-dir"],
+        env=lab_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(out.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def venv_ready() -> None:
+    if not (VENV / "bin" / "jupyter-lab").exists():
+        pytest.fail("no JupyterLab in .venv: run `sudo make setup` first")
+
+
+def test_lab_loopback_token_and_clean_ctrl_c(venv_ready) -> None:
+    port = free_port()
+    lab = Lab(port)
+    try:
+        lab.wait_ready()
+        token = lab.token()
+        pid = lab.proc.pid  # lab.sh exec's jupyter-lab: the same process
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+        assert "jupyter-lab" in cmdline, cmdline
+
+        # the token is secret: not on the (world-readable) command line
+        assert token not in cmdline
+        assert len(token) >= 32
+
+        # listening on loopback only: no 0.0.0.0, no ::
+        addrs = listening_addresses(pid)
+        assert f"127.0.0.1:{port}" in addrs, addrs
+        assert all(a.startswith("127.0.0.1:") for a in addrs), addrs
+        if shutil.which("ss"):
+            ss = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
+            mine = [line for line in ss.splitlines() if f"pid={pid}," in line]
+            assert mine, ss
+            for line in mine:
+                local = line.split()[3]
+                assert local.startswith("127.0.0.1:"), line
+
+        # the API needs the token
+        assert lab.get("/api/kernels") == 403
+        assert lab.get("/api/kernels", token="0" * len(token)) == 403
+        assert lab.get("/api/kernels", token=token) == 200
+
+        # jupyter's runtime files that hold the token are root's alone
+        rdir = runtime_dir()
+        holders = [f for f in rdir.iterdir() if f.is_file() and token.encode() in f.read_bytes()]
+        names = {f.name for f in holders}
+        assert f"jpserver-{pid}.json" in names, (rdir, sorted(p.name for p in rdir.iterdir()))
+        for f in holders:
+            mode = stat.S_IMODE(f.stat().st_mode)
+            assert mode & 0o077 == 0, f"{f} is mode {oct(mode)}: readable by others"
+        info = json.loads((rdir / f"jpserver-{pid}.json").read_text())
+        assert info["port"] == port
+        assert Path(info["root_dir"]) == REPO / "notebooks"
+
+        # Ctrl-C (SIGINT to the foreground process group) stops it, no y/n prompt
+        t0 = time.monotonic()
+        os.killpg(pid, signal.SIGINT)
+        try:
+            rc = lab.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {STOP_TIMEOUT}s after SIGINT:\n{lab.output}")
+        elapsed = time.monotonic() - t0
+        lab._reader.join(5)
+        assert PROMPT not in lab.output
+        assert rc == 0, f"exit code {rc} after SIGINT:\n{lab.output}"
+        assert elapsed < STOP_TIMEOUT
+        # a clean shutdown removes the files with the token
+        assert not (rdir / f"jpserver-{pid}.json").exists()
+        assert not (rdir / f"jpserver-{pid}-open.html").exists()
+    finally:
+        lab.stop()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1"])
+def test_lab_refuses_non_loopback_without_opt_in(venv_ready, host: str) -> None:
+    out = subprocess.run(
+        ["bash", str(LAB_SH)],
+        cwd=REPO,
+        env=lab_env(PORT=str(free_port()), LAB_HOST=host),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "LAB_ALLOW_REMOTE=1" in out.stderr
+    assert "root" in out.stderr
+    assert "token=" not in out.stdout + out.stderr  # refused before any token was made
+
+
+def test_lab_opt_in_warns_loudly(venv_ready) -> None:
+    """LAB_ALLOW_REMOTE=1 prints the warning. The port is taken so nothing ever gets bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        out = subprocess.run(
+            ["bash", str(LAB_SH)],
+            cwd=REPO,
+            env=lab_env(PORT=str(port), LAB_HOST="0.0.0.0", LAB_ALLOW_REMOTE="1"),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert "WARNING" in out.stderr and "ROOT" in out.stderr, out.stderr
+    # port_retries=0: a taken port is an error, not a silent move to another port
+    assert out.returncode != 0, out.stdout + out.stderr
+
+
+def test_lab_refuses_bad_port(venv_ready) -> None:
+    out = subprocess.run(
+        ["bash", str(LAB_SH)],
+        cwd=REPO,
+        env=lab_env(PORT="88a"),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "PORT" in out.stderr
