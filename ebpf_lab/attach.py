@@ -17,8 +17,15 @@ from .errors import UnsupportedFeature
 from .guards import check_choice, require_root
 
 #: kinds of attach point the core knows how to attach
-PROBE_KINDS = ("tracepoint", "raw_tracepoint", "kprobe", "kretprobe", "uprobe", "uretprobe",
-               "perf_event")
+PROBE_KINDS = (
+    "tracepoint",
+    "raw_tracepoint",
+    "kprobe",
+    "kretprobe",
+    "uprobe",
+    "uretprobe",
+    "perf_event",
+)
 
 #: values of ``attach=`` accepted by the execve lessons
 EXEC_ATTACH_CHOICES = ("auto", "kprobe", "tracepoint")
@@ -95,8 +102,13 @@ def attach_probe(bcc: Any, bpf: Any, probe: Probe) -> None:
                 f"or hardware:{'|'.join(_PERF_HW)}"
             )
         ev_type = 1 if family == "software" else 0
-        bpf.attach_perf_event(ev_type=ev_type, ev_config=table[event], fn_name=fn,
-                              sample_freq=probe.sample_freq or 99, pid=probe.pid)
+        bpf.attach_perf_event(
+            ev_type=ev_type,
+            ev_config=table[event],
+            fn_name=fn,
+            sample_freq=probe.sample_freq or 99,
+            pid=probe.pid,
+        )
 
 
 @dataclass(frozen=True)
@@ -154,8 +166,11 @@ def exec_alternatives(attach: str, kprobe_fn: str, tracepoint_fn: str) -> list[A
     require_root()  # tracefs, where the attach points are listed, is readable by root only
     choice = choose_exec_attach(attach)
     kp = Alternative("kprobe", [Probe("kprobe", "syscall:execve", kprobe_fn)], choice.reason)
-    tp = Alternative("tracepoint", [Probe("tracepoint", "syscalls:sys_enter_execve",
-                                          tracepoint_fn)], choice.reason)
+    tp = Alternative(
+        "tracepoint",
+        [Probe("tracepoint", "syscalls:sys_enter_execve", tracepoint_fn)],
+        choice.reason,
+    )
     if choice.kind == "tracepoint":
         return [tp]
     if attach == "auto" and kernel.syscall_tracepoint_exists("execve"):

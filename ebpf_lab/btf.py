@@ -33,11 +33,14 @@ def _composites() -> dict[int, tuple[str, str, list[tuple[str, int, int]]]]:
     try:
         out = subprocess.run(
             [bpftool, "btf", "dump", "file", str(BTF_VMLINUX), "format", "raw"],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         raise UnsupportedFeature(
-            "btf", f"could not read BTF with bpftool ({exc})",
+            "btf",
+            f"could not read BTF with bpftool ({exc})",
             "`sudo apt-get install bpftool` (or rerun `sudo make lab`)",
         ) from None
     types: dict[int, tuple[str, str, list[tuple[str, int, int]]]] = {}
@@ -68,7 +71,7 @@ def _find(type_id: int, member: str, base_bits: int) -> int | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def member_offset(struct: str, member: str) -> int:
     """Byte offset of ``struct.member`` in the running kernel, e.g. ``("task_struct", "tgid")``."""
     for tid, (kind, name, _members) in _composites().items():

@@ -1,6 +1,6 @@
 """The lab's exceptions. Each message says what to do next.
 
-- ``ValueError``: a bad argument (duration, interval, attach type, ...), raised before anything loads.
+- ``ValueError``: a bad argument (duration, interval, attach type...), raised before loading.
 - ``PermissionError``: not root. eBPF tracing needs CAP_BPF + CAP_PERFMON; the lab runs as root.
 - :class:`BccMissing`: the BCC Python bindings do not import.
 - :class:`UnsupportedFeature`: the running kernel lacks what was asked; names the alternative.

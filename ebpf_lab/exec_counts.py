@@ -24,8 +24,9 @@ class _Snapshots(Collector):
     delete would be lost). Differences of cumulative counts are exact.
     """
 
-    def __init__(self, interval: float,
-                 on_rows: Callable[[Live, pd.DataFrame], None] | None) -> None:
+    def __init__(
+        self, interval: float, on_rows: Callable[[Live, pd.DataFrame], None] | None
+    ) -> None:
         self.interval = interval
         self.on_rows = on_rows
         self.rows: list[dict[str, Any]] = []
@@ -46,9 +47,16 @@ class _Snapshots(Collector):
         stamp = ctx.now()
         for uid in sorted(counts):
             execs = counts[uid] - self.last.get(uid, 0)
-            self.rows.append({"time": stamp, "uid": uid, "user": user_name(uid), "execs": execs,
-                              "rate": execs / seconds if seconds > 0 else 0.0,
-                              "total": counts[uid]})
+            self.rows.append(
+                {
+                    "time": stamp,
+                    "uid": uid,
+                    "user": user_name(uid),
+                    "execs": execs,
+                    "rate": execs / seconds if seconds > 0 else 0.0,
+                    "total": counts[uid],
+                }
+            )
         self.last, self.last_t = counts, now
         if self.on_rows is not None:
             self.on_rows(ctx.live, self.frame())
@@ -65,9 +73,18 @@ class _Snapshots(Collector):
                 self.next_t = now + self.interval
 
     def frame(self) -> pd.DataFrame:
-        return typed_frame(self.rows, COLUMNS, {"time": "time", "uid": "int64", "user": "category",
-                                                "execs": "int64", "rate": "float64",
-                                                "total": "int64"})
+        return typed_frame(
+            self.rows,
+            COLUMNS,
+            {
+                "time": "time",
+                "uid": "int64",
+                "user": "category",
+                "execs": "int64",
+                "rate": "float64",
+                "total": "int64",
+            },
+        )
 
     def finish(self, ctx: RunContext) -> pd.DataFrame:
         now = time.monotonic()
@@ -76,9 +93,15 @@ class _Snapshots(Collector):
         return self.frame()
 
 
-def exec_counts(duration: float = 10.0, interval: float = 1.0, attach: str = "auto",
-                workload: Callable[[], Any] | None = None, *, live: bool | None = None,
-                live_plot: bool = False) -> pd.DataFrame:
+def exec_counts(
+    duration: float = 10.0,
+    interval: float = 1.0,
+    attach: str = "auto",
+    workload: Callable[[], Any] | None = None,
+    *,
+    live: bool | None = None,
+    live_plot: bool = False,
+) -> pd.DataFrame:
     """Count execve calls per UID for ``duration`` seconds, read every ``interval`` seconds.
 
     The BPF program (``programs/exec_count.bpf.c``) adds 1 to a hash map entry keyed by the
@@ -113,9 +136,16 @@ def exec_counts(duration: float = 10.0, interval: float = 1.0, attach: str = "au
     check_workload(workload)
     alternatives = exec_alternatives(attach, "count_kprobe", "count_tracepoint")
     collector = _Snapshots(interval, _redraw_rates if live_plot and in_jupyter() else None)
-    df = bounded_run(name="exec_counts", source=program_source("exec_count"),
-                     alternatives=alternatives, collector=collector, duration=duration,
-                     workload=workload, live=live, attrs={"interval": interval})
+    df = bounded_run(
+        name="exec_counts",
+        source=program_source("exec_count"),
+        alternatives=alternatives,
+        collector=collector,
+        duration=duration,
+        workload=workload,
+        live=live,
+        attrs={"interval": interval},
+    )
     return df
 
 

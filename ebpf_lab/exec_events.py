@@ -38,8 +38,17 @@ class _EventReader(Collector):
             if self.full:
                 return
             e = table.event(args[1])
-            self.rows.append((e.ktime_ns, e.pid, e.ppid, e.uid, bytes(e.command),
-                              bytes(e.filename), bytes(e.message)))
+            self.rows.append(
+                (
+                    e.ktime_ns,
+                    e.pid,
+                    e.ppid,
+                    e.uid,
+                    bytes(e.command),
+                    bytes(e.filename),
+                    bytes(e.message),
+                )
+            )
             if self.max_events is not None and len(self.rows) >= self.max_events:
                 self.full = True
 
@@ -64,28 +73,47 @@ class _EventReader(Collector):
         return int(sum(v.value for v in ctx.table("dropped").values()))
 
     def finish(self, ctx: RunContext) -> pd.DataFrame:
-        raw = pd.DataFrame(self.rows, columns=["ktime_ns", "pid", "ppid", "uid", "command",
-                                               "filename", "message"])
-        df = pd.DataFrame({
-            "time": ctx.to_time(raw["ktime_ns"]).to_numpy(),
-            "pid": raw["pid"],
-            "ppid": raw["ppid"],
-            "uid": raw["uid"],
-            "user": [user_name(u) for u in raw["uid"]],
-            "command": [decode_c_string(c) for c in raw["command"]],
-            "filename": [decode_c_string(f) for f in raw["filename"]],
-            "message": [decode_c_string(m) for m in raw["message"]],
-        })
-        df = typed_frame(df, COLUMNS, {"pid": "int64", "ppid": "int64", "uid": "int64",
-                                       "user": "category", "command": "category",
-                                       "filename": "string", "message": "category"})
+        raw = pd.DataFrame(
+            self.rows, columns=["ktime_ns", "pid", "ppid", "uid", "command", "filename", "message"]
+        )
+        df = pd.DataFrame(
+            {
+                "time": ctx.to_time(raw["ktime_ns"]).to_numpy(),
+                "pid": raw["pid"],
+                "ppid": raw["ppid"],
+                "uid": raw["uid"],
+                "user": [user_name(u) for u in raw["uid"]],
+                "command": [decode_c_string(c) for c in raw["command"]],
+                "filename": [decode_c_string(f) for f in raw["filename"]],
+                "message": [decode_c_string(m) for m in raw["message"]],
+            }
+        )
+        df = typed_frame(
+            df,
+            COLUMNS,
+            {
+                "pid": "int64",
+                "ppid": "int64",
+                "uid": "int64",
+                "user": "category",
+                "command": "category",
+                "filename": "string",
+                "message": "category",
+            },
+        )
         ctx.attrs["lost"] = self.lost(ctx)
         return df
 
 
-def exec_events(duration: float = 5.0, buffer: str = "perf", attach: str = "auto",
-                workload: Callable[[], Any] | None = None, max_events: int | None = None, *,
-                live: bool | None = None) -> pd.DataFrame:
+def exec_events(
+    duration: float = 5.0,
+    buffer: str = "perf",
+    attach: str = "auto",
+    workload: Callable[[], Any] | None = None,
+    max_events: int | None = None,
+    *,
+    live: bool | None = None,
+) -> pd.DataFrame:
     """Stream one event per execve from the kernel for ``duration`` seconds.
 
     The BPF program (``programs/exec_events.bpf.c``) fills a ``data_t`` struct on every execve
@@ -121,7 +149,14 @@ def exec_events(duration: float = 5.0, buffer: str = "perf", attach: str = "auto
     cflags = task_offsets_cflags()
     if buffer == "ring":
         cflags += ["-DUSE_RINGBUF", f"-DRINGBUF_PAGES={RING_PAGES}"]
-    return bounded_run(name="exec_events", source=program_source("exec_events"),
-                       alternatives=alternatives, collector=_EventReader(buffer, max_events),
-                       duration=duration, workload=workload, cflags=cflags, live=live,
-                       attrs={"buffer": buffer, "max_events": max_events})
+    return bounded_run(
+        name="exec_events",
+        source=program_source("exec_events"),
+        alternatives=alternatives,
+        collector=_EventReader(buffer, max_events),
+        duration=duration,
+        workload=workload,
+        cflags=cflags,
+        live=live,
+        attrs={"buffer": buffer, "max_events": max_events},
+    )

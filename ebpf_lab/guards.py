@@ -59,7 +59,8 @@ def check_workload(workload: Any) -> Callable[[], Any] | None:
     """Return ``workload`` if it is None or callable, else raise ValueError."""
     if workload is not None and not callable(workload):
         raise ValueError(
-            f"workload must be a callable taking no arguments (or None), got {type(workload).__name__}; "
+            "workload must be a callable taking no arguments (or None), "
+            f"got {type(workload).__name__}; "
             "e.g. workload=lambda: ebpf_lab.workload.execs({1000: 5})"
         )
     return workload
@@ -90,7 +91,7 @@ def require_root() -> None:
 
 
 def require_bcc() -> ModuleType:
-    """Import and return the ``bcc`` module, or raise :class:`BccMissing` saying how to install it."""
+    """Import and return ``bcc``, or raise :class:`BccMissing` saying how to install it."""
     try:
         import bcc
     except ImportError as exc:

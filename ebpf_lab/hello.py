@@ -37,14 +37,24 @@ class _TraceReader(Collector):
             if m is None:
                 self.others += 1  # another program's printk: not ours
                 continue
-            self.rows.append({"ktime_ns": line.ktime_ns, "pid": line.pid, "comm": m.group(1),
-                              "cpu": line.cpu, "message": m.group(2)})
+            self.rows.append(
+                {
+                    "ktime_ns": line.ktime_ns,
+                    "pid": line.pid,
+                    "comm": m.group(1),
+                    "cpu": line.cpu,
+                    "message": m.group(2),
+                }
+            )
 
     def finish(self, ctx: RunContext) -> pd.DataFrame:
         df = pd.DataFrame(self.rows, columns=["ktime_ns", "pid", "comm", "cpu", "message"])
         df.insert(0, "time", ctx.to_time(df["ktime_ns"]).to_numpy())
-        df = typed_frame(df.drop(columns="ktime_ns"), COLUMNS,
-                         {"pid": "int64", "comm": "category", "cpu": "int64", "message": "string"})
+        df = typed_frame(
+            df.drop(columns="ktime_ns"),
+            COLUMNS,
+            {"pid": "int64", "comm": "category", "cpu": "int64", "message": "string"},
+        )
         ctx.attrs["other_printk_lines"] = self.others
         return df
 
@@ -53,9 +63,14 @@ class _TraceReader(Collector):
             self.instance.close()
 
 
-def hello(duration: float = 5.0, attach: str = "auto",
-          workload: Callable[[], Any] | None = None, *, live: bool | None = None) -> pd.DataFrame:
-    """Print "Hello World!" from the kernel on every execve for ``duration`` seconds; return the lines.
+def hello(
+    duration: float = 5.0,
+    attach: str = "auto",
+    workload: Callable[[], Any] | None = None,
+    *,
+    live: bool | None = None,
+) -> pd.DataFrame:
+    """Print "Hello World!" from the kernel on every execve for ``duration`` s; return the lines.
 
     The BPF program (``programs/hello.bpf.c``) calls ``bpf_trace_printk`` on every execve. The
     lab reads the lines back from a private tracefs instance (the global ``trace_pipe`` is shared
@@ -84,7 +99,14 @@ def hello(duration: float = 5.0, attach: str = "auto",
     check_workload(workload)
     alternatives = exec_alternatives(attach, "hello_kprobe", "hello_tracepoint")
     tag = secrets.randbits(31) | 1
-    return bounded_run(name="hello", source=program_source("hello"), alternatives=alternatives,
-                       collector=_TraceReader(tag), duration=duration, workload=workload,
-                       cflags=[f"-DRUN_TAG={tag:#x}"], live=live,
-                       attrs={"buffer": "trace (bpf_trace_printk)"})
+    return bounded_run(
+        name="hello",
+        source=program_source("hello"),
+        alternatives=alternatives,
+        collector=_TraceReader(tag),
+        duration=duration,
+        workload=workload,
+        cflags=[f"-DRUN_TAG={tag:#x}"],
+        live=live,
+        attrs={"buffer": "trace (bpf_trace_printk)"},
+    )

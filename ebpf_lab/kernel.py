@@ -87,7 +87,8 @@ class HeaderStatus:
             return f"matched: headers for {release()} at {self.path}"
         if self.state == "fallback":
             return (
-                f"fallback from version {self.version} at {self.path}: helper-only programs compile, "
+                f"fallback from version {self.version} at {self.path}: "
+                "helper-only programs compile, "
                 "struct field reads through these headers are wrong (the lab reads BTF instead)"
             )
         return (
@@ -109,7 +110,7 @@ def _headers_version(build: Path) -> str | None:
 
 
 def header_status() -> HeaderStatus:
-    """Whether headers for the running kernel are installed, linked from another version, or absent."""
+    """Whether headers for this kernel are installed, linked from another version, or absent."""
     build = Path("/lib/modules") / release() / "build"
     if not build.exists():
         return HeaderStatus("missing", None, None)
@@ -121,7 +122,7 @@ def header_status() -> HeaderStatus:
 
 
 def lockdown_mode() -> str | None:
-    """The kernel lockdown mode in force (``none``, ``integrity``, ``confidentiality``), if known."""
+    """The lockdown mode in force (``none``, ``integrity``, ``confidentiality``), if known."""
     f = Path("/sys/kernel/security/lockdown")
     try:
         m = re.search(r"\[(\w+)\]", f.read_text())

@@ -61,11 +61,21 @@ class WidgetLive(Live):
         import ipywidgets as w
 
         self._w = w
-        self.bar = w.FloatProgress(value=0.0, min=0.0, max=duration, description=title[:24],
-                                   bar_style="info", layout=w.Layout(width="45%"))
+        self.bar = w.FloatProgress(
+            value=0.0,
+            min=0.0,
+            max=duration,
+            description=title[:24],
+            bar_style="info",
+            layout=w.Layout(width="45%"),
+        )
         self.label = w.Label(value="attaching...")
-        self.button = w.Button(description="Stop", button_style="danger", icon="stop",
-                               tooltip="End this run now and keep what was gathered")
+        self.button = w.Button(
+            description="Stop",
+            button_style="danger",
+            icon="stop",
+            tooltip="End this run now and keep what was gathered",
+        )
         self.button.on_click(lambda _b: self.request_stop())
         self.plot = w.Output()
         self.box = w.VBox([w.HBox([self.bar, self.label, self.button]), self.plot])
@@ -109,7 +119,9 @@ class WidgetLive(Live):
             self._ui = None
             self._poller = None
         self.button.disabled = True
-        self.bar.bar_style = "warning" if "stopped" in status or "interrupt" in status else "success"
+        self.bar.bar_style = (
+            "warning" if "stopped" in status or "interrupt" in status else "success"
+        )
         self.label.value = status
 
 

@@ -48,7 +48,7 @@ def capture_stderr_fd() -> Iterator[_Captured]:
 
 
 def program_path(name: str) -> Path:
-    """Path of a program shipped in ``ebpf_lab/programs`` (``"hello"`` -> ``programs/hello.bpf.c``)."""
+    """Path of a shipped program (``"hello"`` -> ``ebpf_lab/programs/hello.bpf.c``)."""
     candidates = [PROGRAMS_DIR / name, PROGRAMS_DIR / f"{name}.bpf.c", PROGRAMS_DIR / f"{name}.c"]
     for path in candidates:
         if path.is_file():

@@ -7,8 +7,14 @@ from typing import Any
 import pandas as pd
 
 #: font sizes readable from the back of a classroom
-PROJECTOR_STYLE = {"font.size": 13, "axes.titlesize": 16, "axes.labelsize": 14,
-                   "legend.fontsize": 12, "xtick.labelsize": 12, "ytick.labelsize": 12}
+PROJECTOR_STYLE = {
+    "font.size": 13,
+    "axes.titlesize": 16,
+    "axes.labelsize": 14,
+    "legend.fontsize": 12,
+    "xtick.labelsize": 12,
+    "ytick.labelsize": 12,
+}
 
 
 def _axes(ax: Any, figsize: tuple[float, float] = (10, 4.5)) -> Any:
@@ -45,8 +51,7 @@ def plot_exec_rates(df: pd.DataFrame, ax: Any = None) -> Any:
             group = group.sort_values("time")
             label = f"{group['user'].iloc[0]} ({uid})"
             ax.step(group["time"], group["rate"], where="pre", linewidth=2.5, label=label)
-            ax.plot(group["time"], group["rate"], "o", markersize=5,
-                    color=ax.lines[-1].get_color())
+            ax.plot(group["time"], group["rate"], "o", markersize=5, color=ax.lines[-1].get_color())
         ax.set_title("execve calls per second, by user")
         ax.set_xlabel("time")
         ax.set_ylabel("execs / s")
@@ -57,6 +62,11 @@ def plot_exec_rates(df: pd.DataFrame, ax: Any = None) -> Any:
             ax.legend(title="user (uid)", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         attach = df.attrs.get("attach")
         if attach:
-            ax.annotate(f"attached: {attach}, interval {df.attrs.get('interval', '?')} s",
-                        xy=(0, -0.22), xycoords="axes fraction", fontsize=10, color="0.4")
+            ax.annotate(
+                f"attached: {attach}, interval {df.attrs.get('interval', '?')} s",
+                xy=(0, -0.22),
+                xycoords="axes fraction",
+                fontsize=10,
+                color="0.4",
+            )
     return ax

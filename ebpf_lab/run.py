@@ -172,8 +172,9 @@ class _WorkloadThread(threading.Thread):
             _local.stop = None
 
 
-def _attach_first_working(bcc: Any, bpf: Any, alternatives: Sequence[Alternative],
-                          name: str) -> tuple[Alternative, list[str]]:
+def _attach_first_working(
+    bcc: Any, bpf: Any, alternatives: Sequence[Alternative], name: str
+) -> tuple[Alternative, list[str]]:
     """Load and attach the first alternative that works; returns it and why the others failed."""
     failures: list[str] = []
     for i, alt in enumerate(alternatives):
@@ -318,8 +319,11 @@ def bounded_run(
     if worker is not None and on_workload_result is not None and worker.error is None:
         on_workload_result(worker.result)
     elapsed = ctx.elapsed()
-    view.close(f"stopped ({stopped_by}) after {elapsed:.1f} s" if stopped_by
-               else f"done: {len(frame)} rows in {elapsed:.1f} s")
+    view.close(
+        f"stopped ({stopped_by}) after {elapsed:.1f} s"
+        if stopped_by
+        else f"done: {len(frame)} rows in {elapsed:.1f} s"
+    )
     frame.attrs.update(attrs or {})
     frame.attrs.update(ctx.attrs)
     frame.attrs.update(

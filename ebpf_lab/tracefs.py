@@ -50,8 +50,13 @@ def parse_line(line: str) -> TraceLine | None:
         return None
     secs, _, frac = m.group("ts").partition(".")
     ktime_ns = int(secs) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
-    return TraceLine(m.group("comm").strip(), int(m.group("pid")), int(m.group("cpu")), ktime_ns,
-                     m.group("msg").rstrip("\n"))
+    return TraceLine(
+        m.group("comm").strip(),
+        int(m.group("pid")),
+        int(m.group("cpu")),
+        ktime_ns,
+        m.group("msg").rstrip("\n"),
+    )
 
 
 class PrintkInstance:

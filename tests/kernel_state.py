@@ -80,13 +80,15 @@ def settle(before: Held, timeout: float = 3.0, fds: bool = True) -> Held:
 
 def global_prog_ids() -> set[int]:
     """Every BPF program id loaded on the machine (``bpftool prog show``)."""
-    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True
+    ).stdout
     return {p["id"] for p in json.loads(out or "[]")}
 
 
 def global_map_ids() -> set[int]:
     """Every BPF map id on the machine (``bpftool map show``)."""
-    out = subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["bpftool", "-j", "map", "show"], capture_output=True, text=True, check=True
+    ).stdout
     return {m["id"] for m in json.loads(out or "[]")}

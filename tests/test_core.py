@@ -45,8 +45,16 @@ class CountReader(Collector):
 
 
 def tiny_run(uid: int, duration: float, workload=None, **kw):
-    return bounded_run(name="tiny", source=TINY, alternatives=TP, collector=CountReader(),
-                       duration=duration, workload=workload, cflags=[f"-DWATCH_UID={uid}"], **kw)
+    return bounded_run(
+        name="tiny",
+        source=TINY,
+        alternatives=TP,
+        collector=CountReader(),
+        duration=duration,
+        workload=workload,
+        cflags=[f"-DWATCH_UID={uid}"],
+        **kw,
+    )
 
 
 def test_exact_count_of_known_execs(fresh_uids, no_leaks):
@@ -151,15 +159,23 @@ def test_fifty_short_runs_leave_nothing(fresh_uids):
 
 def test_compile_error_is_a_program_error_with_the_log(no_leaks):
     with pytest.raises(ProgramError) as info:
-        bounded_run(name="broken", source="int on_exec(void *ctx) { return undeclared; }",
-                    alternatives=TP, collector=Collector(), duration=1)
+        bounded_run(
+            name="broken",
+            source="int on_exec(void *ctx) { return undeclared; }",
+            alternatives=TP,
+            collector=Collector(),
+            duration=1,
+        )
     assert info.value.stage == "compile"
     assert "undeclared" in info.value.log
 
 
 def test_verifier_rejection_is_a_program_error_with_the_log(no_leaks):
     # a map lookup may return NULL: dereferencing it unchecked is what the verifier refuses
-    src = "BPF_HASH(a, int, u64); int on_exec(void *ctx) { int k = 0; u64 *v = a.lookup(&k); return *v; }"
+    src = (
+        "BPF_HASH(a, int, u64);\n"
+        "int on_exec(void *ctx) { int k = 0; u64 *v = a.lookup(&k); return *v; }"
+    )
     with pytest.raises(ProgramError) as info:
         bounded_run(name="bad", source=src, alternatives=TP, collector=Collector(), duration=1)
     assert info.value.stage == "verifier"
@@ -169,8 +185,14 @@ def test_verifier_rejection_is_a_program_error_with_the_log(no_leaks):
 def test_missing_attach_point_is_unsupported_feature(no_leaks):
     alt = [Alternative("tracepoint", [Probe("tracepoint", "nosuch:event", "on_exec")])]
     with pytest.raises(UnsupportedFeature):
-        bounded_run(name="tiny", source=TINY, alternatives=alt, collector=Collector(),
-                    duration=1, cflags=["-DWATCH_UID=0"])
+        bounded_run(
+            name="tiny",
+            source=TINY,
+            alternatives=alt,
+            collector=Collector(),
+            duration=1,
+            cflags=["-DWATCH_UID=0"],
+        )
 
 
 def test_alternatives_fall_back_in_order(fresh_uids, no_leaks):
@@ -179,9 +201,15 @@ def test_alternatives_fall_back_in_order(fresh_uids, no_leaks):
         Alternative("broken", [Probe("tracepoint", "nosuch:event", "on_exec")]),
         TP[0],
     ]
-    df = bounded_run(name="tiny", source=TINY, alternatives=alts, collector=CountReader(),
-                     duration=0.3, workload=lambda: execs({uid: 3}),
-                     cflags=[f"-DWATCH_UID={uid}"])
+    df = bounded_run(
+        name="tiny",
+        source=TINY,
+        alternatives=alts,
+        collector=CountReader(),
+        duration=0.3,
+        workload=lambda: execs({uid: 3}),
+        cflags=[f"-DWATCH_UID={uid}"],
+    )
     assert df.attrs["attach"] == "tracepoint"
     assert "broken" in df.attrs["attach_reason"]
     assert int(df["execs"].iloc[0]) == 3
@@ -199,9 +227,20 @@ except PermissionError as e:
 def test_non_root_gets_permission_error_with_hint():
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-         NONROOT],
-        capture_output=True, text=True, cwd="/", env=env, timeout=60,
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            NONROOT,
+        ],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env=env,
+        timeout=60,
     )
     assert "PermissionError:" in out.stdout, out.stderr
     assert "sudo make lab" in out.stdout
@@ -213,7 +252,8 @@ def test_missing_bcc_says_how_to_install():
         "from ebpf_lab.guards import require_bcc\n"
         "try:\n    require_bcc()\nexcept ImportError as e:\n    print(type(e).__name__, e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=REPO, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert "BccMissing" in out.stdout
     assert "apt-get install python3-bpfcc" in out.stdout

@@ -29,8 +29,9 @@ def _execute(path: Path) -> object:
     env_path = os.environ.get("JUPYTER_PATH", "")
     os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(KERNELSPEC_DIR), env_path) if p)
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    client = NotebookClient(nb, timeout=600, kernel_name="ebpf-lab",
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb, timeout=600, kernel_name="ebpf-lab", resources={"metadata": {"path": str(path.parent)}}
+    )
     client.execute()
     return nb
 
@@ -48,8 +49,12 @@ def _images(nb) -> int:
 def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path):
     before = held()
     nb = _execute(path)
-    errors = [out for cell in nb.cells for out in cell.get("outputs", [])
-              if out.get("output_type") == "error"]
+    errors = [
+        out
+        for cell in nb.cells
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "error"
+    ]
     assert not errors, errors
     expected = json.loads(json.dumps(nb.metadata.get("ebpf_lab", {}))).get("figures", 0)
     assert _images(nb) >= expected, f"{path.name} promised {expected} figures"

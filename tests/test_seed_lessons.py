@@ -80,10 +80,17 @@ def test_exec_counts_auto_records_the_choice(no_leaks):
 def test_exec_events_every_workload_exec_once(buffer, fresh_uids, no_leaks):
     a, b = fresh_uids(2)
     box = {}
-    df = ebpf_lab.exec_events(duration=1.0, buffer=buffer,
-                              workload=recording({a: 6, b: 4}, box))
-    assert list(df.columns) == ["time", "pid", "ppid", "uid", "user", "command", "filename",
-                                "message"]
+    df = ebpf_lab.exec_events(duration=1.0, buffer=buffer, workload=recording({a: 6, b: 4}, box))
+    assert list(df.columns) == [
+        "time",
+        "pid",
+        "ppid",
+        "uid",
+        "user",
+        "command",
+        "filename",
+        "message",
+    ]
     done = box["done"]
     ours = df[df.pid.isin(done.pid)]
     assert len(ours) == len(done) == 10
@@ -105,8 +112,9 @@ def test_exec_events_ppid_of_a_grandchild(no_leaks):
     box = {}
 
     def work():
-        p = subprocess.Popen(["/bin/sh", "-c", "/bin/true; echo $$"], stdout=subprocess.PIPE,
-                             text=True)
+        p = subprocess.Popen(
+            ["/bin/sh", "-c", "/bin/true; echo $$"], stdout=subprocess.PIPE, text=True
+        )
         out, _ = p.communicate()
         box["shell"] = p.pid
 
