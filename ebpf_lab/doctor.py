@@ -758,7 +758,41 @@ def doctor(refresh: bool = False) -> pd.DataFrame:
     with _LOCK:
         if _CACHE is None or refresh:
             _CACHE = _probe()
-        return _CACHE
+        return _CACHE.copy()  # callers may add columns; the cache stays as probed
+
+
+#: what each feature means, in plain words, for the setup-check notebook
+MEANINGS: dict[str, str] = {
+    "root": "The lab runs as root: loading BPF programs needs CAP_BPF and CAP_PERFMON.",
+    "bcc": "BCC's Python bindings: compiles C to BPF with clang and loads it from Python.",
+    "btf": "The kernel describes its own types (BTF), so the lab can find struct offsets "
+    "without matching header files.",
+    "kernel_headers": "Header files for this kernel version, used by BCC to compile. "
+    "Fallback headers from another version compile but give wrong struct layouts.",
+    "tracefs": "The tracing file system: lists tracepoints and carries bpf_trace_printk lines.",
+    "kprobe": "Dynamic hooks on (almost) any kernel function. Powerful, but unstable across "
+    "versions and compiled out of some kernels.",
+    "tracepoint": "Static, stable hooks placed by kernel developers, e.g. on every syscall.",
+    "raw_tracepoint": "Tracepoints without argument formatting: faster, raw arguments.",
+    "uprobe": "Hooks on functions in user-space programs and libraries (e.g. libc).",
+    "perf_event": "Programs run by perf events, e.g. a CPU sampled N times a second.",
+    "xdp": "eXpress Data Path: programs that see (and may drop) packets as they arrive.",
+    "fentry": "BTF-based function entry hooks: kprobes' faster successor.",
+    "lsm": "BPF programs on Linux Security Module hooks: can deny an operation.",
+    "hash_map": "Key/value hash table shared by programs and user space.",
+    "array_map": "Fixed-size array indexed by number.",
+    "percpu_array": "An array with one value per CPU: no contention between CPUs.",
+    "lru_hash": "A hash table that evicts the least recently used entry when full.",
+    "perf_buffer": "Per-CPU rings that carry events to user space (BPF_PERF_OUTPUT).",
+    "ring_buffer": "One ring shared by all CPUs carrying events to user space (Linux 5.8+).",
+}
+
+
+def explain(frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The doctor's table with a ``meaning`` column: what each feature is, in plain words."""
+    frame = doctor() if frame is None else frame.copy()
+    frame.insert(1, "meaning", frame["feature"].map(MEANINGS))
+    return frame
 
 
 def supports(feature: str) -> bool:
@@ -773,4 +807,4 @@ def supports(feature: str) -> bool:
     return bool(frame.loc[frame["feature"] == feature, "supported"].iloc[0])
 
 
-__all__ = ["CALLS", "FEATURES", "doctor", "supports"]
+__all__ = ["CALLS", "FEATURES", "MEANINGS", "doctor", "explain", "supports"]

@@ -164,12 +164,15 @@ def test_map_rows_created_and_round_tripped(table, feature):
 
 
 @needs_root
-def test_cache_returns_the_same_object_until_refresh(table):
+def test_cache_returns_the_cached_answer_until_refresh(table):
     first = ebpf_lab.doctor()
-    assert ebpf_lab.doctor() is first
+    again = ebpf_lab.doctor()
+    assert again.attrs["probed_at"] == first.attrs["probed_at"]  # not probed again
+    again["scribble"] = 1  # a caller's changes do not reach the cache
+    assert "scribble" not in ebpf_lab.doctor().columns
     fresh = ebpf_lab.doctor(refresh=True)
-    assert fresh is not first
-    assert ebpf_lab.doctor() is fresh
+    assert fresh.attrs["probed_at"] > first.attrs["probed_at"]
+    assert ebpf_lab.doctor().attrs["probed_at"] == fresh.attrs["probed_at"]
     assert list(fresh["supported"]) == list(first["supported"])
 
 
