@@ -34,8 +34,9 @@ def decode_c_string(raw: Any) -> str:
     return data.split(b"\0", 1)[0].decode(errors="replace")
 
 
-def typed_frame(rows: Sequence[dict[str, Any]] | dict[str, Any], columns: Sequence[str],
-                dtypes: dict[str, str]) -> pd.DataFrame:
+def typed_frame(
+    rows: Sequence[dict[str, Any]] | dict[str, Any], columns: Sequence[str], dtypes: dict[str, str]
+) -> pd.DataFrame:
     """Build a frame with exactly ``columns`` in order and the given dtypes (also when empty)."""
     df = pd.DataFrame(rows, columns=list(columns))
     for col, dtype in dtypes.items():

@@ -27,8 +27,13 @@ from .run import stop_requested
 MAX_EXECS = 100_000
 
 
-def execs(plan: Mapping[int, int], program: str = "/bin/true", args: Sequence[str] = (),
-          per_second: float | None = None, interleave: bool = False) -> pd.DataFrame:
+def execs(
+    plan: Mapping[int, int],
+    program: str = "/bin/true",
+    args: Sequence[str] = (),
+    per_second: float | None = None,
+    interleave: bool = False,
+) -> pd.DataFrame:
     """Run ``program`` exactly ``plan[uid]`` times as each ``uid``; return what was started.
 
     Each exec is a child of this Python process, run with that UID and GID (no user needs to
@@ -66,8 +71,10 @@ def execs(plan: Mapping[int, int], program: str = "/bin/true", args: Sequence[st
     if any(uid != os.geteuid() for uid in plan) and os.geteuid() != 0:
         raise PermissionError("running programs as other UIDs needs root: start the lab with sudo")
     if per_second is not None:
-        if isinstance(per_second, bool) or not isinstance(per_second, (int, float)) or not (
-            0 < per_second <= 100_000
+        if (
+            isinstance(per_second, bool)
+            or not isinstance(per_second, (int, float))
+            or not (0 < per_second <= 100_000)
         ):
             raise ValueError(f"per_second must be a number in (0, 100000], got {per_second!r}")
     rows = []
@@ -82,9 +89,14 @@ def execs(plan: Mapping[int, int], program: str = "/bin/true", args: Sequence[st
         kwargs = {}
         if uid != os.geteuid():
             kwargs = {"user": uid, "group": uid, "extra_groups": []}
-        proc = subprocess.Popen([program, *args], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                close_fds=True, **kwargs)
+        proc = subprocess.Popen(
+            [program, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            close_fds=True,
+            **kwargs,
+        )
         rows.append({"pid": proc.pid, "uid": uid, "program": program, "returncode": proc.wait()})
     df = pd.DataFrame(rows, columns=["pid", "uid", "program", "returncode"])
     return df.astype({"pid": "int64", "uid": "int64", "returncode": "int64"})

@@ -17,7 +17,10 @@ except ModuleNotFoundError:  # Python < 3.11
 
 REPO = Path(__file__).resolve().parents[1]
 STRIP = REPO / "scripts" / "strip_notebooks.py"
-SPEC = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:>=\s*([0-9][0-9A-Za-z.]*))?\s*$")
+SPEC = re.compile(
+    r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*((?:>=|<|==)\s*[0-9][0-9A-Za-z.]*"
+    r"(?:\s*,\s*(?:>=|<)\s*[0-9][0-9A-Za-z.]*)?)?\s*(?:#.*)?$"
+)
 
 
 def normalize(name: str) -> str:
@@ -25,10 +28,14 @@ def normalize(name: str) -> str:
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
-    """'pandas>=1.5' -> ('pandas', '1.5'). Only plain names and >= minimums are used here."""
+    """'pandas>=1.5' -> ('pandas', '1.5'); 'x>=6.29,<7' -> ('x', '6.29,<7'): the minimum and
+    any upper bound, which must be the same in both files."""
     m = SPEC.match(spec)
-    assert m, f"unexpected requirement {spec!r}: use 'name' or 'name>=version'"
-    return normalize(m.group(1)), m.group(2)
+    assert m, f"unexpected requirement {spec!r}: use 'name', 'name>=version' or 'name>=a,<b'"
+    constraint = m.group(2)
+    if constraint is not None:
+        constraint = re.sub(r"\s+", "", constraint).removeprefix(">=")
+    return normalize(m.group(1)), constraint
 
 
 def parse_environment_yml(text: str) -> dict:
