@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from typing import Any, Callable
 
 import pandas as pd
@@ -26,6 +27,7 @@ class _TraceReader(Collector):
         self.instance: PrintkInstance | None = None
         self.rows: list[dict[str, Any]] = []
         self.others = 0
+        self.odd: list[str] = []
 
     def start(self, ctx: RunContext) -> None:
         self.instance = PrintkInstance().open()
@@ -36,6 +38,10 @@ class _TraceReader(Collector):
             m = self.pattern.match(line.message)
             if m is None:
                 self.others += 1  # another program's printk: not ours
+                continue
+            # a line of ours stamped outside this run cannot be right: keep it out, and say so
+            if not ctx.t0_mono_ns - 1_000_000_000 <= line.ktime_ns <= time.monotonic_ns() + 10**9:
+                self.odd.append(repr(line))
                 continue
             self.rows.append(
                 {
@@ -56,6 +62,7 @@ class _TraceReader(Collector):
             {"pid": "int64", "comm": "category", "cpu": "int64", "message": "string"},
         )
         ctx.attrs["other_printk_lines"] = self.others
+        ctx.attrs["odd_lines"] = self.odd
         return df
 
     def close(self, ctx: RunContext | None) -> None:
@@ -88,7 +95,9 @@ def hello(
     Returns:
         One row per execve seen anywhere on the machine: ``time``, ``pid`` (the task that called
         execve), ``comm`` (its name before the exec), ``cpu``, ``message`` ("Hello World!").
-        ``df.attrs["other_printk_lines"]`` counts lines other programs printed meanwhile.
+        ``df.attrs["other_printk_lines"]`` counts lines other programs printed meanwhile;
+        ``df.attrs["odd_lines"]`` lists lines of this run whose timestamp fell outside the run
+        (none expected: they are left out of the frame and reported here).
 
     Raises:
         ValueError: bad duration, attach or workload (before anything loads).

@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,3 +77,34 @@ def pytest_sessionfinish(session, exitstatus):
             session.exitstatus = 1
         else:
             print("\nWARNING (not CI; other processes may own them): " + msg, file=sys.stderr)
+
+
+class Started:
+    """Wraps a workload so a test can act once it really runs (probes attached, as the core
+    starts workloads only then): ``w = Started(fn); run(workload=w); w.event.wait()``."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.event = threading.Event()
+
+    def __call__(self):
+        self.event.set()
+        return self.fn()
+
+
+def after_start(started: Started, action, delay: float = 0.5) -> threading.Thread:
+    """In a thread: wait until the workload started, then ``delay`` s, then ``action()``."""
+
+    def run():
+        if started.event.wait(120):
+            time.sleep(delay)
+            action()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def send_sigint() -> None:
+    """What Ctrl-C or Jupyter's interrupt does: SIGINT to this process (main thread raises)."""
+    os.kill(os.getpid(), signal.SIGINT)

@@ -60,12 +60,24 @@ def held() -> Held:
             perf += 1
     from ebpf_lab.tracefs import lab_instances
 
-    instances = tuple(p.name for p in lab_instances())
+    instances = tuple(p.name for p in lab_instances() if _ours_or_orphaned(p.name.split("_")[2]))
     try:
-        netns = tuple(sorted(n for n in os.listdir("/var/run/netns") if n.startswith("ebpf-lab")))
+        names = os.listdir("/var/run/netns")
     except OSError:
-        netns = ()
+        names = []
+    netns = tuple(
+        sorted(n for n in names if n.startswith("ebpf-lab") and _ours_or_orphaned(n.split("-")[-1]))
+    )
     return Held(frozenset(prog_ids), frozenset(map_ids), perf, frozenset(fds), instances, netns)
+
+
+def _ours_or_orphaned(pid_text: str) -> bool:
+    """Whether a lab object named after process ``pid_text`` is this process's, or left behind
+    by a process that no longer exists (a leak). Live other processes' objects are theirs."""
+    if not pid_text.isdigit():
+        return True
+    pid = int(pid_text)
+    return pid == os.getpid() or not os.path.exists(f"/proc/{pid}")
 
 
 def settle(before: Held, timeout: float = 3.0, fds: bool = True) -> Held:

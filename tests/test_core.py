@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
-from conftest import REPO, needs_root
+from conftest import REPO, Started, after_start, needs_root, send_sigint
 from kernel_state import global_map_ids, global_prog_ids, held, settle
 
 from ebpf_lab import ProgramError, UnsupportedFeature
@@ -93,18 +91,13 @@ def test_exception_in_workload_is_raised_after_detaching(fresh_uids, no_leaks):
         tiny_run(uid, 5.0, workload=broken)
 
 
-def _interrupt_main_after(seconds: float) -> threading.Thread:
-    t = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGINT))
-    t.start()
-    return t
-
-
 def test_keyboard_interrupt_returns_partial_data_and_detaches(fresh_uids, no_leaks):
     (uid,) = fresh_uids(1)
     box = {}
-    timer = _interrupt_main_after(0.8)
+    work = Started(lambda: box.update(done=execs({uid: 100_000})))
+    timer = after_start(work, send_sigint)
     t0 = time.monotonic()
-    df = tiny_run(uid, 30.0, workload=lambda: box.update(done=execs({uid: 100_000})))
+    df = tiny_run(uid, 30.0, workload=work)
     timer.join()
     assert time.monotonic() - t0 < 15
     assert df.attrs["interrupted"] is True
@@ -125,13 +118,12 @@ def test_stop_button_returns_partial_data(fresh_uids):
     before = held()
 
     def press_stop():
-        time.sleep(0.8)
         (view,) = active_views()
         view.button.click()  # the real widget's click handler
 
-    presser = threading.Thread(target=press_stop)
-    presser.start()
-    df = tiny_run(uid, 30.0, workload=lambda: box.update(done=execs({uid: 100_000})), live=True)
+    work = Started(lambda: box.update(done=execs({uid: 100_000})))
+    presser = after_start(work, press_stop)
+    df = tiny_run(uid, 30.0, workload=work, live=True)
     presser.join()
     assert df.attrs["interrupted"] is True
     assert df.attrs["stopped_by"] == "stop button"

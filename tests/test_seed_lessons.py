@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import threading
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import needs_root
+from conftest import Started, after_start, needs_root, send_sigint
 
 import ebpf_lab
 from ebpf_lab import UnsupportedFeature
@@ -145,6 +143,8 @@ def test_hello_one_line_per_exec(fresh_uids, no_leaks):
     assert len(ours) == 7 and ours.pid.is_unique
     assert (ours["message"] == "Hello World!").all()
     assert df.attrs["buffer"].startswith("trace")
+    assert df.attrs["odd_lines"] == []
+    assert df["time"].between(df["time"].min(), df["time"].min() + pd.Timedelta(seconds=5)).all()
 
 
 def test_hello_ignores_other_programs_lines(no_leaks):
@@ -238,9 +238,9 @@ def test_workload_helper_rejects_bad_plans():
 def test_interrupt_returns_partial_frame(fn, fresh_uids, no_leaks):
     (a,) = fresh_uids(1)
     box = {}
-    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
-    df = fn(duration=60, workload=recording({a: 100_000}, box))
+    work = Started(recording({a: 100_000}, box))
+    timer = after_start(work, send_sigint)
+    df = fn(duration=60, workload=work)
     timer.join()
     assert df.attrs["interrupted"] is True and df.attrs["stopped_by"] == "interrupt"
     done = box["done"]
@@ -257,15 +257,12 @@ def test_stop_button_returns_partial_frame(fn, fresh_uids):
     box = {}
 
     def press():
-        import time
-
-        time.sleep(1.0)
         for view in active_views():
             view.request_stop()  # what the Stop button's click handler does
 
-    presser = threading.Thread(target=press)
-    presser.start()
-    df = fn(duration=60, workload=recording({a: 100_000}, box))
+    work = Started(recording({a: 100_000}, box))
+    presser = after_start(work, press)
+    df = fn(duration=60, workload=work)
     presser.join()
     assert df.attrs["stopped_by"] == "stop button"
     assert isinstance(df, pd.DataFrame) and len(box["done"]) > 0
