@@ -111,6 +111,40 @@ def attach_probe(bcc: Any, bpf: Any, probe: Probe) -> None:
         )
 
 
+def try_attach(bcc: Any, bpf: Any, probe: Probe) -> str | None:
+    """Attach a loaded function at ``probe``; None if it worked, else what the kernel answered.
+
+    BCC explains attach failures on file descriptor 2 (e.g. "create_probe_event: open(...)");
+    that text is captured and its last line added to the message.
+    """
+    from .loader import capture_stderr_fd
+
+    with capture_stderr_fd() as cap:
+        try:
+            attach_probe(bcc, bpf, probe)
+            error = None
+        except Exception as exc:  # bcc raises bare Exception
+            error = exc
+    if error is None:
+        return None
+    lines = [x.strip() for x in cap.text.splitlines() if x.strip()]
+    return f"{error} ({lines[-1]})" if lines else str(error)
+
+
+def detach_all(bpf: Any) -> None:
+    """Detach every probe BCC attached, keeping the compiled module (for trying an alternative)."""
+    for k in list(bpf.kprobe_fds):
+        bpf.detach_kprobe_event(k)
+    for k in list(bpf.uprobe_fds):
+        bpf.detach_uprobe_event(k)
+    for k in list(bpf.tracepoint_fds):
+        bpf.detach_tracepoint(k)
+    for k in list(bpf.raw_tracepoint_fds):
+        bpf.detach_raw_tracepoint(k)
+    for ev_type, ev_config in list(bpf.open_perf_events):
+        bpf.detach_perf_event(ev_type, ev_config)
+
+
 @dataclass(frozen=True)
 class ExecAttach:
     """The attach point chosen for an execve lesson, and why."""

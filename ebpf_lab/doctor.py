@@ -27,7 +27,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from . import kernel, netns
-from .attach import Probe, attach_probe, prog_type
+from .attach import Probe, detach_all, prog_type, try_attach
 from .errors import ROOT_HINT, BccMissing, ProgramError
 from .guards import check_choice, require_bcc
 from .loader import capture_stderr_fd, compile_program, load_function, release
@@ -180,32 +180,9 @@ def _getppid_calls(n: int = CALLS) -> None:
 def _attach(bcc: Any, bpf: Any, probe: Probe) -> None:
     """Load ``probe.fn`` and attach it; an attach failure says what the kernel answered."""
     load_function(bpf, probe.fn, prog_type(bcc, probe), name="doctor")
-    with capture_stderr_fd() as cap:
-        try:
-            attach_probe(bcc, bpf, probe)
-            error = None
-        except Exception as exc:  # bcc raises bare Exception
-            error = exc
+    error = try_attach(bcc, bpf, probe)
     if error is not None:
-        lines = [x.strip() for x in cap.text.splitlines() if x.strip()]
-        msg = f"loaded, but attaching {probe.describe()} failed: {_errno_text(str(error))}"
-        if lines:
-            msg += f" ({lines[-1]})"
-        raise _Failed(msg)
-
-
-def _detach_probes(bpf: Any) -> None:
-    """Detach every probe attached through ``bpf`` (its functions stay loaded until release)."""
-    for name in list(bpf.kprobe_fds):
-        bpf.detach_kprobe_event(name)
-    for name in list(bpf.uprobe_fds):
-        bpf.detach_uprobe_event(name)
-    for name in list(bpf.tracepoint_fds):
-        bpf.detach_tracepoint(name)
-    for name in list(bpf.raw_tracepoint_fds):
-        bpf.detach_raw_tracepoint(name)
-    for ev_type, ev_config in list(bpf.open_perf_events):
-        bpf.detach_perf_event(ev_type, ev_config)
+        raise _Failed(f"loaded, but attaching {probe.describe()} failed: {_errno_text(error)}")
 
 
 def _expect(bpf: Any, feature: str, where: str, calls: str, before: int = 0) -> str:
@@ -605,7 +582,7 @@ def _run_check(check: _Check, bcc: Any, bpf: Any) -> tuple[bool, str]:
         return False, _failure(check, exc)
     finally:
         with contextlib.suppress(Exception):
-            _detach_probes(bpf)
+            detach_all(bpf)
 
 
 def _run_group(bcc: Any, checks: list[_Check], cflags: list[str]) -> dict[str, tuple[bool, str]]:

@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 
 from . import kernel
-from .attach import Probe, attach_probe, prog_type
+from .attach import Probe, detach_all, prog_type, try_attach
 from .errors import ProgramError, UnsupportedFeature
 from .guards import require_bcc, require_root
 from .live import Live, make_live
-from .loader import capture_stderr_fd, compile_program, load_function, release
+from .loader import compile_program, load_function, release
 
 #: how long one poll may block, in seconds: the Stop button and the deadline are checked this often
 POLL_SLICE = 0.1
@@ -182,43 +182,20 @@ def _attach_first_working(
         try:
             for probe in alt.probes:
                 load_function(bpf, probe.fn, prog_type(bcc, probe), name=name)
-                with capture_stderr_fd() as cap:
-                    try:
-                        attach_probe(bcc, bpf, probe)
-                        error = None
-                    except Exception as exc:
-                        error = exc
+                error = try_attach(bcc, bpf, probe)
                 if error is not None:
-                    detail = cap.text.strip().splitlines()
-                    msg = f"{probe.describe()}: {error}"
-                    if detail:
-                        msg += f" ({detail[-1]})"
-                    raise UnsupportedFeature(probe.kind, msg)
+                    raise UnsupportedFeature(probe.kind, f"{probe.describe()}: {error}")
             return alt, failures
         except UnsupportedFeature as exc:
             failures.append(f"{alt.label}: {exc.reason}")
             # undo what this alternative attached before trying the next
             with contextlib.suppress(Exception):
-                _detach_all(bpf)
+                detach_all(bpf)
             if last:
                 raise
         except ProgramError:
             raise
     raise ValueError("bounded_run needs at least one attach alternative")  # pragma: no cover
-
-
-def _detach_all(bpf: Any) -> None:
-    """Detach every probe BCC attached, keeping the compiled module (for trying an alternative)."""
-    for k in list(bpf.kprobe_fds):
-        bpf.detach_kprobe_event(k)
-    for k in list(bpf.uprobe_fds):
-        bpf.detach_uprobe_event(k)
-    for k in list(bpf.tracepoint_fds):
-        bpf.detach_tracepoint(k)
-    for k in list(bpf.raw_tracepoint_fds):
-        bpf.detach_raw_tracepoint(k)
-    for ev_type, ev_config in list(bpf.open_perf_events):
-        bpf.detach_perf_event(ev_type, ev_config)
 
 
 def bounded_run(
