@@ -194,9 +194,12 @@ def exec_alternatives(attach: str, kprobe_fn: str, tracepoint_fn: str) -> list[A
     ``tracepoint_fn`` on ``syscalls:sys_enter_execve``. With ``"auto"`` the kprobe is tried first
     when the kernel has kprobes, and the tracepoint is the fallback.
     """
+    from .recordings import mode
     from .run import Alternative  # the core imports this module
 
     check_choice(attach, "attach", EXEC_ATTACH_CHOICES)
+    if mode() == "replay":  # the recorded frame says what was attached; the kernel is not asked
+        return [Alternative("replay", [])]
     require_root()  # tracefs, where the attach points are listed, is readable by root only
     choice = choose_exec_attach(attach)
     kp = Alternative("kprobe", [Probe("kprobe", "syscall:execve", kprobe_fn)], choice.reason)

@@ -85,7 +85,14 @@ def member_offset(struct: str, member: str) -> int:
 
 
 def task_offsets_cflags() -> list[str]:
-    """``-D`` flags giving ``task_struct`` offsets the lessons use (real parent, tgid)."""
+    """``-D`` flags giving ``task_struct`` offsets the lessons use (real parent, tgid).
+
+    While replaying a recording nothing is compiled, and the kernel's BTF is not read.
+    """
+    from .recordings import mode
+
+    if mode() == "replay":
+        return []
     return [
         f"-DTASK_REAL_PARENT_OFF={member_offset('task_struct', 'real_parent')}",
         f"-DTASK_TGID_OFF={member_offset('task_struct', 'tgid')}",

@@ -56,9 +56,9 @@ class _EventReader(Collector):
             self.perf_lost += count
 
         if self.buffer == "perf":
-            table.open_perf_buffer(on_event, page_cnt=PERF_PAGES, lost_cb=on_lost)
+            table.open_perf_buffer(self.guard(on_event), page_cnt=PERF_PAGES, lost_cb=on_lost)
         else:
-            table.open_ring_buffer(on_event)
+            table.open_ring_buffer(self.guard(on_event))
 
     def poll(self, ctx: RunContext, timeout: float) -> None:
         ms = int(timeout * 1000)

@@ -85,8 +85,14 @@ def check_uid(uid: Any) -> int:
 
 
 def require_root() -> None:
-    """Raise PermissionError (with how to start the lab as root) unless running as root."""
-    if os.geteuid() != 0:
+    """Raise PermissionError (with how to start the lab as root) unless running as root.
+
+    While replaying a recording (:func:`ebpf_lab.replay`) nothing touches the kernel, so
+    nothing needs root.
+    """
+    from .recordings import mode
+
+    if os.geteuid() != 0 and mode() != "replay":
         raise PermissionError(ROOT_HINT)
 
 

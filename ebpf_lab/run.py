@@ -110,6 +110,23 @@ class Collector:
     """
 
     full: bool = False
+    #: the first exception raised inside a callback BCC called (BCC would print and drop it)
+    callback_error: BaseException | None = None
+
+    def guard(self, callback: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a BCC callback (perf/ring buffer) so an exception in it ends the run and is
+        raised to the caller, instead of being printed and ignored by BCC."""
+
+        def guarded(*args: Any) -> Any:
+            try:
+                return callback(*args)
+            except Exception as exc:
+                if self.callback_error is None:
+                    self.callback_error = exc
+                self.full = True  # end the run
+                return None
+
+        return guarded
 
     def start(self, ctx: RunContext) -> None:
         """Open buffers and take first readings; called once, after attaching."""
@@ -213,6 +230,13 @@ def bounded_run(
 ) -> pd.DataFrame:
     """Run one BPF program for a bounded time and return the collector's DataFrame.
 
+    This is the one place where recording and replay are hooked (:mod:`ebpf_lab.recordings`):
+    while recording (``ebpf_lab.record(dir)`` / ``EBPF_LAB_RECORD``) the frame returned, or the
+    exception raised, is also saved; while replaying (``ebpf_lab.replay(dir)`` /
+    ``EBPF_LAB_REPLAY``) nothing is compiled, loaded or attached: the ``workload`` runs (the
+    lab's known workloads replay their recorded results) and the next recorded frame is
+    returned, with ``df.attrs["replay"]``.
+
     Args:
         name: a short name for messages and the progress bar.
         source: the C text.
@@ -229,6 +253,61 @@ def bounded_run(
         The collector's frame with ``attrs``: ``attach``, ``attach_reason``, ``duration``,
         ``elapsed``, ``kernel``, ``interrupted``, ``stopped_by`` and the lesson's own.
     """
+    from . import recordings
+
+    session = recordings.current()
+    if session is not None and session.mode == "replay":
+        return session.replay_run(
+            name=name,
+            duration=duration,
+            workload=workload,
+            live=live,
+            on_workload_result=on_workload_result,
+        )
+    started: list[bool] = []
+    if session is not None and workload is not None:  # remember whether the workload ran
+        inner = workload
+
+        def workload() -> Any:
+            started.append(True)
+            return inner()
+
+    try:
+        frame = _run_live(
+            name=name,
+            source=source,
+            alternatives=alternatives,
+            collector=collector,
+            duration=duration,
+            workload=workload,
+            cflags=cflags,
+            live=live,
+            attrs=attrs,
+            on_workload_result=on_workload_result,
+        )
+    except Exception as exc:
+        if session is not None:
+            session.record_run(name, None, exc, workload_ran=bool(started))
+        raise
+    if session is not None:
+        session.record_run(name, frame, None, workload_ran=bool(started))
+    return frame
+
+
+def _run_live(
+    *,
+    name: str,
+    source: str,
+    alternatives: Sequence[Alternative],
+    collector: Collector,
+    duration: float,
+    workload: Callable[[], Any] | None = None,
+    cflags: Sequence[str] = (),
+    live: bool | None = None,
+    attrs: dict[str, Any] | None = None,
+    on_workload_result: Callable[[Any], None] | None = None,
+) -> pd.DataFrame:
+    """:func:`bounded_run` on the kernel (no recording or replay): see its docstring."""
     require_root()
     bcc = require_bcc()
     view = make_live(name, duration, live)
@@ -240,8 +319,13 @@ def bounded_run(
     worker: _WorkloadThread | None = None
     stopped_by: str | None = None
     try:
-        bpf = compile_program(source, cflags, name=name)
-        chosen, failures = _attach_first_working(bcc, bpf, alternatives, name)
+        # Ctrl-C is held off while BCC builds maps and programs: interrupted half-way, they
+        # would belong to no Python object and stay until the process exits.
+        with sigint_deferred() as arrived:
+            bpf = compile_program(source, cflags, name=name)
+            chosen, failures = _attach_first_working(bcc, bpf, alternatives, name)
+        if arrived:
+            raise KeyboardInterrupt
         ctx = RunContext(bpf=bpf, bcc=bcc, attach=chosen.label, duration=duration, live=view)
         ctx.t0_mono_ns = time.monotonic_ns()
         ctx.t0_wall_ns = time.time_ns()
@@ -267,6 +351,8 @@ def bounded_run(
                     break
                 timeout = POLL_SLICE if now >= deadline else min(POLL_SLICE, deadline - now)
                 collector.poll(ctx, timeout)
+                if collector.callback_error is not None:
+                    raise collector.callback_error
                 view.update(ctx.elapsed(), "waiting for the workload" if now >= deadline else "")
                 view.pump()
         except KeyboardInterrupt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -249,3 +250,58 @@ def test_missing_bcc_says_how_to_install():
     )
     assert "BccMissing" in out.stdout
     assert "apt-get install python3-bpfcc" in out.stdout
+
+
+PERF = r"""
+BPF_PERF_OUTPUT(events);
+int on_exec(void *ctx)
+{
+    u64 uid = bpf_get_current_uid_gid() & 0xFFFFFFFF;
+    if (uid == WATCH_UID)
+        events.perf_submit(ctx, &uid, sizeof(uid));
+    return 0;
+}
+"""
+
+
+class BrokenReader(Collector):
+    def start(self, ctx):
+        def on_event(cpu, data, size):
+            raise LookupError("a bug in the lesson's callback")
+
+        ctx.table("events").open_perf_buffer(self.guard(on_event))
+
+    def poll(self, ctx, timeout):
+        ctx.bpf.perf_buffer_poll(timeout=int(timeout * 1000))
+
+
+def test_exception_in_a_bcc_callback_reaches_the_caller(fresh_uids, no_leaks):
+    (uid,) = fresh_uids(1)
+    with pytest.raises(LookupError, match="callback"):
+        bounded_run(
+            name="broken",
+            source=PERF,
+            alternatives=TP,
+            collector=BrokenReader(),
+            duration=10,
+            workload=lambda: execs({uid: 2}),
+            cflags=[f"-DWATCH_UID={uid}"],
+        )
+
+
+def test_interrupt_while_compiling_leaves_nothing(no_leaks):
+    """Ctrl-C during the (long) compile is held until BCC is done, then cleans up and raises."""
+    timer = threading.Timer(0.2, send_sigint)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bounded_run(
+                name="tiny",
+                source=TINY + "\n#include <linux/sched.h>\n",
+                alternatives=TP,
+                collector=CountReader(),
+                duration=30,
+                cflags=["-DWATCH_UID=0"],
+            )
+    finally:
+        timer.join()
