@@ -45,3 +45,91 @@ def typed_frame(
         else:
             df[col] = df[col].astype(dtype)
     return df
+
+
+def _flatten(value: Any, name: str) -> dict[str, Any]:
+    """A ctypes value as ``{column: python value}``: struct fields (nested ones joined with
+    ``_``), ``char[]`` as text, other arrays as ``name_0, name_1, ...``, numbers as ints."""
+    import ctypes
+
+    if isinstance(value, (ctypes.Structure, ctypes.Union)):
+        out: dict[str, Any] = {}
+        for field in value._fields_:
+            fname = field[0]
+            out.update(_flatten(getattr(value, fname), f"{name}_{fname}" if name else fname))
+        return out
+    if isinstance(value, ctypes.Array):
+        if value._type_ is ctypes.c_char:
+            return {name: decode_c_string(value)}
+        out = {}
+        for i, item in enumerate(value):
+            out.update(_flatten(item, f"{name}_{i}"))
+        return out
+    if isinstance(value, bytes):  # a c_char array field read through a Structure
+        return {name: decode_c_string(value)}
+    return {name: getattr(value, "value", value)}
+
+
+def table_frame(table: Any) -> pd.DataFrame:
+    """A BCC table (a BPF map) as a DataFrame: one row per entry, key columns then value columns.
+
+    * An integer key is the column ``key``; a struct key gives one column per field (nested
+      structs joined with ``_``); ``char[]`` fields become text.
+    * An integer value is the column ``value``; a struct value gives one column per field.
+    * Per-CPU maps (``BPF_PERCPU_ARRAY``, ``BPF_PERCPU_HASH``...) give one column per possible
+      CPU: ``cpu0``, ``cpu1``, ... (for struct values ``<field>_cpu0``, ...).
+
+    Arrays list every slot (zeros included: an array entry always exists); hashes list the
+    entries present. Rows are sorted by key. The map is read once, entry by entry, while the
+    kernel may still be writing it.
+
+    Example::
+
+        b = BPF(text=...)
+        ebpf_lab.frames.table_frame(b["counts"])
+
+    Raises:
+        ValueError: ``table`` is not a key/value map (e.g. a perf or ring buffer).
+    """
+    if not hasattr(table, "Key") or not hasattr(table, "Leaf") or not hasattr(table, "items"):
+        raise ValueError(f"table_frame needs a BCC key/value table, got {type(table).__name__}")
+    kind = type(table).__name__
+    if kind in ("PerfEventArray", "RingBuf", "StackTrace", "QueueStack", "ProgArray"):
+        raise ValueError(f"a {kind} is not a key/value map that can be read as a frame")
+    percpu = hasattr(table, "total_cpu") and hasattr(table, "sLeaf")
+    leaf_type = table.sLeaf if percpu else table.Leaf
+    key_cols = list(_flatten(table.Key(), "key" if not _is_struct(table.Key) else ""))
+    leaf_cols = list(_flatten(leaf_type(), "value" if not _is_struct(leaf_type) else ""))
+    if percpu:
+        ncpu = int(table.total_cpu)
+        leaf_cols = [
+            (f"{col}_cpu{i}" if col != "value" else f"cpu{i}")
+            for col in leaf_cols
+            for i in range(ncpu)
+        ]
+    rows = []
+    for key, leaf in table.items():
+        row = _flatten(key, "key" if not _is_struct(table.Key) else "")
+        if percpu:
+            values = table.getvalue(key) if getattr(table, "reducer", None) else leaf
+            for i in range(int(table.total_cpu)):
+                for col, v in _flatten(
+                    values[i], "value" if not _is_struct(leaf_type) else ""
+                ).items():
+                    row[f"{col}_cpu{i}" if col != "value" else f"cpu{i}"] = v
+        else:
+            row.update(_flatten(leaf, "value" if not _is_struct(leaf_type) else ""))
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=key_cols + leaf_cols)
+    if rows:
+        df = df.sort_values(key_cols, kind="stable").reset_index(drop=True)
+    df.attrs["map"] = getattr(table, "_name", None) or ""
+    df.attrs["map_type"] = kind
+    df.attrs["max_entries"] = int(getattr(table, "max_entries", 0))
+    return df
+
+
+def _is_struct(ctype: Any) -> bool:
+    import ctypes
+
+    return isinstance(ctype, type) and issubclass(ctype, (ctypes.Structure, ctypes.Union))

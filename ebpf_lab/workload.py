@@ -13,20 +13,32 @@ them promptly.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import pwd
+import random
+import select
+import shutil
+import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
+from typing import Callable, TypeVar
 
 import pandas as pd
 
 from .guards import check_uid
+from .recordings import replayable
 from .run import stop_requested
 
 #: at most this many execs per call (a bounded lab, not a fork bomb)
 MAX_EXECS = 100_000
 
 
+@replayable
 def execs(
     plan: Mapping[int, int],
     program: str = "/bin/true",
@@ -114,3 +126,758 @@ def _order(plan: Mapping[int, int], interleave: bool) -> list[int]:
                 order.append(uid)
                 left[uid] -= 1
     return order
+
+
+# ---------------------------------------------------------------- read() and write() calls
+
+#: at most this many read()/write() calls per call of :func:`writes` or :func:`reads`
+MAX_CALLS = 1_000_000
+#: the largest single read() or write() the workloads make, in bytes (16 MiB)
+MAX_IO_SIZE = 1 << 24
+
+# The child that makes the calls. Everything it needs (imports, the plan on stdin, its buffer,
+# the CPU pin) happens while it still runs as the parent's user; then it switches to the asked
+# UID and makes exactly the planned calls and nothing else: open, the calls, close, exit. So a
+# program that filters on that UID sees the planned calls and only them.
+_IO_CHILD = r"""
+import json, os, sys
+plan = json.loads(sys.stdin.buffer.read())
+sizes = plan["sizes"]
+buf = memoryview(bytearray(max(sizes, default=0)))
+if plan["cpu"] is not None:
+    os.sched_setaffinity(0, {plan["cpu"]})
+if plan["uid"] is not None:
+    os.setgroups([])
+    os.setgid(plan["uid"])
+    os.setuid(plan["uid"])
+if plan["op"] == "write":
+    fd = os.open("/dev/null", os.O_WRONLY)
+    for n in sizes:
+        if os.write(fd, buf[:n]) != n:
+            os._exit(3)
+else:
+    fd = os.open("/dev/zero", os.O_RDONLY)
+    for n in sizes:
+        if len(os.read(fd, n)) != n:
+            os._exit(3)
+os.close(fd)
+os._exit(0)
+"""
+
+
+def _check_sizes(sizes: Sequence[int]) -> list[int]:
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+        raise ValueError(f"sizes must be a list of byte counts, e.g. [1, 100, 4096], got {sizes!r}")
+    if len(sizes) > MAX_CALLS:
+        raise ValueError(f"{len(sizes)} calls is more than the limit of {MAX_CALLS}")
+    for n in sizes:
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_IO_SIZE:
+            raise ValueError(
+                f"each size must be a whole number of bytes from 0 to {MAX_IO_SIZE}, got {n!r}"
+            )
+    return list(sizes)
+
+
+def _check_cpu(cpu: int | None) -> int | None:
+    if cpu is None:
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if isinstance(cpu, bool) or not isinstance(cpu, int) or cpu not in allowed:
+        raise ValueError(
+            f"cpu must be one of the CPUs this process may use ({allowed}), got {cpu!r}"
+        )
+    return cpu
+
+
+def _io_calls(op: str, sizes: Sequence[int], uid: int | None, cpu: int | None) -> pd.DataFrame:
+    sizes = _check_sizes(sizes)
+    if uid is not None:
+        check_uid(uid)
+        if uid != os.geteuid() and os.geteuid() != 0:
+            raise PermissionError("making calls as another UID needs root: start the lab with sudo")
+    cpu = _check_cpu(cpu)
+    columns = ["pid", "uid", "cpu", "syscall", "size"]
+    if stop_requested():
+        return pd.DataFrame(columns=columns).astype(
+            {"pid": "int64", "uid": "int64", "cpu": "Int64", "size": "int64"}
+        )
+    plan = json.dumps({"op": op, "sizes": sizes, "uid": uid, "cpu": cpu}).encode()
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _IO_CHILD],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        close_fds=True,
+    )
+    _out, err = proc.communicate(plan)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"the {op}() workload child failed (exit {proc.returncode}): "
+            f"{err.decode(errors='replace').strip()[-500:]}"
+        )
+    df = pd.DataFrame(
+        {
+            "pid": proc.pid,
+            "uid": os.geteuid() if uid is None else uid,
+            "cpu": cpu,
+            "syscall": op,
+            "size": sizes,
+        },
+        columns=columns,
+    )
+    return df.astype(
+        {"pid": "int64", "uid": "int64", "cpu": "Int64", "syscall": "category", "size": "int64"}
+    )
+
+
+@replayable
+def writes(sizes: Sequence[int], *, uid: int | None = None, cpu: int | None = None) -> pd.DataFrame:
+    """Make one ``write()`` system call of each size in ``sizes`` to ``/dev/null``, in order.
+
+    The calls come from one child process, which first pins itself to ``cpu`` and switches to
+    ``uid``, and then makes exactly these calls: a program filtering on that UID sees them and
+    nothing else (the child's start-up, as the caller's user, is not counted). ``/dev/null``
+    accepts every byte, so each call writes exactly its size.
+
+    Args:
+        sizes: bytes per call, e.g. ``[1, 100, 100, 4096]`` (0 .. 16 MiB each, at most 1,000,000
+            calls).
+        uid: the UID making the calls (None: this process's UID). No account is needed.
+        cpu: run the child on this CPU only (None: wherever the scheduler puts it).
+
+    Returns:
+        One row per call, in order: ``pid`` (the child), ``uid``, ``cpu`` (<NA> when not pinned),
+        ``syscall`` ("write"), ``size``. Empty if the run was stopped before it started.
+
+    Raises:
+        ValueError: bad sizes, uid or cpu. PermissionError: another UID without root.
+        RuntimeError: the child failed.
+    """
+    return _io_calls("write", sizes, uid, cpu)
+
+
+@replayable
+def reads(sizes: Sequence[int], *, uid: int | None = None, cpu: int | None = None) -> pd.DataFrame:
+    """Make one ``read()`` system call of each size in ``sizes`` from ``/dev/zero``, in order.
+
+    Like :func:`writes`: one child, pinned to ``cpu``, switched to ``uid``, then exactly these
+    calls. ``/dev/zero`` always fills the whole buffer, so each call reads exactly its size.
+
+    Returns:
+        One row per call: ``pid``, ``uid``, ``cpu``, ``syscall`` ("read"), ``size``.
+    """
+    return _io_calls("read", sizes, uid, cpu)
+
+
+def unused_uid(low: int = 100_000, high: int = 2**31 - 1) -> int:
+    """A random UID in ``[low, high)`` with no account and no process running as it right now.
+
+    Use it for exact counts in a notebook: nothing else on the machine makes calls as that UID.
+    """
+    if not (isinstance(low, int) and isinstance(high, int) and 0 <= low < high <= 2**32 - 1):
+        raise ValueError(f"need 0 <= low < high <= 4294967295, got low={low!r}, high={high!r}")
+    busy = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        busy.update(int(u) for u in line.split()[1:])
+                        break
+        except OSError:
+            continue
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        uid = rng.randrange(low, high)
+        if uid in busy:
+            continue
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+    raise RuntimeError(f"found no unused UID in [{low}, {high})")  # pragma: no cover
+
+
+def thread_comm() -> str:
+    """The kernel's name (``comm``) of the calling thread, as ``bpf_get_current_comm()`` sees it.
+
+    A process started from this thread has this comm until it execs another program.
+    """
+    with open(f"/proc/self/task/{threading.get_native_id()}/comm") as f:
+        return f.read().rstrip("\n")
+
+
+_T = TypeVar("_T")
+
+
+def on_cpu(cpu: int, work: Callable[[], _T]) -> _T:
+    """Run ``work()`` with the calling thread pinned to ``cpu``; restore the old CPU set after.
+
+    Processes ``work`` starts (e.g. :func:`execs`) inherit the pin, so a program can be checked
+    against the CPU everything ran on::
+
+        workload=lambda: on_cpu(1, lambda: execs({4242: 3}))
+    """
+    cpu = _check_cpu(cpu)
+    if not callable(work):
+        raise ValueError(f"work must be a callable taking no arguments, got {work!r}")
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        return work()
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+# ---------------------------------------------------------------- gated child processes
+
+#: the most getppid() calls :func:`getppid_child` makes
+MAX_GETPPID_CALLS = 10_000_000
+#: the most CPU-seconds :func:`spin_child` spins
+MAX_SPIN_SECONDS = 60.0
+#: the most read() calls :func:`read_stream_child` makes
+MAX_STREAM_READS = 50_000_000
+
+# A Python child that stops itself (SIGSTOP) once it has started, then does its work. Python's
+# start-up happens before the stop, so everything after SIGCONT is the work and nothing else.
+_PY_GATE = "import os, signal, sys\nos.kill(os.getpid(), signal.SIGSTOP)\n"
+_PY_GETPPID = _PY_GATE + "for _ in range(int(sys.argv[1])):\n    os.getppid()\n"
+_PY_SPIN = (
+    _PY_GATE + "import time\nend = time.process_time() + float(sys.argv[1])\n"
+    "while time.process_time() < end:\n    pass\n"
+)
+# ... and one that stops again when its work is done, before Python's (and the kernel's) exit
+_PY_SPIN_STOP = _PY_SPIN + "os.kill(os.getpid(), signal.SIGSTOP)\n"
+# For a program that cannot stop itself (dd): a shell stops itself, then execs the program (the
+# same process: the pid stays).
+_SH_GATE = 'kill -STOP $$ && exec "$@"'
+
+
+class GatedChild:
+    """A child process that stops (SIGSTOP) before its work, so probes can be aimed at its pid.
+
+    Many attach points want a process id *before* the process does anything: a uprobe or a perf
+    event opened for one pid, or a program compiled with ``-DTARGET_TGID=<pid>``. A gated child
+    is started, stops itself, and waits; attach what you want to ``child.pid``, then
+    :meth:`run` lets it go (SIGCONT) and waits until it has exited. Use it as a context manager
+    (or call :meth:`kill`) so a child that was never run does not stay behind, stopped.
+
+    A child made with ``stops_after=True`` also stops when its work is done: :meth:`run` then
+    reads its CPU time at that moment and calls ``at_end`` before letting it exit, so what
+    follows (interpreter and kernel exit) is kept out of the measurement.
+
+    Attributes:
+        pid: the child's process id (also its tgid: it has one thread).
+        program: what it runs, for the record.
+        work: the known amount of work, e.g. ``{"calls": 1000}``.
+        stops_after: the child stops itself again when its work is done.
+        released_at, exited_at: ``time.monotonic()`` when it was let go and when it ended.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        program: str,
+        work: Mapping[str, float],
+        stops_after: bool = False,
+    ) -> None:
+        self.program = program
+        self.work = dict(work)
+        self.stops_after = stops_after
+        self.released_at: float | None = None
+        self.exited_at: float | None = None
+        self._reaped = False
+        devnull = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+        self.pid = os.posix_spawn(argv[0], list(argv), dict(os.environ), file_actions=devnull)
+        try:
+            _, status = os.waitpid(self.pid, os.WUNTRACED)
+            if not os.WIFSTOPPED(status):
+                self._reaped = True
+                raise RuntimeError(f"{program} ended before its gate (status {status:#x})")
+        except BaseException:
+            self.kill()
+            raise
+
+    def cpu_ns(self) -> int:
+        """CPU time the child has used so far, in nanoseconds (``/proc/<pid>/schedstat``)."""
+        with open(f"/proc/{self.pid}/schedstat") as f:
+            return int(f.read().split()[0])
+
+    def _stopped_again(self) -> bool:
+        """True once the child has stopped itself after its work (it is not reaped here)."""
+        info = os.waitid(os.P_PID, self.pid, os.WSTOPPED | os.WNOHANG | os.WNOWAIT)
+        return info is not None and info.si_code == os.CLD_STOPPED
+
+    def run(self, at_end: Callable[[], object] | None = None) -> pd.DataFrame:
+        """Let the child go and wait for it to exit; return what it did (one row).
+
+        Checks :func:`~ebpf_lab.run.stop_requested` while waiting and kills the child when the
+        run is stopped.
+
+        Args:
+            at_end: for a child made with ``stops_after``: called while the child is stopped
+                after its work (e.g. to read a BPF map), before it is let go to exit.
+
+        Returns:
+            One row: ``pid``, ``program``, the ``work`` items, ``returncode``, ``wall_seconds``
+            (from release to exit, or to the end of the work with ``stops_after``),
+            ``cpu_seconds`` (CPU time after release, to the nanosecond; with ``stops_after``
+            up to the end of the work, and ``exit_cpu_seconds`` for what came after),
+            ``context_switches`` (voluntary + involuntary, whole life).
+
+        Raises:
+            RuntimeError: the child failed (not when it was killed because of a stop).
+        """
+        if self._reaped or self.released_at is not None:
+            raise RuntimeError(f"child {self.pid} ({self.program}) has already run")
+        pidfd = os.pidfd_open(self.pid)
+        killed = False
+        cpu_work: int | None = None
+        work_done: float | None = None
+        try:
+            cpu_before = self.cpu_ns()
+            self.released_at = time.monotonic()
+            os.kill(self.pid, signal.SIGCONT)
+            wait = 0.005 if self.stops_after else 0.05
+            while not select.select([pidfd], [], [], wait)[0]:
+                if stop_requested() and not killed:
+                    os.kill(self.pid, signal.SIGKILL)
+                    killed = True
+                if self.stops_after and cpu_work is None and not killed and self._stopped_again():
+                    work_done = time.monotonic()
+                    cpu_work = self.cpu_ns()
+                    if at_end is not None:
+                        at_end()
+                    os.kill(self.pid, signal.SIGCONT)
+                    wait = 0.05
+            self.exited_at = time.monotonic()
+        finally:
+            os.close(pidfd)
+        os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)  # a zombie: its CPU time is final
+        cpu_after = self.cpu_ns()
+        _, status, usage = os.wait4(self.pid, 0)
+        self._reaped = True
+        returncode = os.waitstatus_to_exitcode(status)
+        if returncode != 0 and not killed:
+            raise RuntimeError(f"{self.program} (pid {self.pid}) exited with {returncode}")
+        end_cpu = cpu_after if cpu_work is None else cpu_work
+        row = {
+            "pid": self.pid,
+            "program": self.program,
+            **self.work,
+            "returncode": returncode,
+            "wall_seconds": (work_done or self.exited_at) - self.released_at,
+            "cpu_seconds": (end_cpu - cpu_before) / 1e9,
+            "context_switches": usage.ru_nvcsw + usage.ru_nivcsw,
+        }
+        if self.stops_after:
+            row["exit_cpu_seconds"] = (cpu_after - end_cpu) / 1e9
+        df = pd.DataFrame([row])
+        return df.astype({"pid": "int64", "returncode": "int64", "context_switches": "int64"})
+
+    def kill(self) -> None:
+        """Kill and reap the child if it is still there (idempotent; never raises)."""
+        if self._reaped:
+            return
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.waitpid(self.pid, 0)
+        self._reaped = True
+
+    def __enter__(self) -> GatedChild:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+def _check_count(value: int, name: str, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise ValueError(f"{name} must be a whole number from 0 to {maximum}, got {value!r}")
+    return value
+
+
+def getppid_child(calls: int) -> GatedChild:
+    """A gated Python child that calls ``os.getppid()`` exactly ``calls`` times once released.
+
+    Each call is one call of libc's ``getppid()`` and one ``getppid`` system call; the child
+    makes no others (Python's start-up does not call it, and it happens before the gate anyway).
+    """
+    _check_count(calls, "calls", MAX_GETPPID_CALLS)
+    argv = [sys.executable, "-I", "-S", "-c", _PY_GETPPID, str(calls)]
+    return GatedChild(argv, program="python: os.getppid() loop", work={"calls": calls})
+
+
+def spin_child(cpu_seconds: float, *, stop_after: bool = False) -> GatedChild:
+    """A gated Python child that, once released, spins on the CPU for ``cpu_seconds`` of CPU time.
+
+    It uses its own CPU time (``time.process_time()``), so it spins just as long on a busy machine;
+    :meth:`GatedChild.run` reports the CPU time it really used (the spin plus Python's exit; with
+    ``stop_after=True`` the child stops again after the spin, and ``cpu_seconds`` is the spin
+    alone).
+    """
+    if (
+        isinstance(cpu_seconds, bool)
+        or not isinstance(cpu_seconds, (int, float))
+        or not (0 < cpu_seconds <= MAX_SPIN_SECONDS)
+    ):
+        raise ValueError(
+            f"cpu_seconds must be a number in (0, {MAX_SPIN_SECONDS:g}], got {cpu_seconds!r}"
+        )
+    code = _PY_SPIN_STOP if stop_after else _PY_SPIN
+    argv = [sys.executable, "-I", "-S", "-c", code, repr(float(cpu_seconds))]
+    return GatedChild(
+        argv,
+        program="python: spin",
+        work={"spin_seconds": float(cpu_seconds)},
+        stops_after=stop_after,
+    )
+
+
+def read_stream_child(reads: int) -> GatedChild:
+    """A gated ``dd if=/dev/zero of=/dev/null bs=1 count=<reads>``: a fast stream of syscalls.
+
+    Once released, dd makes exactly ``reads`` one-byte ``read()`` calls on file descriptor 0
+    (``/dev/zero``) and as many ``write()`` calls on fd 1, as fast as it can (about a million
+    reads per second here). Its own start-up reads (the dynamic loader's, on other fds) come after
+    the gate too, so filter on ``fd == 0`` to see exactly the ``reads`` calls.
+    """
+    _check_count(reads, "reads", MAX_STREAM_READS)
+    dd = shutil.which("dd") or "/bin/dd"
+    argv = [
+        "/bin/sh",
+        "-c",
+        _SH_GATE,
+        "ebpf-lab-gate",
+        dd,
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=1",
+        f"count={reads}",
+        "status=none",
+    ]
+    return GatedChild(argv, program="dd if=/dev/zero of=/dev/null bs=1", work={"reads": reads})
+
+
+# ---------------------------------------------------------------- open() calls, CPU profiles,
+# ---------------------------------------------------------------- run-queue contention
+
+#: the most open() calls (each kind) :func:`opens_child` makes
+MAX_OPENS = 1_000_000
+#: the most busy children :func:`busy_children` starts at once
+MAX_BUSY_CHILDREN = 16
+
+# Everything that is not the work happens before the gate: imports, and opening the report file
+# the child writes its own timing to. After the gate: exactly `opens` openat() calls that succeed
+# (each followed by a close()) and `missing` that fail with ENOENT, then one write() and one
+# close() for the report. No other openat(). (With a 6th argument "nogate" it does not stop:
+# for running it under another tracer, e.g. strace.)
+_PY_OPENS = r"""
+import os, signal, sys, time
+path, missing, n, m = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+report = open(sys.argv[5], "w")
+clock = time.perf_counter_ns
+if sys.argv[6:] != ["nogate"]:
+    os.kill(os.getpid(), signal.SIGSTOP)
+t0 = clock()
+for _ in range(n):
+    os.close(os.open(path, os.O_RDONLY))
+for _ in range(m):
+    try:
+        os.close(os.open(missing, os.O_RDONLY))
+    except FileNotFoundError:
+        pass
+t1 = clock()
+report.write(str(t1 - t0))
+report.close()
+"""
+
+
+class OpensChild(GatedChild):
+    """A :class:`GatedChild` that opens files; :meth:`run` adds the child's own loop timing.
+
+    The child measures its open() loop itself (``time.perf_counter_ns`` around the loop, read
+    through the vDSO, so no system call), which leaves out Python's start-up and exit: the
+    column ``loop_seconds`` is the time the open() calls took, and nothing else.
+    """
+
+    def __init__(self, argv: Sequence[str], *, report: str, **kw: object) -> None:
+        self.report = report
+        try:
+            super().__init__(argv, **kw)  # type: ignore[arg-type]
+        except BaseException:
+            self._remove_report()
+            raise
+
+    def _remove_report(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.report)
+
+    def run(self) -> pd.DataFrame:
+        """Let the child go and wait for it; the row also has ``loop_seconds`` (NaN if killed)."""
+        try:
+            df = super().run()
+            try:
+                with open(self.report) as f:
+                    loop_ns = int(f.read() or "nan")
+            except (OSError, ValueError):
+                loop_seconds = float("nan")
+            else:
+                loop_seconds = loop_ns / 1e9
+            df["loop_seconds"] = loop_seconds
+            return df
+        finally:
+            self._remove_report()
+
+    def kill(self) -> None:
+        """Kill and reap the child if it is still there, and remove its report file."""
+        super().kill()
+        self._remove_report()
+
+
+def opens_child(
+    path: str, opens: int, missing: int = 0, *, missing_path: str | None = None
+) -> OpensChild:
+    """A gated Python child: ``opens`` opens of ``path``, then ``missing`` opens of a missing file.
+
+    Once released (:meth:`GatedChild.run`), the child calls ``os.open(path, O_RDONLY)`` and
+    ``os.close()`` ``opens`` times, then ``os.open(missing_path, O_RDONLY)`` ``missing`` times,
+    each failing with ``ENOENT``. Each ``os.open`` is exactly one ``openat()`` system call, and
+    the child makes no other ``openat()`` after the gate, so a program filtering on ``child.pid``
+    sees exactly ``opens + missing`` calls.
+
+    Args:
+        path: an existing regular file the child may read (e.g. ``/etc/hostname``).
+        opens: successful opens (0 .. 1,000,000).
+        missing: opens of a file that does not exist (0 .. 1,000,000).
+        missing_path: the path that must not exist (default: a fresh name in the temporary
+            directory).
+
+    Returns:
+        An :class:`OpensChild` (a :class:`GatedChild`); its ``run()`` row has ``opens``,
+        ``missing``, ``path``, ``missing_path``, the usual columns and ``loop_seconds``.
+
+    Raises:
+        ValueError: ``path`` is not a readable regular file, ``missing_path`` exists, or a count
+            is out of range.
+    """
+    import tempfile
+
+    _check_count(opens, "opens", MAX_OPENS)
+    _check_count(missing, "missing", MAX_OPENS)
+    if not isinstance(path, str) or not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise ValueError(f"path must be an existing, readable regular file, got {path!r}")
+    if missing_path is None:
+        missing_path = os.path.join(
+            tempfile.gettempdir(), f"ebpf-lab-missing-{os.getpid()}-{random.getrandbits(48):x}"
+        )
+    if not isinstance(missing_path, str) or os.path.lexists(missing_path):
+        raise ValueError(f"missing_path must be a path that does not exist, got {missing_path!r}")
+    fd, report = tempfile.mkstemp(prefix="ebpf-lab-opens-", suffix=".txt")
+    os.close(fd)
+    argv = [
+        sys.executable,
+        "-I",
+        "-S",
+        "-c",
+        _PY_OPENS,
+        path,
+        missing_path,
+        str(opens),
+        str(missing),
+        report,
+    ]
+    work = {"opens": opens, "missing": missing, "path": path, "missing_path": missing_path}
+    return OpensChild(argv, report=report, program="python: os.open() loop", work=work)
+
+
+# User space, then the kernel: the interpreter's own loop (CPython's bytecode evaluator, in
+# /usr/bin/python3.x), then read() from /dev/zero into a 1 MiB buffer (the kernel's code that
+# fills user memory with zeros). Each phase runs for a set amount of the child's CPU time.
+_PY_MIXED = (
+    _PY_GATE
+    + r"""
+import time
+def interpreter_spin(seconds):
+    end = time.process_time() + seconds
+    x = 0
+    while time.process_time() < end:
+        for i in range(10000):
+            x += i * i
+    return x
+def kernel_zeroing(seconds):
+    fd = os.open("/dev/zero", os.O_RDONLY)
+    buf = bytearray(1 << 20)
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        os.readv(fd, [buf])
+    os.close(fd)
+interpreter_spin(float(sys.argv[1]))
+kernel_zeroing(float(sys.argv[2]))
+"""
+)
+
+
+def mixed_cpu_child(user_seconds: float = 0.5, kernel_seconds: float = 0.5) -> GatedChild:
+    """A gated Python child that burns CPU first in user space, then in the kernel.
+
+    Once released it (1) runs a Python arithmetic loop for ``user_seconds`` of its CPU time,
+    where the CPU executes the interpreter (``_PyEval_EvalFrameDefault`` and friends in
+    ``/usr/bin/python3.x``), then (2) calls ``readv()`` on ``/dev/zero`` with a 1 MiB buffer
+    for ``kernel_seconds``, where the CPU runs the kernel's ``read_iter_zero`` /
+    ``iov_iter_zero``, writing zeros into the child's memory. A CPU profile of it has two
+    known towers.
+
+    Args:
+        user_seconds, kernel_seconds: CPU-seconds of each phase (each 0 .. 60, sum > 0).
+    """
+    for name, value in (("user_seconds", user_seconds), ("kernel_seconds", kernel_seconds)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (0 <= value <= MAX_SPIN_SECONDS)
+        ):
+            raise ValueError(f"{name} must be a number in [0, {MAX_SPIN_SECONDS:g}], got {value!r}")
+    if user_seconds + kernel_seconds <= 0:
+        raise ValueError("user_seconds + kernel_seconds must be > 0")
+    argv = [
+        sys.executable,
+        "-I",
+        "-S",
+        "-c",
+        _PY_MIXED,
+        repr(float(user_seconds)),
+        repr(float(kernel_seconds)),
+    ]
+    return GatedChild(
+        argv,
+        program="python: interpreter loop, then read(/dev/zero)",
+        work={"user_seconds": float(user_seconds), "kernel_seconds": float(kernel_seconds)},
+    )
+
+
+def _schedstat(pid: int) -> tuple[int, int, int]:
+    """``/proc/<pid>/schedstat``: CPU time (ns), run-queue wait (ns), times run on a CPU."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        cpu, wait, slices = (int(x) for x in f.read().split()[:3])
+    return cpu, wait, slices
+
+
+def run_together(children: Sequence[GatedChild]) -> pd.DataFrame:
+    """Release several gated children at the same moment and wait until all have exited.
+
+    Checks :func:`~ebpf_lab.run.stop_requested` while waiting and kills the children when the
+    run is stopped.
+
+    Returns:
+        One row per child: ``pid``, ``program``, its ``work`` items, ``returncode``,
+        ``wall_seconds``, ``cpu_seconds``, ``run_delay_seconds`` (time spent runnable but waiting
+        for a CPU, as the kernel's own scheduler statistics count it, ``/proc/<pid>/schedstat``),
+        ``timeslices`` (times it was put on a CPU) and ``context_switches``; all counted from
+        the release.
+    """
+    if not children:
+        raise ValueError("run_together needs at least one gated child")
+    if any(c.released_at is not None or c._reaped for c in children):
+        raise RuntimeError("every child must be gated and not yet run")
+    before = {c.pid: _schedstat(c.pid) for c in children}
+    pidfds: dict[int, int] = {}
+    exited: dict[int, float] = {}
+    killed = False
+    try:
+        for c in children:
+            pidfds[c.pid] = os.pidfd_open(c.pid)
+        released = time.monotonic()
+        for c in children:
+            c.released_at = released
+            os.kill(c.pid, signal.SIGCONT)
+        pending = dict(pidfds)
+        while pending:
+            ready = select.select(list(pending.values()), [], [], 0.05)[0]
+            now = time.monotonic()
+            for pid, fd in list(pending.items()):
+                if fd in ready:
+                    exited[pid] = now
+                    del pending[pid]
+            if pending and stop_requested() and not killed:
+                for pid in pending:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                killed = True
+    finally:
+        for fd in pidfds.values():
+            os.close(fd)
+    rows = []
+    for c in children:
+        os.waitid(os.P_PID, c.pid, os.WEXITED | os.WNOWAIT)  # a zombie: its counters are final
+        cpu, wait, slices = _schedstat(c.pid)
+        _, status, usage = os.wait4(c.pid, 0)
+        c._reaped = True
+        c.exited_at = exited.get(c.pid, time.monotonic())
+        returncode = os.waitstatus_to_exitcode(status)
+        if returncode != 0 and not killed:
+            raise RuntimeError(f"{c.program} (pid {c.pid}) exited with {returncode}")
+        cpu0, wait0, slices0 = before[c.pid]
+        rows.append(
+            {
+                "pid": c.pid,
+                "program": c.program,
+                **c.work,
+                "returncode": returncode,
+                "wall_seconds": c.exited_at - c.released_at,
+                "cpu_seconds": (cpu - cpu0) / 1e9,
+                "run_delay_seconds": (wait - wait0) / 1e9,
+                "timeslices": slices - slices0,
+                "context_switches": usage.ru_nvcsw + usage.ru_nivcsw,
+            }
+        )
+    df = pd.DataFrame(rows)
+    return df.astype(
+        {"pid": "int64", "returncode": "int64", "timeslices": "int64", "context_switches": "int64"}
+    )
+
+
+@replayable
+def busy_children(n: int, cpu_seconds: float, cpus: Sequence[int] | None = None) -> pd.DataFrame:
+    """Start ``n`` CPU-bound children at once, optionally all on the CPUs ``cpus``; wait for all.
+
+    Each child is a :func:`spin_child` that spins for ``cpu_seconds`` of its own CPU time. With
+    more children than CPUs they take turns, and each spends time *runnable but waiting* in a
+    run queue: 4 children on 1 CPU wait, together, at least 0+1+2+3 = 6 times ``cpu_seconds``
+    (the least any order of turns gives), on top of whatever else the machine runs.
+
+    Args:
+        n: how many children (1 .. 16).
+        cpu_seconds: CPU-seconds each spins (0 < s <= 60).
+        cpus: pin every child to these CPUs (e.g. ``[0]``); None: wherever the scheduler likes.
+
+    Returns:
+        One row per child, as :func:`run_together`, plus ``cpus`` (the pin, as text).
+    """
+    from .guards import check_positive_int
+
+    n = check_positive_int(n, "n", MAX_BUSY_CHILDREN)
+    if n is None:
+        raise ValueError("n must be a positive whole number of children, e.g. 4")
+    pin = None
+    if cpus is not None:
+        if isinstance(cpus, (str, bytes)) or not isinstance(cpus, Sequence) or not cpus:
+            raise ValueError(f"cpus must be a non-empty list of CPU numbers, got {cpus!r}")
+        pin = {_check_cpu(c) for c in cpus}
+    children: list[GatedChild] = []
+    try:
+        for _ in range(n):
+            children.append(spin_child(cpu_seconds))
+        if pin is not None:
+            for c in children:
+                os.sched_setaffinity(c.pid, pin)
+        df = run_together(children)
+    finally:
+        for c in children:
+            c.kill()
+    df["cpus"] = ",".join(map(str, sorted(pin))) if pin is not None else "any"
+    return df

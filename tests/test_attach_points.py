@@ -1,0 +1,260 @@
+"""Lesson 07: the same counter at each attach point, against gated children doing known work."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+
+import pandas as pd
+import pytest
+from conftest import needs_root
+
+import ebpf_lab
+from ebpf_lab import UnsupportedFeature
+from ebpf_lab.attach_points import KINDS, TARGETS, attach_points, count_at, sampling_bound
+from ebpf_lab.kernel import kprobes_available
+from ebpf_lab.workload import getppid_child, spin_child
+
+pytestmark = needs_root
+
+
+def our_children() -> list[tuple[int, str]]:
+    """Processes whose parent is this process, with their state (R, S, T stopped, Z zombie)."""
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:
+            found.append((int(entry), fields[0]))
+    return found
+
+
+@pytest.fixture
+def no_children():
+    """Fail the test if it leaves a child process behind (running, stopped or a zombie)."""
+    before = set(our_children())
+    yield
+    left = set(our_children()) - before
+    assert not left, f"child processes left behind: {left}"
+
+
+# ---------------------------------------------------------------- exact counts
+
+
+@pytest.mark.parametrize("kind", ["tracepoint", "raw_tracepoint", "uprobe"])
+def test_exact_count_for_the_childs_calls(kind, no_leaks, no_children):
+    df = count_at(kind, calls=1234)
+    assert list(df.columns) == ["tgid", "command", "events", "workload"]
+    child = df[df["workload"]]
+    assert len(child) == 1
+    assert child["events"].iloc[0] == 1234
+    a = df.attrs
+    assert a["measured"] == 1234 and a["expected"] == 1234
+    assert a["bound"] == 0 and a["within_bound"] is True
+    assert a["workload"]["calls"] == 1234 and a["workload"]["returncode"] == 0
+    assert child["tgid"].iloc[0] == a["workload"]["pid"]
+    assert a["attach"] == kind and a["target"] == TARGETS[kind]
+    assert a["missed"] == 0
+    assert str(df["tgid"].dtype) == "int64" and str(df["command"].dtype) == "category"
+    assert df["tgid"].is_unique
+
+
+def test_uprobe_for_one_pid_sees_only_that_process(no_leaks, no_children):
+    """A uprobe opened for a pid fires for no one else, though every process shares libc."""
+    df = count_at("uprobe", calls=300)
+    assert df["tgid"].tolist() == [df.attrs["workload"]["pid"]]
+    assert df["events"].tolist() == [300]
+    assert "only" in df.attrs["filter"]
+
+
+def test_tracepoints_agree_on_a_second_run(no_leaks, no_children):
+    """Two different children, two different counts, each exact."""
+    a = count_at("tracepoint", calls=7)
+    b = count_at("raw_tracepoint", calls=70_000)
+    assert a.attrs["measured"] == 7
+    assert b.attrs["measured"] == 70_000
+    assert a.attrs["workload"]["pid"] != b.attrs["workload"]["pid"]
+
+
+# ---------------------------------------------------------------- perf event sampling
+
+
+def test_sampling_bound_formula():
+    assert sampling_bound(997, 0, ncpus=2) == 4
+    assert sampling_bound(4999, 500, ncpus=2) == 4 + math.ceil(4999 * 500 * 10e-6)
+    assert sampling_bound(99, 100, ncpus=8) == 11
+
+
+# up to ~1000 Hz: at 4999 Hz (a 200 us period) this VM's timer interrupts are now and then late
+# enough to merge two ticks, and the count comes out short (see sampling_bound)
+@pytest.mark.parametrize("freq", [99, 997])
+def test_perf_event_samples_follow_cpu_time(freq, no_leaks, no_children):
+    df = count_at("perf_event", cpu_seconds=0.3, sample_freq=freq)
+    a = df.attrs
+    w = a["workload"]
+    assert w["cpu_seconds"] >= 0.3  # it spun at least that long, by its own clock
+    expected = freq * w["cpu_seconds"]
+    assert a["expected"] == pytest.approx(expected)
+    bound = sampling_bound(freq, w["context_switches"])
+    assert a["bound"] == bound
+    assert abs(a["measured"] - expected) <= bound, (a["measured"], expected, bound)
+    assert a["within_bound"] is True
+    # opened for the child's pid: nobody else was sampled
+    assert df["tgid"].tolist() == [w["pid"]]
+    # the child stopped after its work; its exit was sampled (a little) after the reading
+    assert w["exit_cpu_seconds"] > 0
+    assert a["events_after_work"] >= 0
+    assert df["events"].iloc[0] == a["measured"] + a["events_after_work"]
+
+
+# ---------------------------------------------------------------- kprobes and the table
+
+
+def test_kprobe_explains_itself_before_anything_loads(no_leaks, no_children, monkeypatch):
+    if kprobes_available()[0]:
+        pytest.skip("this kernel has kprobes")
+    import ebpf_lab.run as run
+
+    monkeypatch.setattr(run, "compile_program", lambda *a, **k: pytest.fail("compiled"))
+    with pytest.raises(UnsupportedFeature) as info:
+        count_at("kprobe")
+    assert info.value.feature == "kprobe"
+    assert "CONFIG_KPROBES" in str(info.value)
+    assert "tracepoint" in info.value.alternative
+
+
+def test_attach_point_table(no_leaks, no_children):
+    table = attach_points(calls=500, cpu_seconds=0.2)
+    assert table["kind"].tolist() == list(KINDS)
+    assert list(table.columns) == [
+        "kind",
+        "supported",
+        "target",
+        "sees",
+        "events",
+        "expected",
+        "bound",
+        "ok",
+        "detail",
+    ]
+    rows = table.set_index("kind")
+    for kind in ("tracepoint", "raw_tracepoint", "uprobe"):
+        assert rows.loc[kind, "supported"]
+        assert rows.loc[kind, "events"] == 500
+        assert rows.loc[kind, "ok"]
+    assert rows.loc["perf_event", "supported"] and rows.loc["perf_event", "ok"]
+    kprobe = rows.loc["kprobe"]
+    if kprobes_available()[0]:
+        assert kprobe["supported"] and kprobe["events"] == 500
+    else:
+        assert not kprobe["supported"]
+        assert pd.isna(kprobe["events"])
+        assert "CONFIG_KPROBES" in kprobe["detail"] and "tracepoint" in kprobe["detail"]
+    assert all(isinstance(d, str) and d for d in table["detail"])
+
+
+# ---------------------------------------------------------------- gated children
+
+
+def test_gated_child_stops_after_its_work_and_reports_it(no_children):
+    seen = []
+    with spin_child(0.05, stop_after=True) as child:
+        done = child.run(at_end=lambda: seen.append(child.cpu_ns()))
+    assert len(seen) == 1
+    row = done.iloc[0]
+    assert row["returncode"] == 0 and row["cpu_seconds"] >= 0.05
+    assert row["exit_cpu_seconds"] > 0
+
+
+def test_a_child_that_never_runs_is_killed(no_children):
+    child = getppid_child(5)
+    assert (child.pid, "T") in our_children()  # stopped at its gate
+    child.kill()
+    child.kill()  # idempotent
+
+
+def test_failed_compile_kills_the_child(no_leaks, no_children, monkeypatch):
+    import importlib
+
+    ap = importlib.import_module("ebpf_lab.attach_points")  # the module, not the function
+    monkeypatch.setattr(ap, "program_source", lambda name: "int broken(void *ctx) { return }")
+    with pytest.raises(ebpf_lab.ProgramError):
+        count_at("tracepoint")
+
+
+def test_interrupt_ends_a_long_spin(no_leaks, no_children):
+    def interrupt_once_spinning():
+        import time
+
+        # the child starts (R), stops at its gate (T) while the program is compiled and
+        # attached, then is let go (R): interrupt only then, while the run is polling
+        deadline = time.monotonic() + 60
+        gated = False
+        while time.monotonic() < deadline:
+            states = [state for _pid, state in our_children()]
+            if "T" in states:
+                gated = True
+            elif gated and states:
+                time.sleep(0.3)
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.01)
+
+    presser = threading.Thread(target=interrupt_once_spinning)
+    presser.start()
+    df = count_at("perf_event", cpu_seconds=30, sample_freq=99)
+    presser.join()
+    assert df.attrs["interrupted"] is True
+    assert df.attrs["workload"]["returncode"] == -signal.SIGKILL
+
+
+# ---------------------------------------------------------------- bad input
+
+BAD = [
+    (count_at, {"kind": "fentry"}),
+    (count_at, {"kind": None}),
+    (count_at, {"calls": 0}),
+    (count_at, {"calls": -1}),
+    (count_at, {"calls": 1.5}),
+    (count_at, {"calls": True}),
+    (count_at, {"calls": 10**9}),
+    (count_at, {"calls": None}),
+    (count_at, {"cpu_seconds": 0}),
+    (count_at, {"cpu_seconds": math.nan}),
+    (count_at, {"cpu_seconds": 1000}),
+    (count_at, {"cpu_seconds": "1"}),
+    (count_at, {"sample_freq": 0}),
+    (count_at, {"sample_freq": 10**7}),
+    (count_at, {"sample_freq": 99.5}),
+    (count_at, {"duration": -1}),
+    (count_at, {"duration": math.inf}),
+    (attach_points, {"calls": 0}),
+    (attach_points, {"sample_freq": -5}),
+    (attach_points, {"cpu_seconds": -1}),
+    (attach_points, {"duration": 0}),
+]
+
+
+@pytest.mark.parametrize("fn,kwargs", BAD, ids=[f"{f.__name__}-{k}" for f, k in BAD])
+def test_bad_input_is_value_error_before_anything_starts(
+    fn, kwargs, no_leaks, no_children, monkeypatch
+):
+    import ebpf_lab.run as run
+    import ebpf_lab.workload as workload
+
+    def must_not(*a, **k):
+        raise AssertionError("something was started with bad input")
+
+    monkeypatch.setattr(run, "compile_program", must_not)
+    monkeypatch.setattr(workload.os, "posix_spawn", must_not)
+    with pytest.raises(ValueError) as info:
+        fn(**kwargs)
+    assert str(info.value)
