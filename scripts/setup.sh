@@ -4,7 +4,7 @@
 #   sudo bash scripts/setup.sh
 #
 # Steps (each says "ok" when there was nothing to do, so a second run changes nothing):
-#   1. apt packages: python3-bpfcc (bcc), bpftool, python3-venv, iproute2
+#   1. apt packages: python3-bpfcc (bcc), bpftool, python3-venv, iproute2; chromium (browser test)
 #   2. kernel headers for `uname -r`, or the distribution's generic headers linked in with a warning
 #   3. tracefs, debugfs and securityfs mounted
 #   4. .venv (from /usr/bin/python3 with --system-site-packages so it sees bcc), pip install -e .[test]
@@ -48,7 +48,10 @@ apt_install() {
         >/dev/null || die "apt-get install ${missing[*]} failed"
 }
 command -v apt-get >/dev/null || die "this setup needs apt (Debian/Ubuntu); on other systems install bcc's Python bindings, bpftool and kernel headers by hand"
-apt_install python3-bpfcc bpftool python3-venv python3-pip iproute2 procps
+apt_install python3-bpfcc bpftool python3-venv python3-pip iproute2 procps strace
+# tests/test_browser.py drives Debian's Chromium with Playwright (Playwright's own browser
+# download is never used: executable_path=/usr/bin/chromium)
+apt_install chromium
 [ -x "$SYS_PY" ] || die "$SYS_PY not found after installing python3"
 "$SYS_PY" -c 'import bcc' 2>/dev/null || die "bcc does not import in $SYS_PY: apt-get install --reinstall python3-bpfcc"
 
@@ -147,7 +150,7 @@ for d in md.distributions():
 PY
 }
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
-    && "$VENV/bin/python" -c 'import ebpf_lab, pandas, jupyterlab, jupyter_ui_poll' 2>/dev/null; then
+    && "$VENV/bin/python" -c 'import ebpf_lab, pandas, pyarrow, jupyterlab, jupyter_ui_poll, playwright' 2>/dev/null; then
     say "ok: python packages installed"
 else
     changed "pip install -e .[test] into $VENV (a few minutes the first time; log: $PIPLOG)"
