@@ -85,6 +85,34 @@ CATALOGUE: tuple[Lesson, ...] = (
         "Data transfer: trace vs perf vs ring buffer",
         ("root", "bcc", "tracefs", "tracepoint", "perf_buffer", "ring_buffer"),
     ),
+    Lesson(
+        "09",
+        "09-tracing.ipynb",
+        "Tracing: openat() latency per call and as a histogram; what strace costs",
+        ("root", "bcc", "tracepoint", "hash_map", "ring_buffer"),
+    ),
+    Lesson(
+        "10",
+        "10-networking.ipynb",
+        "Networking: an XDP firewall on a private veth cable",
+        ("root", "bcc", "xdp", "hash_map", "array_map"),
+    ),
+    Lesson(
+        "11",
+        "11-security.ipynb",
+        "Security: exec watchlist (detection) and BPF LSM (enforcement)",
+        ("root", "bcc", "btf", "tracepoint", "hash_map", "perf_buffer"),
+        {
+            "lsm": "explains why BPF LSM cannot deny here (the doctor's reason) and shows "
+            "tracepoint detection instead, labelled as detection, not enforcement"
+        },
+    ),
+    Lesson(
+        "12",
+        "12-performance.ipynb",
+        "Performance: CPU profiling with stacks, run-queue latency",
+        ("root", "bcc", "perf_event", "tracepoint", "hash_map"),
+    ),
 )
 
 

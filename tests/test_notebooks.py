@@ -15,7 +15,9 @@ import pytest
 from conftest import REPO, needs_root
 from kernel_state import held, settle
 
-NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]-*.ipynb")) + [
+    REPO / "notebooks" / "index.ipynb"  # the lesson index
+]
 KERNELSPEC_DIR = REPO / ".venv" / "share" / "jupyter"
 
 pytestmark = needs_root
