@@ -84,6 +84,17 @@ def check_uid(uid: Any) -> int:
     return uid
 
 
+def check_pid(pid: Any) -> int | None:
+    """Return ``pid`` if it is None or a possible process id (1 .. 4194304), else ValueError."""
+    if pid is None:
+        return None
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid <= 2**22:
+        raise ValueError(
+            f"pid must be a process id (a whole number from 1 to 4194304), got {pid!r}"
+        )
+    return pid
+
+
 def require_root() -> None:
     """Raise PermissionError (with how to start the lab as root) unless running as root.
 

@@ -29,7 +29,7 @@ import pandas as pd
 from . import kernel
 from .attach import Probe
 from .frames import decode_c_string, typed_frame
-from .guards import check_choice, check_duration, check_workload
+from .guards import check_choice, check_duration, check_pid, check_workload
 from .loader import program_source
 from .maps import bucket_bounds
 from .run import Alternative, Collector, RunContext, bounded_run
@@ -236,16 +236,6 @@ def _walk(stacks: Any, stack_id: int) -> list[int]:
         return []
 
 
-def _check_pid(pid: Any) -> int | None:
-    if pid is None:
-        return None
-    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid <= 2**22:
-        raise ValueError(
-            f"pid must be a process id (a whole number from 1 to 4194304), got {pid!r}"
-        )
-    return pid
-
-
 def _max_sample_rate() -> int:
     try:
         return int(Path("/proc/sys/kernel/perf_event_max_sample_rate").read_text())
@@ -303,7 +293,7 @@ def cpu_profile(
     """
     duration = check_duration(duration)
     check_workload(workload)
-    pid = _check_pid(pid)
+    pid = check_pid(pid)
     sample_freq = _check_sample_freq(sample_freq)
     visible, why = kernel_symbols_visible()
     probe = Probe("perf_event", "software:cpu-clock", "on_sample", sample_freq=sample_freq)

@@ -36,7 +36,7 @@ import pandas as pd
 
 from .attach import Probe
 from .frames import decode_c_string, typed_frame
-from .guards import check_duration, check_positive_int, check_workload, require_root
+from .guards import check_duration, check_pid, check_positive_int, check_workload, require_root
 from .loader import program_source
 from .maps import bucket_bounds
 from .run import Alternative, Collector, RunContext, bounded_run
@@ -178,16 +178,6 @@ def _histogram_frame(table: Any) -> pd.DataFrame:
     )
 
 
-def _check_pid(pid: Any) -> int | None:
-    if pid is None:
-        return None
-    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 2**22 + 1:
-        raise ValueError(
-            f"pid must be a process id (a whole number from 1 to 4194304), got {pid!r}"
-        )
-    return pid
-
-
 def open_latency(
     duration: float = 1.0,
     workload: Callable[[], Any] | None = None,
@@ -235,7 +225,7 @@ def open_latency(
     """
     duration = check_duration(duration)
     check_workload(workload)
-    pid = _check_pid(pid)
+    pid = check_pid(pid)
     if not isinstance(events, bool):
         raise ValueError(f"events must be True or False, got {events!r}")
     check_positive_int(max_events, "max_events", MAX_EVENTS)
