@@ -126,6 +126,94 @@ WRONG: list[tuple[str, Any, list[str]]] = [
         lambda good: good.replace("TRACEPOINT_PROBE(sched, sched_process_exec)", "int f(void *c)"),
         ["TRACEPOINT_PROBE"],
     ),
+    (
+        "04.2",
+        lambda good: good.replace("sum += (unsigned char)comm[i];", "sum += 1;"),
+        ["adds 16 per exec", "sum to"],
+    ),
+    (
+        "04.2",
+        lambda good: good.replace("sums.increment(uid, sum);", "sums.increment(uid);"),
+        ["counts the execs", "instead of summing bytes"],
+    ),
+    (
+        "04.2",
+        lambda good: good.replace("i < 16; i++", "i < (bpf_get_current_pid_tgid() & 0xffff); i++"),
+        ["verifier rejected"],
+    ),
+    (
+        "05.4",
+        lambda good: good.replace("args->fd", "args->count"),
+        ["keyed by the number of bytes"],
+    ),
+    (
+        "05.4",
+        lambda good: good.replace("!= FILTER_UID", "== 0xFFFFFFFF"),
+        ["other users' writes", "FILTER_UID"],
+    ),
+    ("06.1", lambda good: good.replace("% 10", "% 16"), ["did not land in a bucket", "slots 0..9"]),
+    ("06.1", lambda good: good.replace("% 10", "% 5"), ["stayed empty"]),
+    (
+        "07.1",
+        lambda good: good.replace(
+            "u32 pid = bpf_get_current_pid_tgid() >> 32;", "u64 pid = bpf_get_current_pid_tgid();"
+        ).replace("u32, u64", "u64, u64"),
+        ["whole 64-bit", ">> 32"],
+    ),
+    (
+        "07.1",
+        lambda good: good.replace(
+            "counts.increment(pid);", "u64 one = 1; counts.update(&pid, &one);"
+        ),
+        ["holds 1", "increment"],
+    ),
+    (
+        "08.3",
+        lambda df: df.groupby("buffer", observed=True).size() / df.attrs["generated"],
+        ["counted rows", "nunique()"],
+    ),
+    (
+        "08.3",
+        "1 - df.groupby('buffer', observed=True)['seq'].nunique() / df.attrs['generated']",
+        ["fraction *lost*"],
+    ),
+    (
+        "08.3",
+        lambda df: {"trace": 0.7, "perf": 0.75, "ring": 1.0},
+        ["right for one recorded frame"],
+    ),
+    (
+        "09.4",
+        lambda df: (
+            df.assign(slot=df["latency_ns"].map(lambda n: max(int(n).bit_length(), 1)))
+            .groupby(["pid", "slot"])
+            .size()
+        ),
+        ["grouped by `pid`", "`tid`"],
+    ),
+    (
+        "09.4",
+        lambda df: (
+            df.assign(slot=df["latency_ns"].map(lambda n: max(int(n).bit_length() - 1, 0)))
+            .groupby(["tid", "slot"])
+            .size()
+        ),
+        ["one too low", "bit_length()"],
+    ),
+    ("11.3", ["/usr/bin/python3"], ["raised no alert", "symlink", "byte for byte"]),
+    ("11.3", ["python3"], ["refused your watchlist", "absolute path"]),
+    ("11.3", "/usr/bin/python3", ["give a list of paths"]),
+    ("12.1", lambda df: df.groupby(["pid", "comm"], observed=True).size(), ["counted rows", "Sum"]),
+    (
+        "12.1",
+        "df.groupby('comm', observed=True)['samples'].sum().sort_values(ascending=False)",
+        ["grouped by comm", "two bash"],
+    ),
+    (
+        "12.1",
+        lambda df: df.groupby(["pid", "comm"], observed=True)["samples"].sum(),
+        ["not most first"],
+    ),
 ]
 
 
