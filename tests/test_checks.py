@@ -200,6 +200,17 @@ WRONG: list[tuple[str, Any, list[str]]] = [
         ),
         ["one too low", "bit_length()"],
     ),
+    (
+        "10.5",
+        lambda df: (df[df.protocol == "tcp"].packets == 18).all(),
+        ["rejected an honest run", "ACK timing"],
+    ),
+    (
+        "10.5",
+        lambda df: (df[df.protocol == "tcp"].dropped == 0).all(),
+        ["accepted a run with", "SYN"],
+    ),
+    ("10.5", 42, ["give a function"]),
     ("11.3", ["/usr/bin/python3"], ["raised no alert", "symlink", "byte for byte"]),
     ("11.3", ["python3"], ["refused your watchlist", "absolute path"]),
     ("11.3", "/usr/bin/python3", ["give a list of paths"]),
