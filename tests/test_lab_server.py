@@ -59,6 +59,29 @@ def listening_addresses(pid: int) -> set[str]:
     return found
 
 
+def files_holding(secret: str, since: float) -> list[Path]:
+    """Files changed since ``since`` that contain ``secret``: in the repository (notebooks,
+    checkpoints, .venv), the temporary directories, /run, and root's Jupyter/IPython dirs."""
+    roots = [REPO, Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"), Path("/run"), runtime_dir()]
+    home = Path(os.path.expanduser("~"))
+    roots += [home / ".jupyter", home / ".local" / "share" / "jupyter", home / ".ipython"]
+    needle = secret.encode()
+    found = []
+    for root in roots:
+        for dirpath, _dirs, names in os.walk(root):
+            for name in names:
+                path = Path(dirpath) / name
+                try:
+                    st = path.lstat()
+                    if not stat.S_ISREG(st.st_mode) or st.st_mtime < since or st.st_size > 2**22:
+                        continue
+                    if needle in path.read_bytes():
+                        found.append(path)
+                except OSError:
+                    continue
+    return found
+
+
 @pytest.fixture(scope="module")
 def venv_ready() -> None:
     if not (VENV / "bin" / "jupyter-lab").exists():
@@ -67,6 +90,7 @@ def venv_ready() -> None:
 
 def test_lab_loopback_token_and_clean_ctrl_c(venv_ready) -> None:
     port = free_port()
+    started = time.time() - 1
     lab = Lab(port)
     try:
         lab.wait_ready()
@@ -91,10 +115,18 @@ def test_lab_loopback_token_and_clean_ctrl_c(venv_ready) -> None:
                 local = line.split()[3]
                 assert local.startswith("127.0.0.1:"), line
 
-        # the API needs the token
-        assert lab.get("/api/kernels") == 403
-        assert lab.get("/api/kernels", token="0" * len(token)) == 403
+        # the API needs the token: kernels, files, and terminals (a root shell) alike
+        for api in ("/api/kernels", "/api/contents", "/api/terminals", "/api/sessions"):
+            assert lab.get(api) == 403, api
+            assert lab.get(api, token="0" * len(token)) == 403, api
         assert lab.get("/api/kernels", token=token) == 200
+
+        # the token is in no file that anyone but root can read, wherever jupyter writes
+        anywhere = files_holding(token, since=started)
+        assert f"jpserver-{pid}.json" in {f.name for f in anywhere}  # the search does find it
+        for f in anywhere:
+            mode = stat.S_IMODE(f.stat().st_mode)
+            assert mode & 0o077 == 0, f"{f} holds the token and is mode {oct(mode)}"
 
         # jupyter's runtime files that hold the token are root's alone
         rdir = runtime_dir()
