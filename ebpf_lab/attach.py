@@ -161,6 +161,7 @@ def choose_exec_attach(attach: str) -> ExecAttach:
         UnsupportedFeature: the forced kind is not available here; the message names the other.
     """
     check_choice(attach, "attach", EXEC_ATTACH_CHOICES)
+    kernel.require_tracefs()  # attach points are listed there; the error says how to mount it
     have_kprobes, why = kernel.kprobes_available()
     have_tp = kernel.syscall_tracepoint_exists("execve")
     if attach == "kprobe":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import platform
 import re
 import tempfile
 import threading
@@ -108,6 +109,12 @@ def release(bpf: Any) -> None:
 
 _BPF_CLASS: Any = None
 
+# what clang/BCC say when /lib/modules/$(uname -r)/build (or BCC_KERNEL_SOURCE) is missing
+_HEADERS_MISSING = re.compile(
+    r"chdir\(.*\): No such file|Unable to find kernel headers|"
+    r"'linux/kconfig.h' file not found|/lib/modules/.*/build.*No such file"
+)
+
 
 def _lab_bpf_class(bcc: Any) -> Any:
     """``bcc.BPF`` that remembers itself before auto-attaching, so a failure can be cleaned up.
@@ -156,6 +163,11 @@ def compile_program(text: str, cflags: Sequence[str] = (), *, name: str = "progr
             release(obj)
         message = str(error)
         stage = "compile" if "compile" in message.lower() else "verifier"
+        if stage == "compile" and _HEADERS_MISSING.search(cap.text):
+            message += (
+                f". BCC found no kernel headers for {platform.release()}: run `sudo make setup` "
+                "(it installs or links them), or check `ebpf_lab.doctor()`'s kernel_headers row"
+            )
         raise ProgramError(stage, f"{name}: {message}", _trim_log(cap.text)) from None
     return bpf
 

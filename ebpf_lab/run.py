@@ -294,6 +294,36 @@ def bounded_run(
     return frame
 
 
+def _poll_until_done(
+    ctx: RunContext,
+    collector: Collector,
+    view: Live,
+    worker: _WorkloadThread | None,
+    deadline: float,
+    interrupts: list[int],
+) -> str | None:
+    """Poll until the duration is over and the workload done; return why it ended early."""
+    while True:
+        if interrupts:
+            return "interrupt"
+        if view.stop.is_set():
+            return "stop button"
+        if collector.full:
+            return "limit"
+        if worker is not None and worker.error is not None:
+            return None
+        now = time.monotonic()
+        worker_busy = worker is not None and worker.is_alive()
+        if now >= deadline and not worker_busy:
+            return None
+        timeout = POLL_SLICE if now >= deadline else min(POLL_SLICE, deadline - now)
+        collector.poll(ctx, timeout)
+        if collector.callback_error is not None:
+            raise collector.callback_error
+        view.update(ctx.elapsed(), "waiting for the workload" if now >= deadline else "")
+        view.pump()
+
+
 def _run_live(
     *,
     name: str,
@@ -335,26 +365,11 @@ def _run_live(
             worker = _WorkloadThread(workload, stop)
             worker.start()
         deadline = time.monotonic() + duration
+        # While polling, Ctrl-C only raises a flag checked between polls: raised as an exception
+        # inside a BCC callback, ctypes would swallow it and the run would go on.
         try:
-            while True:
-                if stop.is_set():
-                    stopped_by = "stop button"
-                    break
-                if collector.full:
-                    stopped_by = "limit"
-                    break
-                if worker is not None and worker.error is not None:
-                    break
-                now = time.monotonic()
-                worker_busy = worker is not None and worker.is_alive()
-                if now >= deadline and not worker_busy:
-                    break
-                timeout = POLL_SLICE if now >= deadline else min(POLL_SLICE, deadline - now)
-                collector.poll(ctx, timeout)
-                if collector.callback_error is not None:
-                    raise collector.callback_error
-                view.update(ctx.elapsed(), "waiting for the workload" if now >= deadline else "")
-                view.pump()
+            with sigint_deferred() as interrupts:
+                stopped_by = _poll_until_done(ctx, collector, view, worker, deadline, interrupts)
         except KeyboardInterrupt:
             stopped_by = "interrupt"
         with sigint_deferred() as arrived:
