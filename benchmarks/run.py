@@ -10,8 +10,8 @@ Figures:
 - ``exec_overhead_counts`` / ``exec_overhead_events_perf`` / ``exec_overhead_events_ring``: the
   rate of a fixed loop of execs of /bin/true as a UID nobody uses, timed inside the workload,
   while ``exec_counts`` (or ``exec_events`` with a perf / ring buffer) is attached, divided by
-  the same loop's rate with nothing attached. Each round measures both, side by side, alternating
-  which goes first; the ratio of each round is one sample.
+  the mean rate of the same loop with nothing attached just before and just after (A-B-A); the
+  ratio of each round is one sample, and the two untraced loops' ratio (A/A) is the noise floor.
 - ``stream_events_per_s``, ``stream_lost``, ``naive_callback_events_per_s``,
   ``naive_delivered_fraction``: :func:`ebpf_lab.transfer_rates` (the batched path and BCC's
   per-event callback on the same known source, one after the other, in every round).
