@@ -5,6 +5,7 @@
 - :class:`BccMissing`: the BCC Python bindings do not import.
 - :class:`UnsupportedFeature`: the running kernel lacks what was asked; names the alternative.
 - :class:`ProgramError`: the C did not compile or the verifier rejected it; carries the log.
+- :class:`HelperBuildError`: a user-space C helper (a workload) could not be built with gcc.
 """
 
 from __future__ import annotations
@@ -62,4 +63,19 @@ class ProgramError(RuntimeError):
         text = message
         if log.strip():
             text += "\n--- " + stage + " log ---\n" + log.rstrip()
+        super().__init__(text)
+
+
+class HelperBuildError(RuntimeError):
+    """A user-space C helper program (``ebpf_lab/workload_c/*.c``) could not be built.
+
+    Attributes:
+        log: the compiler's own output, as text (empty when no compiler was found).
+    """
+
+    def __init__(self, message: str, log: str = "") -> None:
+        self.log = log
+        text = message
+        if log.strip():
+            text += "\n--- compiler log ---\n" + log.rstrip()
         super().__init__(text)

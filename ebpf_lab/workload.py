@@ -369,7 +369,7 @@ class GatedChild:
     follows (interpreter and kernel exit) is kept out of the measurement.
 
     Attributes:
-        pid: the child's process id (also its tgid: it has one thread).
+        pid: the child's process id (also its tgid, whatever threads it starts).
         program: what it runs, for the record.
         work: the known amount of work, e.g. ``{"calls": 1000}``.
         stops_after: the child stops itself again when its work is done.
@@ -495,6 +495,51 @@ class GatedChild:
         self.kill()
 
 
+class ReportingChild(GatedChild):
+    """A :class:`GatedChild` that writes its own measurements to a report file.
+
+    The report file is made by the parent and opened by the child before its gate; after its
+    work the child writes what it measured there. :meth:`run` adds those measurements to the
+    row (:meth:`_columns` turns the file's text, or None when there is none, into columns) and
+    removes the file, as does :meth:`kill`.
+    """
+
+    def __init__(self, argv: Sequence[str], *, report: str, **kw: object) -> None:
+        self.report = report
+        try:
+            super().__init__(argv, **kw)  # type: ignore[arg-type]
+        except BaseException:
+            self._remove_report()
+            raise
+
+    def _remove_report(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.report)
+
+    def _columns(self, text: str | None) -> dict[str, float]:
+        raise NotImplementedError
+
+    def run(self) -> pd.DataFrame:  # type: ignore[override]
+        """Let the child go and wait for it; the row also has the child's own measurements."""
+        try:
+            df = super().run()
+            try:
+                with open(self.report) as f:
+                    text: str | None = f.read()
+            except OSError:
+                text = None
+            for column, value in self._columns(text).items():
+                df[column] = value
+            return df
+        finally:
+            self._remove_report()
+
+    def kill(self) -> None:
+        """Kill and reap the child if it is still there, and remove its report file."""
+        super().kill()
+        self._remove_report()
+
+
 def _check_count(value: int, name: str, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
         raise ValueError(f"{name} must be a whole number from 0 to {maximum}, got {value!r}")
@@ -563,6 +608,70 @@ def read_stream_child(reads: int) -> GatedChild:
     return GatedChild(argv, program="dd if=/dev/zero of=/dev/null bs=1", work={"reads": reads})
 
 
+#: the most threads :func:`read_loop_child` splits its reads over (``workload_c/read_loop.c``)
+MAX_READ_THREADS = 64
+
+
+class ReadLoopChild(ReportingChild):
+    """The gated C read loop (:func:`read_loop_child`); :meth:`run` adds the child's own timing.
+
+    The row's ``loop_seconds`` is the wall time of the reads as the child measured it
+    (``CLOCK_MONOTONIC`` from the start barrier to the last thread's end), and ``cpu_seconds``
+    is replaced by the CPU time of the whole process over that span, every thread included
+    (``CLOCK_PROCESS_CPUTIME_ID``; the parent's measurement sees only the main thread). Both
+    are NaN when the child was killed.
+    """
+
+    def _columns(self, text: str | None) -> dict[str, float]:
+        try:
+            loop_ns, cpu_ns = (int(x) for x in (text or "").split())
+        except ValueError:
+            return {"loop_seconds": float("nan"), "cpu_seconds": float("nan")}
+        return {"loop_seconds": loop_ns / 1e9, "cpu_seconds": cpu_ns / 1e9}
+
+
+def read_loop_child(reads: int, threads: int = 1) -> ReadLoopChild:
+    """A gated C program making exactly ``reads`` one-byte ``read()`` calls of fd 0, in threads.
+
+    A faster source than :func:`read_stream_child`: ``ebpf_lab/workload_c/read_loop.c``, built
+    with gcc on first use (:func:`ebpf_lab.native.build`), opens ``/dev/zero`` as fd 0 and starts
+    its ``threads`` threads (one process, one tgid) before its gate; once released, the threads
+    share the ``reads`` calls (as evenly as they divide) and the process makes no other
+    ``read()`` at all, so a program keeping ``read()`` system calls of ``child.pid`` (the tgid)
+    sees exactly ``reads`` of them, whatever their fd. No writes between reads, as dd makes.
+
+    Returns:
+        A :class:`ReadLoopChild`; its ``run()`` row has ``reads``, ``threads``, the usual
+        columns, ``loop_seconds`` and ``cpu_seconds`` (all threads).
+
+    Raises:
+        ValueError: ``reads`` or ``threads`` out of range (before anything is built or started).
+        HelperBuildError: the helper could not be built (no gcc: says what to install).
+    """
+    import tempfile
+
+    from . import native
+
+    _check_count(reads, "reads", MAX_STREAM_READS)
+    if (
+        isinstance(threads, bool)
+        or not isinstance(threads, int)
+        or not 1 <= threads <= MAX_READ_THREADS
+    ):
+        raise ValueError(
+            f"threads must be a whole number from 1 to {MAX_READ_THREADS}, got {threads!r}"
+        )
+    binary = native.build("read_loop")
+    fd, report = tempfile.mkstemp(prefix="ebpf-lab-reads-", suffix=".txt")
+    os.close(fd)
+    return ReadLoopChild(
+        [str(binary), str(reads), str(threads), report],
+        report=report,
+        program=f"read_loop (C): 1-byte reads of /dev/zero, {threads} thread(s)",
+        work={"reads": reads, "threads": threads},
+    )
+
+
 # ---------------------------------------------------------------- open() calls, CPU profiles,
 # ---------------------------------------------------------------- run-queue contention
 
@@ -597,46 +706,19 @@ report.close()
 """
 
 
-class OpensChild(GatedChild):
+class OpensChild(ReportingChild):
     """A :class:`GatedChild` that opens files; :meth:`run` adds the child's own loop timing.
 
     The child measures its open() loop itself (``time.perf_counter_ns`` around the loop, read
     through the vDSO, so no system call), which leaves out Python's start-up and exit: the
-    column ``loop_seconds`` is the time the open() calls took, and nothing else.
+    column ``loop_seconds`` is the time the open() calls took (NaN if killed), and nothing else.
     """
 
-    def __init__(self, argv: Sequence[str], *, report: str, **kw: object) -> None:
-        self.report = report
+    def _columns(self, text: str | None) -> dict[str, float]:
         try:
-            super().__init__(argv, **kw)  # type: ignore[arg-type]
-        except BaseException:
-            self._remove_report()
-            raise
-
-    def _remove_report(self) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(self.report)
-
-    def run(self) -> pd.DataFrame:
-        """Let the child go and wait for it; the row also has ``loop_seconds`` (NaN if killed)."""
-        try:
-            df = super().run()
-            try:
-                with open(self.report) as f:
-                    loop_ns = int(f.read() or "nan")
-            except (OSError, ValueError):
-                loop_seconds = float("nan")
-            else:
-                loop_seconds = loop_ns / 1e9
-            df["loop_seconds"] = loop_seconds
-            return df
-        finally:
-            self._remove_report()
-
-    def kill(self) -> None:
-        """Kill and reap the child if it is still there, and remove its report file."""
-        super().kill()
-        self._remove_report()
+            return {"loop_seconds": int(text or "nan") / 1e9}
+        except ValueError:
+            return {"loop_seconds": float("nan")}
 
 
 def opens_child(

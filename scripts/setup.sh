@@ -4,7 +4,8 @@
 #   sudo bash scripts/setup.sh
 #
 # Steps (each says "ok" when there was nothing to do, so a second run changes nothing):
-#   1. apt packages: python3-bpfcc (bcc), bpftool, python3-venv, iproute2; chromium (browser test)
+#   1. apt packages: python3-bpfcc (bcc), bpftool, python3-venv, iproute2; gcc + libc6-dev (the
+#      lab's C workload helpers, ebpf_lab/workload_c); chromium (browser test)
 #   2. kernel headers for `uname -r`, or the distribution's generic headers linked in with a warning
 #   3. tracefs, debugfs and securityfs mounted
 #   4. .venv (from /usr/bin/python3 with --system-site-packages so it sees bcc), pip install -e .[test]
@@ -49,6 +50,9 @@ apt_install() {
 }
 command -v apt-get >/dev/null || die "this setup needs apt (Debian/Ubuntu); on other systems install bcc's Python bindings, bpftool and kernel headers by hand"
 apt_install python3-bpfcc bpftool python3-venv python3-pip iproute2 procps strace
+# the C workload helpers (ebpf_lab/workload_c/*.c, e.g. lesson 08's fast read loop) are built
+# with gcc on first use (ebpf_lab/native.py)
+apt_install gcc libc6-dev
 # tests/test_browser.py drives Debian's Chromium with Playwright (Playwright's own browser
 # download is never used: executable_path=/usr/bin/chromium)
 apt_install chromium
