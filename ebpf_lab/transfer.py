@@ -4,7 +4,10 @@ The event source is a known, fast stream: a gated ``dd if=/dev/zero of=/dev/null
 count=N`` (:func:`ebpf_lab.workload.read_stream_child`), whose N one-byte ``read()`` calls on
 fd 0 the program picks out on ``syscalls:sys_enter_read`` by its pid. The program numbers every
 event with a kernel-side counter (``generated``), so for every buffer ``delivered + lost ==
-generated`` is checked exactly, and nothing is lost silently.
+generated`` is checked exactly, and nothing is lost silently. :func:`stream_events` and
+:func:`transfer_rates` can use a faster source, ``source="read_loop"``: a small C program
+(:func:`ebpf_lab.workload.read_loop_child`) making its N reads in ``threads`` threads, which the
+batched path counts on the ``sys_enter`` raw tracepoint.
 
 :func:`buffer_comparison`
     ONE program, attached once, writes each event to the trace buffer (``bpf_trace_printk``), a
@@ -45,12 +48,14 @@ from .guards import check_choice, check_duration, require_bcc, require_root
 from .loader import program_source
 from .run import Alternative, Collector, RunContext, bounded_run
 from .tracefs import PrintkInstance, parse_line
-from .workload import GatedChild, read_stream_child
+from .workload import MAX_READ_THREADS, GatedChild, read_loop_child, read_stream_child
 
 #: the buffers :func:`buffer_comparison` compares
 BUFFERS = ("trace", "perf", "ring")
 #: the paths :func:`stream_events` measures
 PATHS = ("callback", "batched")
+#: the sources :func:`stream_events` can stream: dd, or the lab's C read loop (faster, threads)
+SOURCES = ("dd", "read_loop")
 #: events per ring buffer record on the batched path
 DEFAULT_BATCH = 256
 #: the most events one :func:`stream_events` run makes (each is kept: 16 bytes)
@@ -68,6 +73,7 @@ STREAM_COLUMNS = ["arrival", "seq", "time", "cpu"]
 
 _PAGE = 4096
 _TRACE_SOURCE = "syscalls:sys_enter_read"
+_RAW_SOURCE = "sys_enter"
 
 
 # ---------------------------------------------------------------------------------- checks
@@ -101,6 +107,23 @@ def _check_buffers(buffers: Any) -> tuple[str, ...]:
     if len(set(buffers)) != len(buffers):
         raise ValueError(f"buffers must not repeat, got {buffers!r}")
     return tuple(b for b in BUFFERS if b in buffers)
+
+
+def _check_source(source: Any, threads: Any) -> tuple[str, int]:
+    check_choice(source, "source", SOURCES)
+    if (
+        isinstance(threads, bool)
+        or not isinstance(threads, int)
+        or not 1 <= threads <= MAX_READ_THREADS
+    ):
+        raise ValueError(
+            f"threads must be a whole number from 1 to {MAX_READ_THREADS}, got {threads!r}"
+        )
+    if source == "dd" and threads != 1:
+        raise ValueError(
+            f"dd is one thread (threads=1); for threads={threads} use source='read_loop'"
+        )
+    return source, threads
 
 
 def _floor_pow2(n: float) -> int:
@@ -697,6 +720,8 @@ def stream_events(
     ring_kb: int = 1024,
     duration: float = 0.1,
     live: bool | None = None,
+    source: str = "dd",
+    threads: int = 1,
 ) -> pd.DataFrame:
     """Stream ``events`` events from the kernel through one path, as fast as the source goes.
 
@@ -704,11 +729,20 @@ def stream_events(
         path: ``"callback"``: one ring buffer record per event and one BCC Python callback per
             record (the seed's way); ``"batched"``: ``batch`` events per record, collected in a
             per-CPU staging map, one callback per record, decoded with ``numpy.frombuffer``.
-        events: reads the source (a gated dd) makes (1 .. 5,000,000).
+        events: reads the source makes (1 .. 5,000,000).
         batch: events per record on the batched path (1 .. 1024).
         ring_kb: the ring buffer's size in KiB (rounded down to a power of two pages).
         duration: the least time to stay attached; the run waits for the source.
         live: show the progress bar and Stop button (default: in Jupyter only).
+        source: ``"dd"``: a gated dd (one thread; its reads are picked out on
+            ``syscalls:sys_enter_read`` by pid and fd 0); ``"read_loop"``: the lab's C read loop
+            (:func:`ebpf_lab.workload.read_loop_child`, built with gcc on first use), whose only
+            reads after its gate are the ``events`` reads, so the batched path counts them on
+            the cheaper ``sys_enter`` raw tracepoint by pid and syscall number (the callback path
+            stays on the tracepoint).
+        threads: threads the ``read_loop`` source splits its reads over (1 .. 64; dd: 1). With
+            several threads, events of different threads interleave: ``seq`` is still the order
+            in which the program numbered them, across all threads and CPUs.
 
     Returns:
         One row per delivered event, in arrival order: ``arrival``, ``seq``, ``time``, ``cpu``.
@@ -718,21 +752,29 @@ def stream_events(
         (events the source made per second), ``stream_seconds``, ``user_cpu_s`` (the reading
         thread's CPU time, decoding included), ``us_per_event``, ``out_of_order``,
         ``flushed_from_staging`` (batched: events read from the staging map at the end),
-        ``batch``, ``ring_bytes``, ``source``.
+        ``batch``, ``ring_bytes``, ``source`` (what the source did: its ``program``, ``reads``,
+        ``threads``...), ``source_kind``, ``threads``.
 
     Raises:
-        ValueError: bad path, events, batch, ring_kb or duration (before anything loads).
+        ValueError: bad path, events, batch, ring_kb, duration, source or threads (before
+            anything loads).
         PermissionError: not root.
+        HelperBuildError: ``source="read_loop"`` and the C helper could not be built (no gcc).
     """
     check_choice(path, "path", PATHS)
     events = _check_events(events, MAX_EVENTS)
     batch = _check_batch(batch)
     ring_kb = _check_kb(ring_kb, "ring_kb")
     duration = check_duration(duration)
+    source, threads = _check_source(source, threads)
     require_root()
     ring_pages = _floor_pow2(ring_kb * 1024 / _PAGE)
     box: dict[str, pd.DataFrame] = {}
-    with read_stream_child(events) as child:
+    probe = Probe("tracepoint", _TRACE_SOURCE, "on_read")
+    if source == "read_loop" and path == "batched":
+        probe = Probe("raw_tracepoint", _RAW_SOURCE, "on_sys_enter")
+    start = read_loop_child(events, threads) if source == "read_loop" else read_stream_child(events)
+    with start as child:
         cflags = [f"-DTARGET_TGID={child.pid}", f"-DRING_PAGES={ring_pages}"]
         if path == "batched":
             name, fn_source, cflags = (
@@ -750,9 +792,7 @@ def stream_events(
         df = bounded_run(
             name=name,
             source=program_source(fn_source),
-            alternatives=[
-                Alternative("tracepoint", [Probe("tracepoint", _TRACE_SOURCE, "on_read")])
-            ],
+            alternatives=[Alternative(probe.kind, [probe])],
             collector=collector,
             duration=duration,
             workload=child.run,
@@ -765,6 +805,8 @@ def stream_events(
                 "events": events,
                 "batch": batch if path == "batched" else 1,
                 "ring_bytes": ring_pages * _PAGE,
+                "source_kind": source,
+                "threads": threads,
             },
         )
     df.attrs["source"] = box["done"].iloc[0].to_dict() if "done" in box else {}
@@ -777,6 +819,8 @@ def transfer_rates(
     batch: int = DEFAULT_BATCH,
     ring_kb: int = 1024,
     live: bool | None = None,
+    source: str = "dd",
+    threads: int = 1,
 ) -> pd.DataFrame:
     """Both paths of :func:`stream_events` on the same source, one after the other.
 
@@ -785,6 +829,8 @@ def transfer_rates(
         batch: events per record on the batched path (1 .. 1024).
         ring_kb: the ring buffer's size in KiB, the same for both paths.
         live: show the progress bar and Stop button (default: in Jupyter only).
+        source: ``"dd"`` or ``"read_loop"`` (see :func:`stream_events`).
+        threads: threads of the ``read_loop`` source (1 .. 64; dd: 1).
 
     Returns:
         One row per path (``callback``, ``batched``): ``path``, ``events``, ``generated``,
@@ -796,11 +842,12 @@ def transfer_rates(
         callback).
 
     Raises:
-        ValueError: bad events, batch or ring_kb (before anything loads).
+        ValueError: bad events, batch, ring_kb, source or threads (before anything loads).
     """
     _check_events(events, MAX_EVENTS)
     _check_batch(batch)
     _check_kb(ring_kb, "ring_kb")
+    _check_source(source, threads)
     require_root()
     keys = [
         "generated",
@@ -815,7 +862,9 @@ def transfer_rates(
     ]
     rows = []
     for path in PATHS:
-        df = stream_events(path, events, batch=batch, ring_kb=ring_kb, live=live)
+        df = stream_events(
+            path, events, batch=batch, ring_kb=ring_kb, live=live, source=source, threads=threads
+        )
         rows.append({"path": path, "events": events, **{k: df.attrs[k] for k in keys}})
     out = pd.DataFrame(rows).astype({"path": "category"})
     by = out.set_index("path")
@@ -825,5 +874,7 @@ def transfer_rates(
         "naive_callback_events_per_s": float(by.loc["callback", "events_per_s"]),
         "naive_delivered_fraction": float(by.loc["callback", "delivered_fraction"]),
     }
-    out.attrs.update({"events": events, "batch": batch, "ring_kb": ring_kb})
+    out.attrs.update(
+        {"events": events, "batch": batch, "ring_kb": ring_kb, "source": source, "threads": threads}
+    )
     return out

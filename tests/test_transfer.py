@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from conftest import needs_root
 from test_attach_points import no_children  # noqa: F401  (a fixture: no child left behind)
 
+from ebpf_lab import native
+from ebpf_lab.errors import HelperBuildError
 from ebpf_lab.transfer import (
     BUFFERS,
     EVENT_COLUMNS,
@@ -125,6 +130,99 @@ def test_transfer_rates_gives_the_benchmark_numbers(no_leaks):
     assert (out["delivered"] + out["lost"] == out["generated"]).all()
 
 
+# ---------------------------------------------------------------- the C read loop source
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_read_loop_batched_is_exact(threads, no_leaks):
+    """The C read loop, on the raw tracepoint: the program sees exactly its reads, no others."""
+    n = 400_003  # not a multiple of the threads or of the batch: shares and partial batches
+    df = stream_events("batched", n, batch=64, ring_kb=1024, source="read_loop", threads=threads)
+    a = df.attrs
+    assert a["attach"] == "raw_tracepoint"
+    assert a["source"]["reads"] == n and a["source"]["threads"] == threads
+    assert a["source"]["returncode"] == 0
+    assert a["generated"] == n, "the program counted exactly the helper's reads of fd 0"
+    assert a["delivered"] + a["lost"] == a["generated"]
+    assert a["lost"] % 64 == 0
+    seq = df["seq"].to_numpy()
+    check_stream(seq, a["generated"])
+    assert a["delivered"] == len(df)
+    if a["lost"] == 0:
+        assert np.array_equal(np.sort(seq), np.arange(n))
+    assert a["source"]["loop_seconds"] > 0 and a["source"]["cpu_seconds"] > 0
+    assert a["source_kind"] == "read_loop" and a["threads"] == threads
+
+
+def test_read_loop_callback_path_is_exact(no_leaks):
+    """The per-event path stays on the tracepoint (pid and fd 0): the same exact count."""
+    df = stream_events("callback", 100_000, ring_kb=256, source="read_loop", threads=2)
+    a = df.attrs
+    assert a["attach"] == "tracepoint"
+    assert a["generated"] == 100_000
+    assert a["delivered"] + a["lost"] == a["generated"]
+    check_stream(df["seq"].to_numpy(), a["generated"])
+
+
+def test_transfer_rates_on_the_read_loop(no_leaks):
+    out = transfer_rates(100_000, ring_kb=512, source="read_loop", threads=2)
+    assert (out["generated"] == 100_000).all()
+    assert (out["delivered"] + out["lost"] == out["generated"]).all()
+    assert out.attrs["source"] == "read_loop" and out.attrs["threads"] == 2
+
+
+def test_helper_is_built_once_into_a_private_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(native.CACHE_ENV, str(cache))
+    first = native.build("read_loop")
+    assert first.parent == cache and first.name.startswith("read_loop-")
+    assert (cache.stat().st_mode & 0o777) == 0o700
+    assert (first.stat().st_mode & 0o777) == 0o700
+    before = first.stat()
+    again = native.build("read_loop")  # reused: not compiled again
+    assert again == first
+    after = again.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert sorted(p.name for p in cache.iterdir()) == [first.name]  # no temporary left
+    # a cache directory others could write is made private again before its binary is run
+    cache.chmod(0o777)
+    assert native.build("read_loop") == first
+    assert (cache.stat().st_mode & 0o777) == 0o700
+    # one owned by someone else is refused
+    os.chown(cache, 65534, 65534)
+    with pytest.raises(PermissionError, match="owned by uid"):
+        native.build("read_loop")
+
+
+def test_helper_build_without_a_compiler_says_what_to_install(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "CC"}
+    env.update({"PATH": str(tmp_path / "empty"), native.CACHE_ENV: str(tmp_path / "cache")})
+    code = (
+        "from ebpf_lab import native\n"
+        "from ebpf_lab.errors import HelperBuildError\n"
+        "try:\n"
+        "    native.build('read_loop')\n"
+        "except HelperBuildError as e:\n"
+        "    print(e)\n"
+        "else:\n"
+        "    raise SystemExit('built without a compiler?')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "no C compiler" in out.stdout and "apt-get install gcc libc6-dev" in out.stdout
+    assert not any((tmp_path / "cache").glob("read_loop-*"))
+
+
+def test_helper_compile_failure_carries_the_log(tmp_path, monkeypatch):
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", "false")  # a "compiler" that fails
+    with pytest.raises(HelperBuildError, match="libc6-dev"):
+        native.build("read_loop")
+    assert list((tmp_path / "cache").iterdir()) == []  # no half-built binary
+
+
 # ---------------------------------------------------------------- bad input
 
 BAD = [
@@ -147,8 +245,18 @@ BAD = [
     (stream_events, {"batch": 5000}),
     (stream_events, {"ring_kb": "1M"}),
     (stream_events, {"duration": -1}),
+    (stream_events, {"source": "cat"}),
+    (stream_events, {"source": "read_loop", "threads": 0}),
+    (stream_events, {"source": "read_loop", "threads": -2}),
+    (stream_events, {"source": "read_loop", "threads": 10**6}),
+    (stream_events, {"source": "read_loop", "threads": 2.0}),
+    (stream_events, {"source": "read_loop", "threads": True}),
+    (stream_events, {"source": "dd", "threads": 2}),
+    (stream_events, {"source": "read_loop", "events": 0}),
     (transfer_rates, {"events": -1}),
     (transfer_rates, {"batch": 1.5}),
+    (transfer_rates, {"source": "read_loop", "threads": 0}),
+    (transfer_rates, {"source": None}),
 ]
 
 
@@ -162,6 +270,7 @@ def test_bad_input_is_value_error_before_anything_starts(fn, kwargs, no_leaks, m
 
     monkeypatch.setattr(run, "compile_program", must_not)
     monkeypatch.setattr(workload.os, "posix_spawn", must_not)
+    monkeypatch.setattr(native, "build", must_not)
     with pytest.raises(ValueError) as info:
         fn(**kwargs)
     assert str(info.value)
