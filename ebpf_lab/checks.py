@@ -31,7 +31,6 @@ proves each passes its check and that a typical wrong answer fails it with a use
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import pkgutil
 import re
@@ -355,13 +354,9 @@ class _MapFrames(Collector):
 
     def finish(self, ctx: RunContext) -> pd.DataFrame:
         from .frames import table_frame
+        from .loader import table_names
 
-        lib = ctx.bcc.libbcc.lib
-        module = ctx.bpf.module
-        get_name = lib.bpf_table_name
-        get_name.restype = ctypes.c_char_p
-        for i in range(lib.bpf_num_tables(module)):
-            raw = get_name(module, i)
+        for raw in table_names(ctx.bpf):
             try:
                 self.frames[raw.decode()] = table_frame(ctx.bpf[raw])
             except (ValueError, KeyError):

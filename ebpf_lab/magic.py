@@ -32,7 +32,6 @@ macros (``TRACEPOINT_PROBE(syscalls, sys_enter_execve) { ... }``) attach by them
 
 from __future__ import annotations
 
-import ctypes
 import re
 import shlex
 from typing import Any
@@ -44,6 +43,7 @@ from .attach import _PERF_HW, _PERF_SW, Probe
 from .errors import ProgramError, UnsupportedFeature
 from .frames import table_frame
 from .guards import check_duration, require_bcc
+from .loader import table_names
 from .run import Alternative, Collector, RunContext, bounded_run
 from .verifier import VerifyResult, _verify, autoloaded
 
@@ -124,12 +124,7 @@ class _MapReader(Collector):
         self.skipped: dict[str, str] = {}
 
     def finish(self, ctx: RunContext) -> pd.DataFrame:
-        lib = ctx.bcc.libbcc.lib
-        module = ctx.bpf.module
-        get_name = lib.bpf_table_name
-        get_name.restype = ctypes.c_char_p  # bcc does not declare this one
-        names = [get_name(module, i) for i in range(lib.bpf_num_tables(module))]
-        for raw in names:
+        for raw in table_names(ctx.bpf):
             name = raw.decode()
             table = ctx.bpf[raw]
             ttype = int(getattr(table, "ttype", -1))
