@@ -44,7 +44,10 @@ def test_exec_counts_exact_per_uid(fresh_uids, no_leaks):
     # rate = execs / the interval's measured length; intervals are about `interval` long
     times = df["time"].drop_duplicates().sort_values()
     gaps = times.diff().dt.total_seconds().dropna()
-    assert ((gaps > 0.3) & (gaps < 1.0)).all(), gaps
+    # (the last snapshot, at the end of the run, may close a partial interval: a busy machine
+    # can end the run a few ms after the last full interval's snapshot)
+    assert ((gaps.iloc[:-1] > 0.3) & (gaps.iloc[:-1] < 1.0)).all(), gaps
+    assert 0 < gaps.iloc[-1] < 1.0, gaps
     nonzero = ours[ours.execs > 0]
     assert np.allclose(nonzero["execs"] / nonzero["rate"], 0.5, atol=0.2)
     # dtypes and metadata follow the lab's conventions
