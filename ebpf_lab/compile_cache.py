@@ -138,36 +138,29 @@ def _lib() -> Any:
         from bcc.libbcc import lib
 
         own = ct.CDLL(lib._name, use_errno=True)
-        own.bcc_create_map.restype = ct.c_int
-        own.bcc_create_map.argtypes = [
+        i, u, s, p, size, ull = (
             ct.c_int,
-            ct.c_char_p,
-            ct.c_int,
-            ct.c_int,
-            ct.c_int,
-            ct.c_int,
-        ]
-        own.bcc_prog_load.restype = ct.c_int
-        own.bcc_prog_load.argtypes = [
-            ct.c_int,
+            ct.c_uint,
             ct.c_char_p,
             ct.c_void_p,
-            ct.c_int,
-            ct.c_char_p,
-            ct.c_uint,
-            ct.c_int,
-            ct.c_char_p,
-            ct.c_uint,
-        ]
-        own.bpf_table_name.restype = ct.c_char_p
-        own.bpf_table_name.argtypes = [ct.c_void_p, ct.c_ulonglong]
-        own.bpf_table_key_desc_id.restype = ct.c_char_p
-        own.bpf_table_key_desc_id.argtypes = [ct.c_void_p, ct.c_ulonglong]
-        own.bpf_table_leaf_desc_id.restype = ct.c_char_p
-        own.bpf_table_leaf_desc_id.argtypes = [ct.c_void_p, ct.c_ulonglong]
-        for fn in ("bpf_table_key_size_id", "bpf_table_leaf_size_id"):
-            getattr(own, fn).restype = ct.c_size_t
-            getattr(own, fn).argtypes = [ct.c_void_p, ct.c_ulonglong]
+            ct.c_size_t,
+            ct.c_ulonglong,
+        )
+        signatures = {
+            # int bcc_create_map(type, name, key_size, value_size, max_entries, map_flags)
+            "bcc_create_map": (i, [i, s, i, i, i, i]),
+            # int bcc_prog_load(type, name, insns, prog_len (bytes), license, kern_version,
+            #                   log_level, log_buf, log_buf_size)
+            "bcc_prog_load": (i, [i, s, p, i, s, u, i, s, u]),
+            "bpf_table_name": (s, [p, ull]),
+            "bpf_table_key_desc_id": (s, [p, ull]),
+            "bpf_table_leaf_desc_id": (s, [p, ull]),
+            "bpf_table_key_size_id": (size, [p, ull]),
+            "bpf_table_leaf_size_id": (size, [p, ull]),
+        }
+        for fn, (restype, argtypes) in signatures.items():
+            getattr(own, fn).restype = restype
+            getattr(own, fn).argtypes = argtypes
         _LIB = own
     return _LIB
 
@@ -212,6 +205,12 @@ def remember(cache_key: tuple[str, tuple[str, ...]], bpf: Any, *, name: str = "p
         while len(_CACHE) > MAX_ENTRIES:
             _CACHE.popitem(last=False)
     return True
+
+
+def discard(cache_key: tuple[str, tuple[str, ...]]) -> None:
+    """Forget one program (its next compile is BCC's again)."""
+    with _LOCK:
+        _CACHE.pop(cache_key, None)
 
 
 def clear() -> None:
@@ -482,6 +481,8 @@ def _cached_class() -> Any:
     return _CLASS
 
 
-def restore(snap: Snapshot) -> Any:
+def restore(snap: Snapshot, cache_key: tuple[str, tuple[str, ...]] | None = None) -> Any:
     """A new :class:`CachedBPF` for a snapshot: its maps are created now, nothing is loaded."""
-    return _cached_class()(snap)
+    bpf = _cached_class()(snap)
+    bpf.cache_key = cache_key
+    return bpf

@@ -160,7 +160,7 @@ def compile_program(
     snap = compile_cache.lookup(cache_key) if cache else None
     if snap is not None:
         try:
-            return compile_cache.restore(snap)
+            return compile_cache.restore(snap, cache_key)
         except OSError as exc:  # a map could not be created (memory, limits)
             raise ProgramError("compile", f"{name}: {exc}", "") from None
     cls = _lab_bpf_class(bcc)
@@ -213,10 +213,33 @@ def load_function(bpf: Any, fn: str, prog_type: int, *, name: str = "program") -
         else:
             error = None
     if error is not None:
-        raise ProgramError(
-            "verifier", f"{name}: the kernel refused {fn}(): {error}", _trim_log(cap.text)
-        ) from None
+        log = _trim_log(cap.text)
+        cache_key = getattr(bpf, "cache_key", None)
+        if cache_key is not None:
+            # Kept bytecode carries no BTF line info, so the verifier's log has no C lines in
+            # it. A refused program is rare and worth a compile: forget it and let BCC load it
+            # once more, for the log a learner can read against the C.
+            compile_cache.discard(cache_key)
+            log = _bcc_load_log(cache_key, fn, prog_type) or log
+        raise ProgramError("verifier", f"{name}: the kernel refused {fn}(): {error}", log) from None
     return result
+
+
+def _bcc_load_log(cache_key: tuple[str, tuple[str, ...]], fn: str, prog_type: int) -> str:
+    """The verifier's log for ``fn`` loaded the way BCC loads it (with BTF line info)."""
+    text, cflags = cache_key
+    fresh = None
+    try:
+        fresh = compile_program(text, cflags, cache=False)
+        with capture_stderr_fd() as cap:
+            with contextlib.suppress(Exception):
+                fresh.load_func(fn.encode(), prog_type)
+        return _trim_log(cap.text)
+    except ProgramError:
+        return ""
+    finally:
+        if fresh is not None:
+            release(fresh)
 
 
 _LINE_RE = re.compile(r"^/virtual/main\.c:(\d+):(\d+):", re.M)

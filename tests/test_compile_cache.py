@@ -151,6 +151,27 @@ def test_verifier_still_checks_a_cached_load(empty_cache, no_leaks):
             assert "on_write" in str(err.value)
         finally:
             release(bpf)
+    # a refused program is dropped from the cache: its next compile is BCC's again
+    assert compile_cache.info()["entries"] == 0
+
+
+def test_a_refused_cached_program_shows_the_c_in_the_log(empty_cache, no_leaks):
+    """The kept bytecode has no line info; the error still carries the log with the C lines."""
+    text = ebpf_lab.loader.program_source("reject_null_check")
+    logs = {}
+    for expected in ("LabBPF", "CachedBPF"):
+        bpf = compile_program(text, name="reject_null_check")
+        try:
+            assert type(bpf).__name__ == expected
+            with pytest.raises(ProgramError) as err:
+                load_function(bpf, "count_uid", 5, name="reject_null_check")  # TRACEPOINT
+            logs[expected] = err.value.log
+        finally:
+            release(bpf)
+    c_lines = [{ln for ln in log.splitlines() if ln.startswith("; ")} for log in logs.values()]
+    assert c_lines[0] and c_lines[0] == c_lines[1]
+    for log in logs.values():
+        assert "R0 invalid mem access 'map_value_or_null'" in log
 
 
 def test_least_recently_used_entries_are_dropped(monkeypatch, empty_cache, no_leaks):
