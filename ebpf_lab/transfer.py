@@ -48,7 +48,12 @@ from .guards import check_choice, check_duration, require_bcc, require_root
 from .loader import program_source
 from .run import Alternative, Collector, RunContext, bounded_run
 from .tracefs import PrintkInstance, parse_line
-from .workload import MAX_READ_THREADS, GatedChild, read_loop_child, read_stream_child
+from .workload import (
+    GatedChild,
+    check_threads,
+    read_loop_child,
+    read_stream_child,
+)
 
 #: the buffers :func:`buffer_comparison` compares
 BUFFERS = ("trace", "perf", "ring")
@@ -111,14 +116,7 @@ def _check_buffers(buffers: Any) -> tuple[str, ...]:
 
 def _check_source(source: Any, threads: Any) -> tuple[str, int]:
     check_choice(source, "source", SOURCES)
-    if (
-        isinstance(threads, bool)
-        or not isinstance(threads, int)
-        or not 1 <= threads <= MAX_READ_THREADS
-    ):
-        raise ValueError(
-            f"threads must be a whole number from 1 to {MAX_READ_THREADS}, got {threads!r}"
-        )
+    check_threads(threads)
     if source == "dd" and threads != 1:
         raise ValueError(
             f"dd is one thread (threads=1); for threads={threads} use source='read_loop'"

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import pandas as pd
 
@@ -546,6 +546,19 @@ def _check_count(value: int, name: str, maximum: int) -> int:
     return value
 
 
+def check_threads(threads: Any) -> int:
+    """Return ``threads`` if it is a thread count :func:`read_loop_child` takes, else ValueError."""
+    if (
+        isinstance(threads, bool)
+        or not isinstance(threads, int)
+        or not 1 <= threads <= MAX_READ_THREADS
+    ):
+        raise ValueError(
+            f"threads must be a whole number from 1 to {MAX_READ_THREADS}, got {threads!r}"
+        )
+    return threads
+
+
 def getppid_child(calls: int) -> GatedChild:
     """A gated Python child that calls ``os.getppid()`` exactly ``calls`` times once released.
 
@@ -653,14 +666,7 @@ def read_loop_child(reads: int, threads: int = 1) -> ReadLoopChild:
     from . import native
 
     _check_count(reads, "reads", MAX_STREAM_READS)
-    if (
-        isinstance(threads, bool)
-        or not isinstance(threads, int)
-        or not 1 <= threads <= MAX_READ_THREADS
-    ):
-        raise ValueError(
-            f"threads must be a whole number from 1 to {MAX_READ_THREADS}, got {threads!r}"
-        )
+    check_threads(threads)
     binary = native.build("read_loop")
     fd, report = tempfile.mkstemp(prefix="ebpf-lab-reads-", suffix=".txt")
     os.close(fd)
