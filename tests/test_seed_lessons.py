@@ -59,6 +59,29 @@ def test_exec_counts_exact_per_uid(fresh_uids, no_leaks):
     assert set(ours["user"].astype(str)) == {str(a), str(b), str(c)}
 
 
+def test_fast_execs_are_counted_exactly(fresh_uids, no_leaks):
+    """The C exec loop (the benchmarks' loop) makes exactly `count` execs as the UID."""
+    from ebpf_lab.workload import fast_execs
+
+    uid = fresh_uids()[0]
+    box = {}
+    df = ebpf_lab.exec_counts(
+        duration=0.2, interval=0.2, workload=lambda: box.update(done=fast_execs(uid, 300))
+    )
+    assert df.loc[df.uid == uid, "execs"].sum() == 300
+    done = box["done"].iloc[0]
+    assert done["execs"] == 300 and done["uid"] == uid
+    assert done["loop_seconds"] > 0 and done["execs_per_s"] == 300 / done["loop_seconds"]
+
+
+@pytest.mark.parametrize("uid, count", [(-1, 5), (2**32, 5), (1000, -1), (1000, 10**9), (1, 2.5)])
+def test_fast_execs_bad_input(uid, count):
+    from ebpf_lab.workload import fast_execs
+
+    with pytest.raises(ValueError):
+        fast_execs(uid, count)
+
+
 def test_exec_counts_names_known_users(no_leaks):
     df = ebpf_lab.exec_counts(duration=0.3, interval=0.3, workload=lambda: execs({65534: 2}))
     row = df[df.uid == 65534]
