@@ -40,7 +40,7 @@ from .errors import UnsupportedFeature
 from .frames import decode_c_string, typed_frame
 from .guards import check_choice, check_duration, check_positive_int, require_root
 from .loader import program_source
-from .run import Alternative, Collector, RunContext, bounded_run
+from .run import Alternative, Collector, RunContext, bounded_run, ended_early
 from .workload import MAX_GETPPID_CALLS, MAX_SPIN_SECONDS, getppid_child, spin_child
 
 #: the kinds of attach point this lesson compares, in the order of the table
@@ -352,7 +352,8 @@ def attach_points(
         ``sees`` (what the program sees there), ``events`` (counted for the workload's child,
         <NA> where unsupported), ``expected``, ``bound`` (how far ``events`` may be from
         ``expected``), ``ok`` (within the bound), ``detail`` (what ran and what it saw, or why
-        it could not run).
+        it could not run). ``attrs["interrupted"]``: Stop or Ctrl-C ended the call; the kinds
+        it did not finish are in ``attrs["not_run"]`` and have no row.
 
     Raises:
         ValueError: bad arguments (before anything loads). PermissionError: not root.
@@ -365,7 +366,11 @@ def attach_points(
     check_duration(duration)
     require_root()
     rows = []
+    not_run: list[str] = []
     for kind in KINDS:
+        if not_run:
+            not_run.append(kind)
+            continue
         row: dict[str, Any] = {"kind": kind, "target": TARGETS[kind], "sees": WHAT[kind]}
         try:
             df = count_at(
@@ -388,6 +393,9 @@ def attach_points(
                 }
             )
         else:
+            if ended_early(df):  # Stop or Ctrl-C: this kind's numbers are partial, run no more
+                not_run.append(kind)
+                continue
             a = df.attrs
             w = a["workload"]
             if kind == "perf_event":
@@ -442,6 +450,8 @@ def attach_points(
             "calls": calls,
             "cpu_seconds": cpu_seconds,
             "sample_freq": sample_freq,
+            "interrupted": bool(not_run),
+            "not_run": not_run,
         }
     )
     return table

@@ -69,6 +69,15 @@ def stop_requested() -> bool:
     return bool(event is not None and event.is_set())
 
 
+def ended_early(df: Any) -> bool:
+    """True if a bounded run's frame says Stop or an interrupt ended it (``attrs["interrupted"]``).
+
+    A function that makes several runs in a row checks this after each one and makes no more:
+    one click on Stop (or one Ctrl-C) ends the whole call, not just the run that was going.
+    """
+    return bool(getattr(df, "attrs", {}).get("interrupted"))
+
+
 @dataclass
 class RunContext:
     """What a collector gets: the loaded program and the run's clocks."""

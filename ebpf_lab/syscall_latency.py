@@ -39,7 +39,7 @@ from .frames import decode_c_string, typed_frame
 from .guards import check_duration, check_pid, check_positive_int, check_workload, require_root
 from .loader import program_source
 from .maps import bucket_bounds
-from .run import Alternative, Collector, RunContext, bounded_run
+from .run import Alternative, Collector, RunContext, bounded_run, ended_early
 
 #: the system call the lesson measures (its two tracepoints)
 SYSCALL = "openat"
@@ -512,7 +512,8 @@ def tracing_cost(
         One row per mode and round: ``mode``, ``round``, ``available``, ``loop_seconds``,
         ``ns_per_call`` (loop time / calls), ``slowdown`` (this mode's median over ``plain``'s
         median, the same on every row of a mode), ``calls_seen`` (calls counted by the eBPF
-        program; <NA> for the others), ``note``.
+        program; <NA> for the others), ``note``. ``attrs["interrupted"]``: Stop or Ctrl-C
+        ended an eBPF run, and the call made no more (the rows are the runs that finished).
 
     Raises:
         ValueError: bad counts, repeats or path (before anything runs). PermissionError: not
@@ -535,8 +536,11 @@ def tracing_cost(
     seccomp_ok, seccomp_why = _strace_seccomp_ok(strace) if strace else (False, why_not)
     calls = opens + missing
     rows: list[dict[str, Any]] = []
+    interrupted = False
     for rnd in range(repeats):
         for mode in COST_MODES:
+            if interrupted:
+                break
             row: dict[str, Any] = {
                 "mode": mode,
                 "round": rnd,
@@ -571,6 +575,9 @@ def tracing_cost(
                             events=with_events,
                             live=live,
                         )
+                        if ended_early(hist):  # Stop or Ctrl-C: no more runs
+                            interrupted = True
+                            continue
                         row["calls_seen"] = int(hist.attrs["calls"])
                         row["note"] = (
                             f"2 tracepoint programs, pid filter in the kernel"
@@ -612,6 +619,7 @@ def tracing_cost(
             "path": path,
             "strace": strace,
             "strace_note": why_not or seccomp_why,
+            "interrupted": interrupted,
         }
     )
     return df

@@ -46,7 +46,7 @@ import pandas as pd
 from .attach import Probe
 from .guards import check_choice, check_duration, require_bcc, require_root
 from .loader import program_source
-from .run import Alternative, Collector, RunContext, bounded_run
+from .run import Alternative, Collector, RunContext, bounded_run, ended_early
 from .tracefs import PrintkInstance, parse_line
 from .workload import (
     GatedChild,
@@ -837,7 +837,8 @@ def transfer_rates(
         ``df.attrs["benchmark"]`` holds the numbers benchmarks report:
         ``stream_events_per_s`` and ``stream_lost`` (the batched path, the lab's fastest),
         ``naive_callback_events_per_s`` and ``naive_delivered_fraction`` (BCC's per-event
-        callback).
+        callback). ``attrs["interrupted"]``: Stop or Ctrl-C ended a stream, and the call made no
+        more (``attrs["not_run"]`` lists the paths without a row; no ``"benchmark"`` then).
 
     Raises:
         ValueError: bad events, batch, ring_kb, source or threads (before anything loads).
@@ -863,16 +864,27 @@ def transfer_rates(
         df = stream_events(
             path, events, batch=batch, ring_kb=ring_kb, live=live, source=source, threads=threads
         )
+        if ended_early(df):  # Stop or Ctrl-C: a partial stream is no rate; run no more
+            break
         rows.append({"path": path, "events": events, **{k: df.attrs[k] for k in keys}})
-    out = pd.DataFrame(rows).astype({"path": "category"})
+    out = pd.DataFrame(rows, columns=["path", "events", *keys]).astype({"path": "category"})
     by = out.set_index("path")
-    out.attrs["benchmark"] = {
-        "stream_events_per_s": float(by.loc["batched", "events_per_s"]),
-        "stream_lost": int(by.loc["batched", "lost"]),
-        "naive_callback_events_per_s": float(by.loc["callback", "events_per_s"]),
-        "naive_delivered_fraction": float(by.loc["callback", "delivered_fraction"]),
-    }
+    if len(by) == len(PATHS):
+        out.attrs["benchmark"] = {
+            "stream_events_per_s": float(by.loc["batched", "events_per_s"]),
+            "stream_lost": int(by.loc["batched", "lost"]),
+            "naive_callback_events_per_s": float(by.loc["callback", "events_per_s"]),
+            "naive_delivered_fraction": float(by.loc["callback", "delivered_fraction"]),
+        }
     out.attrs.update(
-        {"events": events, "batch": batch, "ring_kb": ring_kb, "source": source, "threads": threads}
+        {
+            "events": events,
+            "batch": batch,
+            "ring_kb": ring_kb,
+            "source": source,
+            "threads": threads,
+            "interrupted": len(rows) < len(PATHS),
+            "not_run": [p for p in PATHS if p not in set(out["path"])],
+        }
     )
     return out

@@ -105,6 +105,28 @@ def after_start(started: Started, action, delay: float = 0.5) -> threading.Threa
     return t
 
 
+def interrupt_once_attached(hold: float = 0.3) -> threading.Thread:
+    """In a thread: once this process has held a BPF program for ``hold`` seconds (a run is
+    attached and polling, past its compile), send one SIGINT, as Ctrl-C would."""
+
+    def run():
+        since = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if held().prog_ids:
+                since = since or time.monotonic()
+                if time.monotonic() - since >= hold:
+                    send_sigint()
+                    return
+            else:
+                since = None
+            time.sleep(0.02)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
 def send_sigint() -> None:
     """What Ctrl-C or Jupyter's interrupt does: SIGINT to this process (main thread raises)."""
     os.kill(os.getpid(), signal.SIGINT)

@@ -9,7 +9,7 @@ import threading
 
 import pandas as pd
 import pytest
-from conftest import needs_root
+from conftest import interrupt_once_attached, needs_root
 
 import ebpf_lab
 from ebpf_lab import UnsupportedFeature
@@ -256,3 +256,14 @@ def test_bad_input_is_value_error_before_anything_starts(
     with pytest.raises(ValueError) as info:
         fn(**kwargs)
     assert str(info.value)
+
+
+def test_interrupt_ends_the_whole_table(no_leaks, no_children):
+    """One Ctrl-C during a kind's run ends attach_points: no later kind runs."""
+    presser = interrupt_once_attached()
+    table = attach_points(duration=3)
+    presser.join()
+    assert table.attrs["interrupted"] is True
+    stopped = table.attrs["not_run"]
+    assert stopped and stopped == list(KINDS[KINDS.index(stopped[0]) :])
+    assert list(table["kind"]) == [k for k in KINDS if k not in stopped]

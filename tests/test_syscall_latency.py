@@ -7,7 +7,7 @@ import os
 
 import pandas as pd
 import pytest
-from conftest import needs_root
+from conftest import interrupt_once_attached, needs_root
 
 import ebpf_lab
 from ebpf_lab import syscall_latency as sl
@@ -213,3 +213,12 @@ def _is_ours(pid: str) -> bool:
             return int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid()
     except (OSError, ValueError, IndexError):
         return False
+
+
+def test_interrupt_ends_tracing_cost(no_leaks):
+    """One Ctrl-C during the first traced run ends tracing_cost: no later mode or round runs."""
+    presser = interrupt_once_attached()
+    df = sl.tracing_cost(opens=1_000_000, missing=0, repeats=3)
+    presser.join()
+    assert df.attrs["interrupted"] is True
+    assert list(df["mode"].astype(str)) == ["plain"]

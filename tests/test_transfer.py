@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import needs_root
+from conftest import interrupt_once_attached, needs_root
 from test_attach_points import no_children  # noqa: F401  (a fixture: no child left behind)
 
 from ebpf_lab import native
@@ -274,3 +274,13 @@ def test_bad_input_is_value_error_before_anything_starts(fn, kwargs, no_leaks, m
     with pytest.raises(ValueError) as info:
         fn(**kwargs)
     assert str(info.value)
+
+
+def test_interrupt_ends_transfer_rates(no_leaks):
+    """One Ctrl-C during the first stream ends transfer_rates: the second path never runs."""
+    presser = interrupt_once_attached()
+    out = transfer_rates(5_000_000, source="read_loop")
+    presser.join()
+    assert out.attrs["interrupted"] is True
+    assert out.attrs["not_run"] == ["callback", "batched"] and len(out) == 0
+    assert "benchmark" not in out.attrs
