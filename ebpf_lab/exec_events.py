@@ -9,7 +9,7 @@ import pandas as pd
 
 from .attach import exec_alternatives
 from .btf import task_offsets_cflags
-from .frames import decode_c_string, typed_frame, user_name
+from .frames import process_columns, typed_frame
 from .guards import check_choice, check_duration, check_positive_int, check_workload
 from .loader import program_source
 from .run import Collector, RunContext, bounded_run
@@ -84,18 +84,8 @@ class _EventReader(Collector):
         raw = pd.DataFrame(
             self.rows, columns=["ktime_ns", "pid", "ppid", "uid", "command", "filename", "message"]
         )
-        df = pd.DataFrame(
-            {
-                "time": ctx.to_time(raw["ktime_ns"]).to_numpy(),
-                "pid": raw["pid"],
-                "ppid": raw["ppid"],
-                "uid": raw["uid"],
-                "user": [user_name(u) for u in raw["uid"]],
-                "command": [decode_c_string(c) for c in raw["command"]],
-                "filename": [decode_c_string(f) for f in raw["filename"]],
-                "message": [decode_c_string(m) for m in raw["message"]],
-            }
-        )
+        strings = {"command": "command", "filename": "filename", "message": "message"}
+        df = pd.DataFrame(process_columns(ctx.to_time, raw, strings))
         df = typed_frame(
             df,
             COLUMNS,
@@ -138,7 +128,10 @@ def exec_events(
         live: show the progress bar and Stop button (default: in Jupyter only).
 
     Returns:
-        One row per execve: ``time``, ``pid``, ``ppid`` (real parent, read via the kernel's BTF),
+        One row per execve, in the order the events arrived (a ring buffer's order is the
+        order they happened; a perf buffer's is per CPU, read a CPU's ring at a time, so sort by
+        ``time`` for the order they happened): ``time``, ``pid``, ``ppid`` (real parent, read via
+        the kernel's BTF),
         ``uid``, ``user``, ``command`` (the caller's comm before the exec), ``filename`` (the
         path executed), ``message`` ("Hello World"). ``df.attrs["lost"]`` counts events the
         kernel could not deliver (perf: lost-event reports; ring: reserve failures counted in a

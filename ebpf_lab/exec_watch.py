@@ -37,7 +37,7 @@ from . import kernel
 from .attach import Probe
 from .btf import member_offset, task_offsets_cflags
 from .errors import UnsupportedFeature
-from .frames import decode_c_string, typed_frame, user_name
+from .frames import decode_c_string, process_columns, typed_frame
 from .guards import check_duration, check_positive_int, check_workload, require_root
 from .loader import program_source
 from .run import Alternative, Collector, RunContext, bounded_run, stop_requested
@@ -149,18 +149,9 @@ class _Alerts(Collector):
             self.rows,
             columns=["ktime_ns", "pid", "ppid", "uid", "filename", "comm", "parent", "index"],
         )
+        strings = {"filename": "filename", "command": "comm", "parent_command": "parent"}
         df = pd.DataFrame(
-            {
-                "time": ctx.to_time(raw["ktime_ns"]).to_numpy(),
-                "pid": raw["pid"],
-                "ppid": raw["ppid"],
-                "uid": raw["uid"],
-                "user": [user_name(u) for u in raw["uid"]],
-                "filename": [decode_c_string(f) for f in raw["filename"]],
-                "command": [decode_c_string(c) for c in raw["comm"]],
-                "parent_command": [decode_c_string(c) for c in raw["parent"]],
-                "watch_index": raw["index"],
-            }
+            {**process_columns(ctx.to_time, raw, strings), "watch_index": raw["index"]}
         )
         df = typed_frame(
             df,

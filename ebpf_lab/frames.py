@@ -34,6 +34,27 @@ def decode_c_string(raw: Any) -> str:
     return data.split(b"\0", 1)[0].decode(errors="replace")
 
 
+def process_columns(
+    to_time: Any, raw: pd.DataFrame, strings: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The columns every per-process event frame starts with, from the raw event fields.
+
+    ``raw`` has ``ktime_ns``, ``pid``, ``ppid``, ``uid`` and raw C strings; the result has
+    ``time`` (wall clock, through ``to_time``, e.g. ``RunContext.to_time``), ``pid``, ``ppid``,
+    ``uid``, ``user`` and, for each ``{name: raw_column}`` in ``strings``, the decoded string.
+    """
+    columns: dict[str, Any] = {
+        "time": to_time(raw["ktime_ns"]).to_numpy(),
+        "pid": raw["pid"],
+        "ppid": raw["ppid"],
+        "uid": raw["uid"],
+        "user": [user_name(u) for u in raw["uid"]],
+    }
+    for name, source in (strings or {}).items():
+        columns[name] = [decode_c_string(v) for v in raw[source]]
+    return columns
+
+
 def typed_frame(
     rows: Sequence[dict[str, Any]] | dict[str, Any], columns: Sequence[str], dtypes: dict[str, str]
 ) -> pd.DataFrame:
