@@ -58,6 +58,7 @@ tested in ``tests/test_lab_server.py``.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -464,6 +465,9 @@ STATE: dict[str, Any] = {}
 @pytest.fixture(scope="module")
 def baseline() -> dict[str, Any]:
     """What the process (and, in CI, the machine) held before the first cycle."""
+    # Garbage that earlier test modules left (e.g. clients of Jupyter kernels) may hold fds; if
+    # the collector freed it during a cycle, that cycle would see fds close that it never had.
+    gc.collect()
     STATE.update(
         held=held(),
         instances=_tracefs_instances(),
@@ -503,6 +507,7 @@ def _ids(i: int) -> str:
 def test_cycle(cycle, baseline, ip, fresh_uids, tmp_path, monkeypatch):
     case, ending = schedule(cycle)
     warm_up = cycle < len(CASES)  # the first use of each function may open lasting files
+    gc.collect()  # (see baseline)
     before = held()
     children = _children()
     ctx = Ctx(uids=fresh_uids(2), tmp=tmp_path, ip=ip)
