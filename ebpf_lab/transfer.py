@@ -403,11 +403,19 @@ class _StreamReader(Collector):
             ctx.table("batches").open_ring_buffer(on_batch)
 
     def _visit(self, ctx: RunContext, ms: int) -> None:
+        # Wait up to ms for the kernel's wake-up; with ms == 0 (the final drain) take what the
+        # ring holds whether or not a wake-up came (a BPF_RB_NO_WAKEUP record sends none).
+        def read() -> None:
+            if ms == 0:
+                ctx.bpf.ring_buffer_consume()
+            else:
+                ctx.bpf.ring_buffer_poll(timeout=ms)
+
         if self.path == "callback":
             self.ring.left = self.ring.budget
-            ctx.bpf.ring_buffer_poll(timeout=ms)
+            read()
             return
-        ctx.bpf.ring_buffer_poll(timeout=ms)
+        read()
         if self.raw:
             block = np.frombuffer(b"".join(self.raw), dtype=EVENT_DTYPE)
             self.raw.clear()
