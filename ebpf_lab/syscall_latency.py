@@ -27,7 +27,6 @@ import errno as _errno
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from typing import Any, Callable, NamedTuple
@@ -440,7 +439,7 @@ def _strace_seccomp_ok(strace: str) -> tuple[bool, str]:
 
 def _strace_run(strace: str, seccomp: bool, path: str, opens: int, missing: int) -> float:
     """Run the open loop as a child of strace (no gate); return the loop's own seconds."""
-    from .workload import _PY_OPENS
+    from .workload import opens_argv
 
     missing_path = os.path.join(
         tempfile.gettempdir(), f"ebpf-lab-missing-{os.getpid()}-{time.monotonic_ns():x}"
@@ -457,17 +456,7 @@ def _strace_run(strace: str, seccomp: bool, path: str, opens: int, missing: int)
             "trace=openat",
             "-o",
             os.devnull,
-            sys.executable,
-            "-I",
-            "-S",
-            "-c",
-            _PY_OPENS,
-            path,
-            missing_path,
-            str(opens),
-            str(missing),
-            report,
-            "nogate",
+            *opens_argv(path, missing_path, opens, missing, report, gate=False),
         ]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:

@@ -767,6 +767,14 @@ report.close()
 """
 
 
+def opens_argv(
+    path: str, missing_path: str, opens: int, missing: int, report: str, *, gate: bool = True
+) -> list[str]:
+    """The command line of the open() loop child (``gate=False``: it does not stop itself)."""
+    argv = [sys.executable, "-I", "-S", "-c", _PY_OPENS, path, missing_path]
+    return argv + [str(opens), str(missing), report] + ([] if gate else ["nogate"])
+
+
 class OpensChild(ReportingChild):
     """A :class:`GatedChild` that opens files; :meth:`run` adds the child's own loop timing.
 
@@ -822,18 +830,7 @@ def opens_child(
         raise ValueError(f"missing_path must be a path that does not exist, got {missing_path!r}")
     fd, report = tempfile.mkstemp(prefix="ebpf-lab-opens-", suffix=".txt")
     os.close(fd)
-    argv = [
-        sys.executable,
-        "-I",
-        "-S",
-        "-c",
-        _PY_OPENS,
-        path,
-        missing_path,
-        str(opens),
-        str(missing),
-        report,
-    ]
+    argv = opens_argv(path, missing_path, opens, missing, report)
     work = {"opens": opens, "missing": missing, "path": path, "missing_path": missing_path}
     return OpensChild(argv, report=report, program="python: os.open() loop", work=work)
 
