@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from . import kernel, netns
+from . import kernel, netns, platforms
 from .attach import Probe, detach_all, prog_type, try_attach
 from .errors import ROOT_HINT, BccMissing, ProgramError
 from .guards import check_choice, require_bcc
@@ -88,6 +88,8 @@ class _Check:
     what: str = ""  # what was tried, for a failure message
     instead: str = ""  # what to use when it fails
     context: bool = False  # add lockdown mode and active LSMs to a failure
+    # a file check run before compiling: the reason the feature cannot work here, or None
+    precheck: Callable[[], str | None] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +233,7 @@ def _failure(check: _Check, exc: BaseException) -> str:
     text = _explain(exc)
     if check.what and not isinstance(exc, _NotHere):
         text = f"{check.what}: {text}"
-    if check.context:
+    if check.context and not isinstance(exc, _NotHere):  # a file check already says why
         lsms = ",".join(kernel.active_lsms()) or "unknown"
         text += f"; context: lockdown={kernel.lockdown_mode() or 'unknown'}, LSMs={lsms}"
     if check.instead:
@@ -241,6 +243,30 @@ def _failure(check: _Check, exc: BaseException) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # The program checks
+
+
+def _needs_btf() -> str | None:
+    """fentry and LSM programs are attached by BTF id: without the kernel's BTF they cannot be."""
+    if not kernel.BTF_VMLINUX.exists():
+        return (
+            f"no {kernel.BTF_VMLINUX}: the kernel was built without CONFIG_DEBUG_INFO_BTF, "
+            "and these programs are attached through it"
+        )
+    return None
+
+
+def _lsm_precheck() -> str | None:
+    """BPF LSM programs load even when the ``bpf`` LSM is not active, but are never called."""
+    why = _needs_btf()
+    if why:
+        return why
+    lsms = kernel.active_lsms()
+    if lsms and "bpf" not in lsms:
+        return (
+            f"'bpf' is not among the active LSMs ({','.join(lsms)}), so the kernel would never "
+            f"call a BPF LSM program: add it to the kernel command line, lsm={','.join(lsms)},bpf"
+        )
+    return None
 
 
 def _check_kprobe(bcc: Any, bpf: Any) -> str:
@@ -473,6 +499,7 @@ def _checks() -> tuple[list[_Check], list[_Check]]:
             what="kprobe on the getppid syscall",
             instead="use the syscalls:sys_enter_* tracepoints instead "
             "(the lessons' attach='tracepoint')",
+            context=True,  # lockdown=confidentiality refuses kprobes
         ),
         _Check(
             "tracepoint",
@@ -560,6 +587,7 @@ def _checks() -> tuple[list[_Check], list[_Check]]:
             what=f"fentry (KFUNC_PROBE) on {FENTRY_FUNCTION}",
             instead=_TRACEPOINTS_INSTEAD,
             context=True,
+            precheck=_needs_btf,
         ),
         _Check(
             "lsm",
@@ -570,6 +598,7 @@ def _checks() -> tuple[list[_Check], list[_Check]]:
             instead="BPF LSM programs can deny; to observe the same events without denying, "
             "use tracepoints (e.g. syscalls:sys_enter_openat)",
             context=True,
+            precheck=_lsm_precheck,
         ),
     ]
     return shared, alone
@@ -588,6 +617,10 @@ def _run_check(check: _Check, bcc: Any, bpf: Any) -> tuple[bool, str]:
 def _run_group(bcc: Any, checks: list[_Check], cflags: list[str]) -> dict[str, tuple[bool, str]]:
     """Compile the checks' C as one program and run each check; if that program does not build,
     compile and run each check on its own, so one missing feature cannot hide the others."""
+    if len(checks) == 1 and checks[0].precheck is not None:
+        why = checks[0].precheck()
+        if why:
+            return {checks[0].feature: (False, _failure(checks[0], _NotHere(why)))}
     sources: list[str] = []
     for check in checks:
         if check.source not in sources:
@@ -636,6 +669,21 @@ def _btf(bcc: Any) -> tuple[bool, str]:
     return True, f"{path} ({size / 1e6:.1f} MB) parsed by libbpf"
 
 
+def _bcc_row(bcc: Any, platform: platforms.PlatformReport) -> tuple[bool, str]:
+    """BCC's version, the LLVM it compiles with, and any known problem of this combination."""
+    llvm = (
+        f"LLVM {platform.llvm_version} ({platform.llvm_source})"
+        if platform.llvm_version
+        else f"LLVM unknown: {platform.llvm_source}"
+    )
+    text = f"bcc {platform.bcc_version or '?'} with {llvm}, from {bcc.__file__}; {platform.system}"
+    for problem in platform.errors:
+        text += f"; ERROR: {problem}"
+    for problem in platform.warnings:
+        text += f"; WARNING: {problem}"
+    return not platform.errors, text
+
+
 def _headers() -> tuple[bool, str]:
     status = kernel.header_status()
     return status.state != "missing", status.detail
@@ -664,9 +712,11 @@ def _probe() -> pd.DataFrame:
     started = time.monotonic()
     results: dict[str, tuple[bool, str]] = {"root": _root()}
     is_root = results["root"][0]
+    platform: platforms.PlatformReport | None = None
     try:
         bcc: Any = require_bcc()
-        results["bcc"] = True, f"bcc {getattr(bcc, '__version__', '?')} from {bcc.__file__}"
+        platform = platforms.check(bcc)
+        results["bcc"] = _bcc_row(bcc, platform)
     except BccMissing as exc:
         bcc = None
         results["bcc"] = False, str(exc)
@@ -677,6 +727,8 @@ def _probe() -> pd.DataFrame:
         blockers.append("needs root: start the lab with `sudo make lab`")
     if bcc is None:
         blockers.append("needs bcc: `sudo apt-get install python3-bpfcc`, then use the lab's venv")
+    elif platform is not None and platform.errors:
+        blockers.append(f"needs a BCC that compiles programs here: {platform.errors[0].fix}")
     results["tracefs"] = _tracefs() if is_root else (False, blockers[0])
     if blockers:
         for feature in FEATURES:
@@ -700,6 +752,9 @@ def _probe() -> pd.DataFrame:
             "elapsed": round(time.monotonic() - started, 3),
             "pid": os.getpid(),
             "probed_at": pd.Timestamp.now(),
+            "system": platform.system if platform else None,
+            "bcc_version": platform.bcc_version if platform else None,
+            "llvm_version": platform.llvm_version if platform else None,
         }
     )
     return frame

@@ -47,20 +47,32 @@ def require_tracefs() -> Path:
     return root
 
 
+#: the kprobe PMU: BPF programs attach to kprobes through perf_event_open (CONFIG_KPROBE_EVENTS)
+KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
+#: debugfs lists the kprobes in place here when the kernel has CONFIG_KPROBES (and debugfs is up)
+DEBUGFS_KPROBES = Path("/sys/kernel/debug/kprobes")
+
+
 def kprobes_available() -> tuple[bool, str]:
-    """Whether the kernel can create kprobes at all, and why (CONFIG_KPROBES shows as files)."""
-    pmu = Path("/sys/bus/event_source/devices/kprobe/type")
-    if pmu.exists():
-        return True, "kprobe PMU present (perf_event_open kprobes)"
+    """Whether a BPF program can be attached to a kprobe here, and why (files, no program).
+
+    A kprobe is attached through the kprobe PMU or tracefs's ``kprobe_events``; both exist only
+    when the kernel was built with CONFIG_KPROBES and CONFIG_KPROBE_EVENTS.
+    """
+    if KPROBE_PMU.is_dir():
+        return True, f"kprobe PMU present ({KPROBE_PMU})"
     root = tracefs_root()
     if root is not None and (root / "kprobe_events").exists():
         return True, f"{root}/kprobe_events present"
     if root is None:
         return False, "no kprobe PMU and tracefs is not mounted, so kprobe_events cannot be checked"
-    return False, (
-        "no kprobe PMU (/sys/bus/event_source/devices/kprobe) and no "
-        f"{root}/kprobe_events: the kernel was built without CONFIG_KPROBES"
-    )
+    missing = f"no kprobe PMU ({KPROBE_PMU}) and no {root}/kprobe_events"
+    if os.path.isdir(DEBUGFS_KPROBES):
+        return False, (
+            f"{missing}: the kernel has kprobes ({DEBUGFS_KPROBES} exists) but was built "
+            "without CONFIG_KPROBE_EVENTS, which BPF programs need to attach to them"
+        )
+    return False, f"{missing}: the kernel was built without CONFIG_KPROBES"
 
 
 def syscall_tracepoint_exists(name: str) -> bool:
