@@ -478,6 +478,63 @@ def test_table_shows_bcc_and_llvm_versions(table):
         assert pretty.group(1) in row(table, "bcc").detail
 
 
+UBUNTU_2204 = 'PRETTY_NAME="Ubuntu 22.04.2 LTS"\nID=ubuntu\nVERSION_ID="22.04"\n'
+
+
+def _recorded_platform(os_release: str, bcc: str, llvm: str):
+    """A PlatformReport as check() would make it on another distribution (recorded versions)."""
+    from ebpf_lab import platforms
+
+    return platforms.PlatformReport(
+        system=platforms.system_name(os_release),
+        bcc_version=bcc,
+        llvm_version=llvm,
+        llvm_source=f"libbcc.so.0 links libLLVM-{llvm}.so.1 (recorded)",
+        problems=platforms.platform_problems(os_release, bcc, llvm),
+    )
+
+
+def test_a_platform_that_cannot_compile_blocks_the_program_rows_with_the_fix(monkeypatch):
+    def must_not_compile(*args, **kwargs):
+        raise AssertionError("BCC 0.18 on Ubuntu 22.04 fails in clang: nothing may be compiled")
+
+    monkeypatch.setattr(doctor_mod, "compile_program", must_not_compile)
+    monkeypatch.setattr(
+        doctor_mod.platforms,
+        "check",
+        lambda bcc=None: _recorded_platform(UBUNTU_2204, "0.18.0+ds-2", "14"),
+    )
+    monkeypatch.setattr(doctor_mod, "_CACHE", None)
+    frame = doctor_mod.doctor()
+    bcc_row = row(frame, "bcc")
+    assert not bcc_row.supported
+    assert "bcc 0.18.0+ds-2 with LLVM 14" in bcc_row.detail
+    assert "ERROR" in bcc_row.detail and "Ubuntu 24.04" in bcc_row.detail
+    assert "iovisor/bcc#3993" in bcc_row.detail
+    assert frame.attrs["bcc_version"] == "0.18.0+ds-2" and frame.attrs["llvm_version"] == "14"
+    for feature in NEEDS_LOADING:
+        r = row(frame, feature)
+        assert not r.supported
+        if IS_ROOT:
+            assert "needs a BCC that compiles programs here" in r.detail, r.detail
+            assert "BCC 0.25 or newer" in r.detail
+
+
+def test_a_known_risky_bcc_llvm_pair_is_a_warning_in_the_bcc_row():
+    import types
+
+    fake_bcc = types.SimpleNamespace(__file__="/usr/lib/python3/dist-packages/bcc/__init__.py")
+    platform = _recorded_platform(
+        'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n',
+        "0.26.0",
+        "16",
+    )
+    ok, detail = doctor_mod._bcc_row(fake_bcc, platform)
+    assert ok is True  # it may work: say what is known to fail, do not block
+    assert detail.startswith("bcc 0.26.0 with LLVM 16 (")
+    assert "WARNING" in detail and "BCC 0.27 or newer" in detail
+
+
 # --- cache and supports() ----------------------------------------------------------------------
 
 
