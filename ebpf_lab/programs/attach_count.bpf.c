@@ -28,7 +28,7 @@ static __always_inline int count_event(void)
     struct count_t zero = {};
     struct count_t *c = counts.lookup_or_try_init(&tgid, &zero);
     if (!c) {
-        missed.increment(0);
+        missed.atomic_increment(0);
         return 0;
     }
     __sync_fetch_and_add(&c->events, 1);   // atomic: two CPUs may count the same process at once

@@ -11,7 +11,11 @@ static __always_inline int count_exec(void)
 {
     // bpf_get_current_uid_gid() returns gid << 32 | uid
     u32 uid = bpf_get_current_uid_gid() & 0xFFFFFFFF;
-    counter_table.increment(uid);         // creates the entry at 0 if needed, then adds 1 atomically
+    // atomic_increment(): if the UID has an entry, add 1 with one atomic instruction (two CPUs
+    // may exec at the same moment; increment() would load, add and store, and lose a count when
+    // they overlap). If not, insert it at 1. (Two CPUs inserting the same new UID at the same
+    // instant: one insert fails and that exec is not counted; lesson 02, exercise 4.)
+    counter_table.atomic_increment(uid);
     return 0;
 }
 

@@ -46,13 +46,13 @@ int on_exec(struct tracepoint__sched__sched_process_exec *args)
     struct alert_t alert = {};      // zero the whole struct: the key must have no stray bytes
     u16 offset = args->data_loc_filename & 0xFFFF;
     bpf_probe_read_kernel_str(&alert.filename, sizeof(alert.filename), (void *)args + offset);
-    seen.increment(0);
+    seen.atomic_increment(0);
 
     // alert.filename has the layout of struct path_t (PATH_LEN chars): use it as the key
     u32 *index = watchlist.lookup((struct path_t *)&alert.filename);
     if (!index)
         return 0;                   // not watched
-    seen.increment(1);
+    seen.atomic_increment(1);
 
     alert.ktime_ns = bpf_ktime_get_ns();
     alert.pid = args->pid;

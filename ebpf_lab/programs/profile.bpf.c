@@ -42,16 +42,16 @@ int on_sample(void *ctx)
 {
     u64 id = bpf_get_current_pid_tgid();
     u32 pid = id >> 32;
-    stats.increment(0);
+    stats.atomic_increment(0);
     if (id == 0) {                       // the idle task: the CPU had nothing to run
-        stats.increment(1);
+        stats.atomic_increment(1);
         return 0;
     }
 #if TARGET_TGID
     if (pid != TARGET_TGID)
         return 0;
 #endif
-    stats.increment(2);
+    stats.atomic_increment(2);
 
     struct key_t key = {.pid = pid};
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
@@ -60,15 +60,15 @@ int on_sample(void *ctx)
     // -EFAULT is the normal "there is no such stack" (a kernel thread has no user stack; a CPU
     // in user mode has no kernel stack). Anything else means a stack was lost: count it.
     if (key.user_stack_id < 0 && key.user_stack_id != -EFAULT)
-        stats.increment(4);
+        stats.atomic_increment(4);
     if (key.kernel_stack_id < 0 && key.kernel_stack_id != -EFAULT)
-        stats.increment(5);
+        stats.atomic_increment(5);
 
     u64 zero = 0;
     u64 *n = counts.lookup_or_try_init(&key, &zero);
     if (n)
         __sync_fetch_and_add(n, 1);
     else
-        stats.increment(3);
+        stats.atomic_increment(3);
     return 0;
 }

@@ -42,7 +42,7 @@ static __always_inline void runnable_now(u32 pid)
         return;
     u64 ts = bpf_ktime_get_ns();
     if (enqueued.update(&pid, &ts) != 0)
-        stats.increment(1);
+        stats.atomic_increment(1);
 }
 
 int on_wakeup(struct tracepoint__sched__sched_wakeup *args)
@@ -75,7 +75,7 @@ int on_switch(struct tracepoint__sched__sched_switch *args)
         return 0;
     u64 wait = bpf_ktime_get_ns() - *start;
     enqueued.delete(&next);
-    stats.increment(0);
+    stats.atomic_increment(0);
 
     struct hist_key_t key = {.pid = next, .slot = bpf_log2l(wait)};
     u64 zero = 0;
@@ -83,12 +83,12 @@ int on_switch(struct tracepoint__sched__sched_switch *args)
     if (count)
         __sync_fetch_and_add(count, 1);
     else
-        stats.increment(2);
+        stats.atomic_increment(2);
 
     struct task_t fresh = {};
     struct task_t *t = tasks.lookup_or_try_init(&next, &fresh);
     if (!t) {
-        stats.increment(3);
+        stats.atomic_increment(3);
         return 0;
     }
     __sync_fetch_and_add(&t->waits, 1);

@@ -67,7 +67,7 @@ int openat_enter(struct tracepoint__syscalls__sys_enter_openat *args)
         return 0;
     struct start_t s = {.ts = bpf_ktime_get_ns(), .filename = args->filename};
     if (start.update(&id, &s) != 0)
-        stats.increment(1);        // never silent: a full map is counted
+        stats.atomic_increment(1);        // never silent: a full map is counted
     return 0;
 }
 
@@ -79,7 +79,7 @@ int openat_exit(struct tracepoint__syscalls__sys_exit_openat *args)
         return 0;
     struct start_t *s = start.lookup(&id);
     if (!s) {                      // the call began before the program was attached
-        stats.increment(3);
+        stats.atomic_increment(3);
         return 0;
     }
     u64 delta = now - s->ts;
@@ -95,13 +95,13 @@ int openat_exit(struct tracepoint__syscalls__sys_exit_openat *args)
     if (count)
         __sync_fetch_and_add(count, 1);
     else
-        stats.increment(2);
+        stats.atomic_increment(2);
 
 #if SEND_EVENTS
     // (b) one event per call, reserved in the ring buffer and filled in place
     struct event_t *e = events.ringbuf_reserve(sizeof(struct event_t));
     if (!e) {
-        stats.increment(0);
+        stats.atomic_increment(0);
         return 0;
     }
     e->ts = ts;
