@@ -5,12 +5,14 @@ detaches it, and returns a pandas DataFrame. Start with ``ebpf_lab.doctor()``: w
 can and cannot do.
 
 Lessons: :func:`hello` (trace buffer), :func:`exec_counts` (a BPF hash map),
-:func:`exec_events` (perf and ring buffers). Known workloads: :mod:`ebpf_lab.workload`.
+:func:`counter_race` (counters that several CPUs update at once), :func:`exec_events` (perf
+and ring buffers). Known workloads: :mod:`ebpf_lab.workload`.
 """
 
 from . import recordings, workload
 from .attach_points import attach_points, count_at
 from .checks import CheckResult, check
+from .counter_race import counter_race
 from .doctor import doctor, supports
 from .errors import BccMissing, ProgramError, UnsupportedFeature
 from .exec_counts import exec_counts
@@ -26,7 +28,7 @@ from .maps import (
     size_histogram,
     user_space_updates,
 )
-from .plots import plot_exec_rates
+from .plots import plot_counter_race, plot_exec_rates
 from .profile import cpu_profile, plot_flame, run_queue_latency, top_functions
 from .recordings import load, record, replay, save
 from .run import stop_requested
@@ -50,6 +52,7 @@ __all__ = [
     "buffer_comparison",
     "check",
     "count_at",
+    "counter_race",
     "cpu_profile",
     "disassemble",
     "doctor",
@@ -66,6 +69,7 @@ __all__ = [
     "lsm_status",
     "map_counts",
     "open_latency",
+    "plot_counter_race",
     "plot_exec_rates",
     "plot_firewall",
     "plot_flame",

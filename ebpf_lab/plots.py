@@ -70,3 +70,58 @@ def plot_exec_rates(df: pd.DataFrame, ax: Any = None) -> Any:
                 color="0.4",
             )
     return ax
+
+
+def plot_counter_race(df: pd.DataFrame, ax: Any = None) -> Any:
+    """Bar plot of a :func:`ebpf_lab.counter_race` frame: what each method counted, and the truth.
+
+    One bar per method, labelled with the counts it lost; a dashed line at the number of calls
+    the load really made.
+
+    Args:
+        df: the frame returned by ``counter_race`` (columns ``method, counted, truth, lost``).
+        ax: a matplotlib Axes to draw on (default: a new figure).
+
+    Returns:
+        The matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    missing = {"method", "counted", "truth", "lost"} - set(df.columns)
+    if missing:
+        raise ValueError(f"plot_counter_race needs a counter_race frame; missing {sorted(missing)}")
+    ax = _axes(ax, figsize=(9, 4.5))
+    with plt.rc_context(PROJECTOR_STYLE):
+        labels = [str(m) for m in df["method"]]
+        colors = ["tab:red" if pd.notna(lost) and lost > 0 else "tab:green" for lost in df["lost"]]
+        bars = ax.bar(labels, df["counted"], color=colors, edgecolor="black")
+        ax.bar_label(
+            bars,
+            labels=[
+                f"{int(n):,} counted\n" + (f"{int(lost):,} lost" if pd.notna(lost) else "truth ?")
+                for n, lost in zip(df["counted"], df["lost"])
+            ],
+            padding=3,
+            fontsize=11,
+        )
+        top = int(df["counted"].max()) if len(df) else 1
+        truth = df["truth"].dropna()
+        if len(truth):
+            ax.axhline(int(truth.iloc[0]), color="black", linestyle="--", linewidth=1.5)
+            ax.annotate(
+                f"calls made: {int(truth.iloc[0]):,}",
+                xy=(1.0, int(truth.iloc[0])),
+                xycoords=("axes fraction", "data"),
+                xytext=(-4, 4),
+                textcoords="offset points",
+                ha="right",
+                fontsize=11,
+            )
+            top = max(top, int(truth.iloc[0]))
+        ax.set_ylim(0, max(top, 1) * 1.25)
+        cpus = df.attrs.get("cpus")
+        where = f" on CPUs {', '.join(map(str, cpus))}" if cpus else ""
+        ax.set_title(f"getppid() calls counted three ways{where}")
+        ax.set_ylabel("calls counted")
+        ax.grid(True, axis="y", alpha=0.3)
+    return ax

@@ -169,6 +169,93 @@ def fast_execs(uid: int, count: int) -> pd.DataFrame:
     )
 
 
+#: the most CPUs :func:`getppid_loop` runs its loops on at once (``workload_c/getppid_loop.c``)
+MAX_LOOP_CPUS = 64
+
+
+def check_cpus(cpus: Any) -> list[int]:
+    """Return ``cpus`` as a list if it names distinct CPUs this process may use, else ValueError."""
+    if isinstance(cpus, (str, bytes)) or not isinstance(cpus, Sequence) or not cpus:
+        raise ValueError(f"cpus must be a non-empty list of CPU numbers, e.g. [0, 1], got {cpus!r}")
+    if len(cpus) > MAX_LOOP_CPUS:
+        raise ValueError(f"cpus names {len(cpus)} CPUs; at most {MAX_LOOP_CPUS}")
+    checked = [_check_cpu(cpu) for cpu in cpus]
+    if len(set(checked)) != len(checked):
+        raise ValueError(f"cpus must name each CPU once, got {list(cpus)!r}")
+    return [int(cpu) for cpu in checked if cpu is not None]
+
+
+@replayable
+def getppid_loop(uid: int, calls: int, cpus: Sequence[int]) -> pd.DataFrame:
+    """Exactly ``calls`` getppid() calls as ``uid`` on each CPU of ``cpus``, all at the same time.
+
+    Runs ``ebpf_lab/workload_c/getppid_loop.c`` (built with gcc on first use): it switches to
+    ``uid``, starts one thread per CPU, pins each to its CPU (``sched_setaffinity``) and, once
+    all are pinned, each makes ``calls`` getppid() system calls as fast as it can. So ``uid``
+    makes exactly ``calls * len(cpus)`` getppid() calls, with the CPUs busy side by side: a
+    program that counts them by UID updates one map entry from several CPUs at once.
+
+    Args:
+        uid: the UID to make the calls as (one nobody else uses, for an exact count).
+        calls: getppid() calls per CPU (0 .. 10,000,000).
+        cpus: the CPUs, e.g. ``[0, 1]``: distinct, each one this process may use.
+
+    Returns:
+        One row per CPU: ``uid``, ``cpu``, ``calls``, ``start_ns`` and ``end_ns`` (that CPU's
+        loop, ``time.monotonic_ns()`` clock) and ``loop_seconds``.
+
+    Raises:
+        ValueError: a bad UID, count or CPU list (before anything is built or started).
+        HelperBuildError: the helper could not be built (no gcc: says what to install).
+        RuntimeError: the helper failed or was stopped (it says how).
+    """
+    from . import native
+
+    check_uid(uid)
+    _check_count(calls, "calls", MAX_GETPPID_CALLS)
+    cpu_list = check_cpus(cpus)
+    binary = native.build("getppid_loop")
+    argv = [str(binary), str(calls), str(uid), *map(str, cpu_list)]
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    with proc:
+        while proc.poll() is None:  # Stop or an interrupt ends the loops early
+            if stop_requested():
+                proc.kill()
+                proc.wait()
+                raise RuntimeError(f"getppid_loop {calls} {uid} {cpu_list} was stopped")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.05)
+        stdout = proc.stdout.read() if proc.stdout else ""
+    if proc.returncode != 0:
+        why = {
+            2: "could not switch to the UID or pin a thread to its CPU (not root?)",
+            3: "a thread was not on its CPU after its loop",
+        }
+        raise RuntimeError(
+            f"getppid_loop {calls} {uid} {cpu_list} failed: "
+            f"{why.get(proc.returncode, proc.returncode)}"
+        )
+    rows = []
+    for line in stdout.splitlines():
+        cpu, done, start, end = (int(x) for x in line.split())
+        rows.append(
+            {
+                "uid": uid,
+                "cpu": cpu,
+                "calls": done,
+                "start_ns": start,
+                "end_ns": end,
+                "loop_seconds": (end - start) / 1e9,
+            }
+        )
+    if [r["cpu"] for r in rows] != cpu_list or any(r["calls"] != calls for r in rows):
+        raise RuntimeError(f"getppid_loop reported {stdout!r} for {calls} calls on {cpu_list}")
+    df = pd.DataFrame(rows, columns=["uid", "cpu", "calls", "start_ns", "end_ns", "loop_seconds"])
+    return df.astype({c: "int64" for c in ("uid", "cpu", "calls", "start_ns", "end_ns")})
+
+
 def _order(plan: Mapping[int, int], interleave: bool) -> list[int]:
     """The UID of each exec, in the order they run."""
     if not interleave:
