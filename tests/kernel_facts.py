@@ -165,6 +165,15 @@ def kprobe_interface() -> bool:
     return pmu("kprobe") or bool(root and (root / "kprobe_events").exists())
 
 
+def kprobes_attachable() -> bool:
+    """Whether the kernel lets a BPF program attach to a kprobe, as far as its files tell: built
+    with kprobes (or unknown), an interface to attach through, and no lockdown=confidentiality
+    (which refuses kprobes)."""
+    if kprobes_built_in() is False or lockdown() == "confidentiality":
+        return False
+    return kprobe_interface()
+
+
 def headers_release() -> str | None:
     """The release the headers at /lib/modules/<release>/build were made for, or None."""
     build = Path(f"/lib/modules/{RELEASE}/build")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 
@@ -138,10 +139,30 @@ def test_lsm_deny_then_detach(no_leaks):
     assert df.attrs["kind"] == "enforcement"
 
 
+# What the doctor said on a kernel that refused LSM programs (6.18, lockdown=integrity).
+RECORDED_LSM_REFUSAL = (
+    "LSM_PROBE(file_open): load failed: EPERM (Operation not permitted) from bpf(BPF_PROG_LOAD), "
+    "although running as root [bpf: Failed to load program: Operation not permitted]; context: "
+    "lockdown=integrity, LSMs=lockdown,capability,landlock,bpf; BPF LSM programs can deny; to "
+    "observe the same events without denying, use tracepoints (e.g. syscalls:sys_enter_openat)"
+)
+
+
 def test_lsm_unsupported_here_says_why_before_loading(no_leaks, monkeypatch):
-    if not lsm_reason():
-        pytest.skip("BPF LSM works on this kernel: see test_lsm_deny_then_detach")
+    """Where the doctor says BPF LSM does not work, exec_deny refuses in the doctor's words and
+    loads nothing. Forced on kernels where it works: the doctor's cached answer is replaced by
+    the one a refusing kernel gave."""
     import ebpf_lab.run as run
+
+    doctor_mod = importlib.import_module("ebpf_lab.doctor")
+    if ebpf_lab.supports("lsm"):
+        forced = ebpf_lab.doctor()
+        forced.loc[forced["feature"] == "lsm", ["supported", "detail"]] = [
+            False,
+            RECORDED_LSM_REFUSAL,
+        ]
+        monkeypatch.setattr(doctor_mod, "_CACHE", forced)
+    assert lsm_reason()
 
     def must_not_load(*a, **k):
         raise AssertionError("nothing may load when LSM is unsupported")

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+import kernel_facts as facts
 import pandas as pd
 import pytest
 from conftest import needs_root
@@ -137,7 +138,7 @@ def test_helper_support_has_the_expected_refusals(no_leaks):
     assert table.loc["bpf_redirect"][lambda s: s].index.tolist() == ["xdp"]
     assert table.loc["bpf_xdp_adjust_head"][lambda s: s].index.tolist() == ["xdp"]
     assert not table.loc["bpf_get_socket_uid"].any()
-    if kernel.lockdown_mode() in ("integrity", "confidentiality"):
+    if facts.lockdown() in ("integrity", "confidentiality"):  # read from securityfs here
         assert not table.loc["bpf_probe_write_user"].any()  # lockdown removes it everywhere
     # every refusal carries the verifier's own words, naming the helper
     reasons = table.attrs["reasons"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from conftest import needs_root
+from forced_kernel import hide_kprobes
 
-from ebpf_lab import ProgramError, UnsupportedFeature, kernel
+from ebpf_lab import ProgramError, UnsupportedFeature
 from ebpf_lab.magic import CellError
 from ebpf_lab.workload import execs
 
@@ -168,12 +169,12 @@ def test_empty_cell_is_a_usage_error(ip):
         ip.run_cell_magic("ebpf", TP, "  \n")
 
 
-def test_kprobe_is_unsupported_where_the_kernel_has_none(ip, no_leaks):
-    have, _ = kernel.kprobes_available()
-    if have:
-        pytest.skip("this kernel has kprobes")
-    with pytest.raises(UnsupportedFeature, match="--tracepoint"):
+def test_kprobe_is_unsupported_where_the_kernel_has_none(ip, no_leaks, tmp_path, monkeypatch):
+    """Forced (the lab is shown a kernel without kprobes), so it runs on kernels with them too."""
+    hide_kprobes(monkeypatch, tmp_path)
+    with pytest.raises(UnsupportedFeature, match="--tracepoint") as info:
         ip.run_cell_magic("ebpf", "--kprobe do_sys_openat2 count", COUNT_EXECS)
+    assert "CONFIG_KPROBES" in str(info.value)
 
 
 def test_defines_reach_the_c(ip, fresh_uids, no_leaks):

@@ -74,6 +74,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from conftest import REPO, Started, needs_root, send_sigint
+from forced_kernel import kprobes_hidden
 from kernel_state import Held, global_map_ids, global_prog_ids, held, settle
 
 import ebpf_lab
@@ -707,6 +708,13 @@ def _usage_error() -> type[BaseException]:
     return UsageError
 
 
+def _without_kprobes(call: Callable[[], Any]) -> Any:
+    """Run ``call`` while the lab sees a kernel without kprobes (forced: kernels with kprobes
+    must give the same clear error for a kernel that lacks them)."""
+    with kprobes_hidden():
+        return call()
+
+
 @dataclass(frozen=True)
 class Bad:
     """One bad call: what it is, the call, the error type, a regex the message must match."""
@@ -748,7 +756,7 @@ BAD_INPUT = [
     Bad("zero sample rate", lambda ip: ebpf_lab.cpu_profile(sample_freq=0), ValueError, "freq"),
     Bad(
         "kprobe without kprobes",
-        lambda ip: ebpf_lab.exec_counts(duration=1, attach="kprobe"),
+        lambda ip: _without_kprobes(lambda: ebpf_lab.exec_counts(duration=1, attach="kprobe")),
         UnsupportedFeature,
         "tracepoint",
     ),

@@ -5,14 +5,15 @@ from __future__ import annotations
 import math
 import os
 
+import kernel_facts as facts
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import Started, after_start, needs_root, send_sigint
+from forced_kernel import hide_kprobes
 
 import ebpf_lab
 from ebpf_lab import UnsupportedFeature
-from ebpf_lab.kernel import kprobes_available
 from ebpf_lab.run import active_views
 from ebpf_lab.workload import execs
 
@@ -90,11 +91,15 @@ def test_exec_counts_names_known_users(no_leaks):
 
 
 def test_exec_counts_auto_records_the_choice(no_leaks):
+    """auto takes the seed's kprobe where the kernel's own files say it can, else the tracepoint."""
     df = ebpf_lab.exec_counts(duration=0.2, interval=0.1)
-    have_kprobes, _why = kprobes_available()
-    if not have_kprobes:
+    if facts.kprobes_attachable():
+        assert df.attrs["attach"] == "kprobe", df.attrs["attach_reason"]
+        assert df.attrs["attach_reason"].startswith("auto: kprobes available")
+    else:
         assert df.attrs["attach"] == "tracepoint"
-        assert "CONFIG_KPROBES" in df.attrs["attach_reason"]
+        if facts.kprobes_built_in() is False:
+            assert "CONFIG_KPROBES" in df.attrs["attach_reason"]
 
 
 # ---------------------------------------------------------------- exec_events
@@ -196,9 +201,9 @@ def test_hello_ignores_other_programs_lines(no_leaks):
 
 
 @pytest.mark.parametrize("fn", [ebpf_lab.hello, ebpf_lab.exec_counts, ebpf_lab.exec_events])
-def test_kprobe_without_kprobes_names_the_tracepoint(fn):
-    if kprobes_available()[0]:
-        pytest.skip("this kernel has kprobes")
+def test_kprobe_without_kprobes_names_the_tracepoint(fn, tmp_path, monkeypatch, no_leaks):
+    """Forced (the lab is shown a kernel without kprobes), so it runs on kernels with them too."""
+    hide_kprobes(monkeypatch, tmp_path)
     with pytest.raises(UnsupportedFeature, match="tracepoint") as info:
         fn(duration=1, attach="kprobe")
     assert info.value.feature == "kprobe"
