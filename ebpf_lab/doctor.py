@@ -796,7 +796,8 @@ def doctor(refresh: bool = False) -> pd.DataFrame:
 #: what each feature means, in plain words, for the setup-check notebook
 MEANINGS: dict[str, str] = {
     "root": "The lab runs as root: loading BPF programs needs CAP_BPF and CAP_PERFMON.",
-    "bcc": "BCC's Python bindings: compiles C to BPF with clang and loads it from Python.",
+    "bcc": "BCC's Python bindings: compiles C to BPF with the clang/LLVM built into libbcc "
+    "and loads it from Python. Some BCC + LLVM + distribution combinations cannot compile.",
     "btf": "The kernel describes its own types (BTF), so the lab can find struct offsets "
     "without matching header files.",
     "kernel_headers": "Header files for this kernel version, used by BCC to compile. "
