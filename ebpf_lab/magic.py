@@ -7,7 +7,7 @@ Load it with ``%load_ext ebpf_lab``. Then::
     int count(void *ctx)
     {
         u32 uid = bpf_get_current_uid_gid();
-        counts.increment(uid);
+        counts.atomic_increment(uid);
         return 0;
     }
 

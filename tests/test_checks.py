@@ -113,6 +113,29 @@ WRONG: list[tuple[str, Any, list[str]]] = [
     ),
     ("02.2", _swap_uid_gid, ["wrong way round", "lower 32 bits"]),
     ("02.2", UID_ONLY_C, ["keyed by the uid alone"]),
+    (
+        "02.4",
+        lambda good: good.replace(
+            "u64 *n = counts.lookup_or_try_init(&uid, &zero);\n    if (n)\n"
+            "        __sync_fetch_and_add(n, 1);",
+            "counts.atomic_increment(uid);",
+        ),
+        ["short by a count", "first calls started on both CPUs", "lookup_or_try_init"],
+    ),
+    (
+        "02.4",
+        lambda good: good.replace("BPF_HASH", "BPF_PERCPU_HASH").replace(
+            "u64 *n = counts.lookup_or_try_init(&uid, &zero);\n    if (n)\n"
+            "        __sync_fetch_and_add(n, 1);",
+            "counts.increment(uid);",
+        ),
+        ["no count for the load's UIDs", "never creates one"],
+    ),
+    (
+        "02.4",
+        lambda good: good.replace("__sync_fetch_and_add(n, 1);", "__sync_fetch_and_add(n, 2);"),
+        ["more calls than were made"],
+    ),
     ("03.2", lambda df: df.groupby("ppid")["command"].unique(), ["listed `command`", "filename"]),
     ("03.2", "df.groupby('pid')['filename'].unique()", ["grouped by `pid`", "ppid"]),
     ("03.2", lambda df: df.groupby("ppid")["filename"].agg(list), ["repeats", "unique()"]),
@@ -133,7 +156,9 @@ WRONG: list[tuple[str, Any, list[str]]] = [
     ),
     (
         "04.2",
-        lambda good: good.replace("sums.increment(uid, sum);", "sums.increment(uid);"),
+        lambda good: good.replace(
+            "sums.atomic_increment(uid, sum);", "sums.atomic_increment(uid);"
+        ),
         ["counts the execs", "instead of summing bytes"],
     ),
     (
@@ -163,7 +188,7 @@ WRONG: list[tuple[str, Any, list[str]]] = [
     (
         "07.1",
         lambda good: good.replace(
-            "counts.increment(pid);", "u64 one = 1; counts.update(&pid, &one);"
+            "counts.atomic_increment(pid);", "u64 one = 1; counts.update(&pid, &one);"
         ),
         ["holds 1", "increment"],
     ),

@@ -97,7 +97,7 @@ def execs_per_comm(answer: str, fn: str | None = None) -> Right:
         elif all(got[c] == 2 * n for c, n in plan.items()):
             messages.append(
                 f"the map `{name}` counts every exec twice: add 1 once per call "
-                "(counts.increment(key))"
+                "(counts.atomic_increment(key))"
             )
         else:
             detail = "; ".join(
@@ -220,3 +220,120 @@ def execs_per_uid_gid(answer: str, fn: str | None = None) -> Right:
             maps=maps,
         )
     raise Wrong(messages[0], expected={f"{u}/{gg}": n for (u, gg), n in plan.items()}, maps=maps)
+
+
+GETPPID = "syscalls:sys_enter_getppid"
+#: the first round: getppid() calls per CPU as one UID (catches adds that race)
+RACE_CALLS = 500_000
+#: then this many rounds, each as a new UID whose first calls start on the CPUs at once
+FIRST_CALL_ROUNDS = 12
+FIRST_CALL_CALLS = 1_000
+
+
+def _race_rounds(cpus: list[int], box: dict[int, int]) -> Any:
+    """The check's load: one long round, then short rounds, each as a fresh UID on ``cpus``."""
+
+    def run() -> None:
+        rounds = [RACE_CALLS] + [FIRST_CALL_CALLS] * FIRST_CALL_ROUNDS
+        for calls in rounds:
+            if stop_requested():
+                return
+            uid = _workload.unused_uid()
+            while uid in box:  # pragma: no cover - two equal draws from 2 billion
+                uid = _workload.unused_uid()
+            done = _workload.getppid_loop(uid, calls, cpus)
+            box[uid] = int(done["calls"].sum())
+
+    return run
+
+
+def _uid_counts(frame: pd.DataFrame) -> pd.Series | None:
+    """Counts per UID from a map keyed by one number (a whole uid_gid value: its low 32 bits)."""
+    if frame.empty:
+        return pd.Series(dtype="int64")
+    ints = int_key_columns(frame)
+    if len(ints) != 1:
+        return None
+    keyed = frame.assign(_uid=[int(k) & 0xFFFFFFFF for k in frame[ints[0]]])
+    return map_counts(keyed, ["_uid"])
+
+
+@exercise(
+    "02.4",
+    title="Exact from the first call",
+    asks="BPF C as a string: a BPF_HASH (or BPF_PERCPU_HASH) keyed by the UID (u32) that counts "
+    "getppid() calls exactly, even when two CPUs make a UID's calls at the same moment, its very "
+    "first ones included; its function is attached to syscalls:sys_enter_getppid",
+    needs_kernel=True,
+)
+def exact_counter(answer: str, fn: str | None = None) -> Any:
+    from ..checks import CheckResult
+
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    if len(cpus) < 2:
+        return CheckResult(
+            "02.4",
+            False,
+            "this machine (or this process) has one CPU: no two calls can ever update your map "
+            "at the same moment here, so the check cannot tell an exact counter from one that "
+            "races. Run it on a machine with two CPUs or more.",
+            {"cpus": cpus},
+            "Exact from the first call",
+            False,
+        )
+    truth: dict[int, int] = {}
+    maps = run_answer(answer, tracepoint=GETPPID, fn=fn, workload=_race_rounds(cpus, truth))
+    if not maps:
+        raise Wrong("your program has no map to read: declare BPF_HASH(counts, u32, u64)")
+    big, *first = list(truth)
+    messages = []
+    for name, frame in maps.items():
+        counts = _uid_counts(frame)
+        if counts is None:
+            continue
+        got = {uid: int(counts.get(uid, 0)) for uid in truth}
+        if got == truth:
+            summed = any(str(c).startswith("cpu") for c in frame)
+            return Right(
+                f"right: your map `{name}`{' (its per-CPU copies summed)' if summed else ''} "
+                "counted exactly "
+                f"{truth[big]:,} calls made by two CPUs at once as one UID, and exactly "
+                f"{FIRST_CALL_CALLS * len(cpus):,} for each of {len(first)} UIDs whose first "
+                "calls started on both CPUs together",
+                map=frame,
+            )
+        if all(got[uid] == 0 for uid in truth):
+            messages.append(
+                f"your map `{name}` has no count for the load's UIDs. (On a per-CPU map, BCC's "
+                "increment() only adds to an entry that exists: it never creates one. Create "
+                "it with lookup_or_try_init(&uid, &zero), then add to what it returns.)"
+            )
+        elif any(got[uid] > truth[uid] for uid in truth):
+            messages.append(
+                f"your map `{name}` counted more calls than were made (e.g. {got[big]:,} for "
+                f"{truth[big]:,}): add 1 once per call"
+            )
+        elif got[big] < truth[big] - (len(cpus) - 1):
+            messages.append(
+                f"your map `{name}` lost {truth[big] - got[big]:,} of {truth[big]:,} counts "
+                "while two CPUs added to one UID's entry: `*n += 1` (and increment()) loads the "
+                "value, adds 1 and stores it, and two CPUs that load the same value store the "
+                "same sum. Add with one atomic instruction (atomic_increment(), "
+                "__sync_fetch_and_add(n, 1)) or give each CPU its own copy (BPF_PERCPU_HASH)"
+            )
+        else:
+            short = [uid for uid in first if got[uid] < truth[uid]]
+            messages.append(
+                f"close: every add is exact, but your map `{name}` is short by a count or so for "
+                f"{len(short)} of the {len(first)} UIDs whose first calls started on both CPUs "
+                "together. Both CPUs found no entry and both inserted one; the second insert "
+                "failed (the key exists) and its 1 was dropped, as increment() and "
+                "atomic_increment() do. Insert without counting, then look up again: "
+                "n = counts.lookup_or_try_init(&uid, &zero); if (n) add to *n"
+            )
+    if not messages:
+        raise Wrong(
+            "no map of yours is keyed by one number: key it by the UID, BPF_HASH(counts, u32, u64)",
+            maps=maps,
+        )
+    raise Wrong(messages[0], expected=truth, maps=maps)

@@ -27,7 +27,7 @@ _COUNTER = """
 BPF_ARRAY(lab_check_execs, u64, 1);
 int lab_check_count(void *ctx)
 {
-    lab_check_execs.increment(0);
+    lab_check_execs.atomic_increment(0);
     return 0;
 }
 """
@@ -99,7 +99,7 @@ def prandom_buckets(answer: str, fn: str | None = None) -> Right:
             f"there were {seen} execs ({n} from the workload), but dist holds {total}: some "
             "values did "
             "not land in a bucket. An array has slots 0..9 only; take the remainder modulo 10 "
-            "(bpf_get_prandom_u32() % 10) and dist.increment(bucket) on every call",
+            "(bpf_get_prandom_u32() % 10) and dist.atomic_increment(bucket) on every call",
             map=frame,
         )
     used = sorted(k for k, v in got.items() if v)

@@ -48,7 +48,7 @@ def getppid_per_process(answer: str, fn: str | None = None) -> Right:
         elif got == 1:
             messages.append(
                 f"the map `{name}` holds 1 for the workload's process, which made {calls} calls: "
-                "add 1 at every call (counts.increment(pid)), do not just store 1"
+                "add 1 at every call (counts.atomic_increment(pid)), do not just store 1"
             )
         elif got == 0:
             shown = ", ".join(str(int(k)) for k in list(counts.index[:5]))

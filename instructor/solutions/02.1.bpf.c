@@ -10,6 +10,6 @@ int count(void *ctx)
     struct key_t key = {};                // zeroed: the bytes after the name are part of the key
 
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
-    counts.increment(key);
+    counts.atomic_increment(key);
     return 0;
 }

@@ -14,6 +14,6 @@ int count(void *ctx)
         .gid = id >> 32,                  // the upper 32 bits
     };
 
-    counts.increment(key);
+    counts.atomic_increment(key);
     return 0;
 }

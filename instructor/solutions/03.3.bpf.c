@@ -11,6 +11,6 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     struct key_t key = {};
 
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
-    counts.increment(key);
+    counts.atomic_increment(key);
     return 0;
 }

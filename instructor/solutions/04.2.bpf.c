@@ -12,6 +12,6 @@ int count(void *ctx)
     bpf_get_current_comm(&comm, sizeof(comm));
     for (int i = 0; i < 16; i++)
         sum += (unsigned char)comm[i];    // the bytes after the name's NUL are zeros
-    sums.increment(uid, sum);
+    sums.atomic_increment(uid, sum);
     return 0;
 }

@@ -8,6 +8,6 @@ int count_fd(struct tracepoint__syscalls__sys_enter_write *args)
     u32 fd = args->fd;
     if (fd >= 64)               // the array has no slot for it (lookup would give NULL)
         return 0;
-    by_fd.increment(fd);
+    by_fd.atomic_increment(fd);
     return 0;
 }

@@ -5,6 +5,6 @@ int fn(void *ctx)
 {
     int bucket = bpf_get_prandom_u32() % 10;
 
-    dist.increment(bucket);
+    dist.atomic_increment(bucket);
     return 0;
 }

@@ -5,6 +5,6 @@ int count(void *ctx)
 {
     u32 pid = bpf_get_current_pid_tgid() >> 32;   // the upper half: the process (tgid)
 
-    counts.increment(pid);
+    counts.atomic_increment(pid);
     return 0;
 }
