@@ -29,7 +29,7 @@ int on_write(struct tracepoint__syscalls__sys_enter_write *args)
     u32 uid = bpf_get_current_uid_gid();
     if (uid != TARGET_UID)
         return 0;
-    per_uid.increment(uid);
+    per_uid.atomic_increment(uid);
     int slot = args->count > 100;        // totals[0]: small writes, totals[1]: large ones
     u64 *t = totals.lookup(&slot);
     if (t)

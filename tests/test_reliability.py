@@ -200,7 +200,7 @@ BPF_HASH(counts, u32, u64);
 int count(void *ctx)
 {
     u32 uid = bpf_get_current_uid_gid() & 0xFFFFFFFF;
-    counts.increment(uid);
+    counts.atomic_increment(uid);
     return 0;
 }
 """
