@@ -105,7 +105,10 @@ def exec_counts(
     """Count execve calls per UID for ``duration`` seconds, read every ``interval`` seconds.
 
     The BPF program (``programs/exec_count.bpf.c``) adds 1 to a hash map entry keyed by the
-    caller's UID on every execve. Every ``interval`` seconds the lab reads the whole map and
+    caller's UID on every execve, with one atomic add (``atomic_increment()``), so execs on
+    several CPUs at once are all counted. (A UID's entry is created by its first exec; if two
+    CPUs create the same UID's entry at the same instant, one of those two execs is not counted:
+    lesson 02, exercise 4.) Every ``interval`` seconds the lab reads the whole map and
     records, per UID seen so far, how many execs happened in that interval.
 
     Args:
