@@ -1,7 +1,8 @@
-"""Lesson 07: one tiny counter at five kinds of attach point, each checked against known work.
+"""Lesson 07: one tiny counter at seven kinds of attach point, each checked against known work.
 
 The BPF program (``programs/attach_count.bpf.c``) adds 1 to a per-process counter. The lab attaches
-it in turn as a **kprobe** (the kernel function behind ``getppid()``), a **tracepoint**
+it in turn as a **kprobe**, a **kretprobe** and an **fentry** program (the entry, the return,
+and the entry through BTF of the kernel function behind ``getppid()``), a **tracepoint**
 (``syscalls:sys_enter_getppid``), a **raw tracepoint** (``sys_enter``, every syscall, filtered in
 the program), a **uprobe** (libc's ``getppid()``, in user space) and a **perf event** (a
 ``cpu-clock`` timer sampling one process ``sample_freq`` times per CPU-second).
@@ -10,8 +11,9 @@ Every run has a known workload, a *gated* child process (:class:`ebpf_lab.worklo
 it starts, stops itself, the probe is attached (to its pid where the attach point takes one), and
 only then does it do its work. So the truth is exact:
 
-* kprobe, tracepoint, raw tracepoint, uprobe: the child calls ``os.getppid()`` exactly ``calls``
-  times, which is ``calls`` libc calls and ``calls`` system calls;
+* kprobe, kretprobe, fentry, tracepoint, raw tracepoint, uprobe: the child calls
+  ``os.getppid()`` exactly ``calls`` times, which is ``calls`` libc calls and ``calls`` system
+  calls;
 * perf event: the child spins for a while; it is sampled by a timer that runs only while it is
   on a CPU and keeps its phase across context switches, so the sample count is
   ``sample_freq`` x (its CPU-seconds), give or take one partial period per CPU, two at the
@@ -20,15 +22,19 @@ only then does it do its work. So the truth is exact:
   of which the timer never sees: the kernel removes the process's perf events before its
   exit is over) is not part of the comparison.
 
-Where the kernel cannot do something (no kprobes here), :func:`count_at` raises
+Where the kernel cannot do something (no kprobes, or fentry refused), :func:`count_at` raises
 :class:`~ebpf_lab.errors.UnsupportedFeature` before anything loads, and :func:`attach_points`
 turns that into a row that explains it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +50,13 @@ from .run import Alternative, Collector, RunContext, bounded_run, ended_early
 from .workload import MAX_GETPPID_CALLS, MAX_SPIN_SECONDS, getppid_child, spin_child
 
 #: the kinds of attach point this lesson compares, in the order of the table
-KINDS = ("kprobe", "tracepoint", "raw_tracepoint", "uprobe", "perf_event")
+KINDS = ("kprobe", "kretprobe", "fentry", "tracepoint", "raw_tracepoint", "uprobe", "perf_event")
 
 #: where each kind attaches (the :class:`~ebpf_lab.attach.Probe` target)
 TARGETS = {
     "kprobe": "syscall:getppid",
+    "kretprobe": "syscall:getppid",
+    "fentry": "syscall:getppid",
     "tracepoint": "syscalls:sys_enter_getppid",
     "raw_tracepoint": "sys_enter",
     "uprobe": "c:getppid",
@@ -58,14 +66,16 @@ TARGETS = {
 #: what each kind sees, in words
 WHAT = {
     "kprobe": "entry of the kernel function behind getppid() (__x64_sys_getppid)",
+    "kretprobe": "return from the kernel function behind getppid() (__x64_sys_getppid)",
+    "fentry": "entry of the getppid() body (__do_sys_getppid) through a BPF trampoline (BTF)",
     "tracepoint": "the syscalls:sys_enter_getppid tracepoint (getppid system calls)",
     "raw_tracepoint": "the raw sys_enter tracepoint (every system call; the program keeps getppid)",
     "uprobe": "a uprobe on libc's getppid() (user-space function calls)",
     "perf_event": "a software cpu-clock perf event sampling one process",
 }
 
-#: the default sampling frequency: a prime, so the timer does not tick in step with the
-#: scheduler's own tick (HZ) and the process's time slices
+#: the default sampling frequency: a prime, so it is a multiple of no CONFIG_HZ (100, 250, 300,
+#: 1000) and the timer does not tick in step with the scheduler's tick and time slices
 DEFAULT_SAMPLE_FREQ = 997
 
 COLUMNS = ["tgid", "command", "events", "workload"]
@@ -121,21 +131,62 @@ def _max_sample_rate() -> int:
         return 100_000
 
 
+@functools.lru_cache(maxsize=1)
+def _btf_functions() -> frozenset[str]:
+    """The names of the functions the running kernel describes in its BTF (``bpftool``)."""
+    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+    try:
+        out = subprocess.run(
+            [bpftool, "btf", "dump", "file", str(kernel.BTF_VMLINUX)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return frozenset()
+    return frozenset(re.findall(r"^\[\d+\] FUNC '([^']+)'", out, re.M))
+
+
+def fentry_function(name: str) -> str:
+    """The kernel function an fentry program hooks for system call ``name``.
+
+    fentry finds its function by BTF, which names only some of a system call's functions: on
+    x86-64 kernels 6.1 to 6.18 the BTF has ``__do_sys_getppid`` (the syscall's body, which
+    ``__x64_sys_getppid`` calls or is an alias of) but not ``__x64_sys_getppid``. The first of
+    ``__x64_sys_<name>``, ``__do_sys_<name>``, ``__se_sys_<name>``, ``sys_<name>`` that the BTF
+    describes is used.
+    """
+    known = _btf_functions()
+    for candidate in (f"__x64_sys_{name}", f"__do_sys_{name}", f"__se_sys_{name}", f"sys_{name}"):
+        if candidate in known:
+            return candidate
+    return f"__do_sys_{name}"
+
+
+_SAME_CALLS = (
+    "the syscalls:sys_enter_getppid tracepoint (kind='tracepoint') or the raw "
+    "sys_enter tracepoint (kind='raw_tracepoint'), which see the same calls,"
+)
+
+
 def _precheck(kind: str) -> None:
     """Raise UnsupportedFeature, before anything loads, when the kernel plainly lacks ``kind``.
 
     These are the cheap file checks of :mod:`ebpf_lab.kernel` (the same ones the doctor uses
-    before it probes); the run itself is the real test.
+    before it probes), and for fentry the doctor's own verdict (only loading an fentry program
+    tells); the run itself is the real test.
     """
-    if kind == "kprobe":
+    if kind in ("kprobe", "kretprobe"):
         ok, why = kernel.kprobes_available()
         if not ok:
-            raise UnsupportedFeature(
-                "kprobe",
-                why,
-                "the syscalls:sys_enter_getppid tracepoint (kind='tracepoint') or the raw "
-                "sys_enter tracepoint (kind='raw_tracepoint'), which see the same calls,",
-            )
+            raise UnsupportedFeature(kind, why, _SAME_CALLS)
+    elif kind == "fentry":
+        from .doctor import doctor
+
+        frame = doctor()
+        row = frame[frame["feature"] == "fentry"].iloc[0]
+        if not bool(row["supported"]):
+            raise UnsupportedFeature("fentry", f"the doctor: {row['detail']}", _SAME_CALLS)
     elif kind == "tracepoint":
         kernel.require_tracefs()
         if not kernel.syscall_tracepoint_exists("getppid"):
@@ -236,8 +287,8 @@ def count_at(
     """Attach the counter as ``kind``, run the known workload, and count events per process.
 
     Args:
-        kind: one of :data:`KINDS`: ``"kprobe"``, ``"tracepoint"``, ``"raw_tracepoint"``,
-            ``"uprobe"`` or ``"perf_event"``.
+        kind: one of :data:`KINDS`: ``"kprobe"``, ``"kretprobe"``, ``"fentry"``,
+            ``"tracepoint"``, ``"raw_tracepoint"``, ``"uprobe"`` or ``"perf_event"``.
         calls: for every kind but ``perf_event``: the child's ``os.getppid()`` calls
             (1 .. 10,000,000).
         cpu_seconds: for ``perf_event``: CPU-seconds the child spins (0 < s <= 60).
@@ -261,8 +312,8 @@ def count_at(
     Raises:
         ValueError: bad kind, calls, cpu_seconds, sample_freq or duration (before anything loads).
         PermissionError: not root.
-        UnsupportedFeature: the kernel lacks ``kind`` (e.g. kprobe here); the message names the
-            attach point to use instead.
+        UnsupportedFeature: the kernel lacks ``kind`` (no kprobes, fentry refused...); the
+            message names the attach point to use instead.
     """
     check_choice(kind, "kind", KINDS)
     check_positive_int(calls, "calls", MAX_GETPPID_CALLS)
@@ -281,8 +332,16 @@ def count_at(
     else:
         child = getppid_child(calls)
     collector = _Counts(child.pid)
+    cflags: list[str] = []
     with child:
-        if kind in ("uprobe", "perf_event"):
+        if kind == "fentry":
+            # KFUNC_PROBE loads and attaches itself while the C is compiled (the child is still
+            # stopped then); the core detaches it on every path
+            function = fentry_function("getppid")
+            cflags = [f"-DFENTRY_FUNCTION={function}"]
+            alternative = Alternative("fentry", [], f"asked for fentry on {function}")
+            how = "fires for every process; counted per tgid, the child's row picked out"
+        elif kind in ("uprobe", "perf_event"):
             probe = Probe(
                 kind,
                 TARGETS[kind],
@@ -291,14 +350,17 @@ def count_at(
                 sample_freq=sample_freq if kind == "perf_event" else 0,
             )
             how = f"{kind} opened for pid {child.pid} only"
+            alternative = Alternative(kind, [probe], f"asked for {kind}")
         else:
             probe = Probe(kind, TARGETS[kind], f"count_{kind}")
             how = "fires for every process; counted per tgid, the child's row picked out"
+            alternative = Alternative(kind, [probe], f"asked for {kind}")
         box: dict[str, pd.DataFrame] = {}
         df = bounded_run(
             name="attach_count",
             source=program_source("attach_count"),
-            alternatives=[Alternative(kind, [probe], f"asked for {kind}")],
+            alternatives=[alternative],
+            cflags=cflags,
             collector=collector,
             duration=duration,
             live=live,
@@ -329,6 +391,93 @@ def count_at(
         }
     )
     return df
+
+
+def _mapped_file(address: int) -> tuple[str, int]:
+    """The file mapped at ``address`` in this process, and the offset in it of that address."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            if start <= address < end and len(parts) >= 6:
+                return parts[5], address - start + int(parts[2], 16)
+    raise RuntimeError(f"no file is mapped at {address:#x}")
+
+
+def uprobe_breakpoint(calls: int = 10, *, duration: float = 0.1) -> pd.DataFrame:
+    """Where a uprobe's breakpoint really goes: into this process's memory, not into the file.
+
+    Attaches the counter as a uprobe on libc's ``getppid()`` for this process only, and reads the
+    first bytes of ``getppid`` three times: before attaching, while attached (and after calling
+    ``os.getppid()`` ``calls`` times, which the program counts) and after detaching. Each time
+    it reads them both from this process's memory and from libc's file at the same offset, and
+    hashes the whole file.
+
+    Args:
+        calls: ``os.getppid()`` calls made while attached (1 .. 1000).
+        duration: the least time to stay attached, in seconds.
+
+    Returns:
+        One row per moment (``before``, ``attached``, ``after``): ``memory`` and ``file`` (the
+        first 8 bytes of ``getppid``, hex), ``file_sha256``. ``df.attrs``: ``library``,
+        ``offset`` (of getppid in the file), ``events`` (the program's count for this process
+        while attached: ``calls``), and the core's attach, duration, kernel...
+    """
+    import ctypes
+    import hashlib
+
+    check_positive_int(calls, "calls", 1000)
+    if calls is None:
+        raise ValueError("calls must be a positive whole number, got None")
+    duration = check_duration(duration)
+    require_root()
+    libc = ctypes.CDLL("libc.so.6")
+    address = ctypes.cast(libc.getppid, ctypes.c_void_p).value
+    assert address is not None
+    library, offset = _mapped_file(address)
+
+    def look(moment: str) -> dict[str, Any]:
+        data = Path(library).read_bytes()
+        return {
+            "moment": moment,
+            "memory": ctypes.string_at(address, 8).hex(" "),
+            "file": data[offset : offset + 8].hex(" "),
+            "file_sha256": hashlib.sha256(data).hexdigest(),
+        }
+
+    rows = [look("before")]
+    me = os.getpid()
+    collector = _Counts(me)
+
+    def workload() -> None:
+        for _ in range(calls):
+            os.getppid()
+        collector.at_work_end()
+        rows.append(look("attached"))
+
+    df = bounded_run(
+        name="attach_count",
+        source=program_source("attach_count"),
+        alternatives=[
+            Alternative(
+                "uprobe",
+                [Probe("uprobe", f"{library}:getppid", "count_uprobe", pid=me)],
+                "a uprobe on libc's getppid() for this process only",
+            )
+        ],
+        collector=collector,
+        duration=duration,
+        workload=workload,
+        live=False,
+        attrs={"kind": "uprobe", "target": f"{library}:getppid"},
+    )
+    rows.append(look("after"))
+    frame = pd.DataFrame(rows, columns=["moment", "memory", "file", "file_sha256"])
+    frame.attrs.update(df.attrs)
+    frame.attrs.update(
+        {"library": library, "offset": offset, "events": collector.work_events, "calls": calls}
+    )
+    return frame
 
 
 def attach_points(

@@ -13,7 +13,14 @@ from conftest import interrupt_once_attached, needs_root
 
 import ebpf_lab
 from ebpf_lab import UnsupportedFeature
-from ebpf_lab.attach_points import KINDS, TARGETS, attach_points, count_at, sampling_bound
+from ebpf_lab.attach_points import (
+    KINDS,
+    TARGETS,
+    attach_points,
+    count_at,
+    sampling_bound,
+    uprobe_breakpoint,
+)
 from ebpf_lab.kernel import kprobes_available
 from ebpf_lab.workload import getppid_child, spin_child
 
@@ -77,6 +84,17 @@ def test_uprobe_for_one_pid_sees_only_that_process(no_leaks, no_children):
     assert "only" in df.attrs["filter"]
 
 
+def test_uprobe_breakpoint_is_in_the_processs_memory_not_in_the_file(no_leaks):
+    bp = uprobe_breakpoint(calls=7)
+    assert bp["moment"].tolist() == ["before", "attached", "after"]
+    m = bp.set_index("moment")
+    assert m.loc["attached", "memory"].startswith("cc ")  # int3
+    assert m.loc["attached", "memory"][2:] == m.loc["before", "memory"][2:]
+    assert m.loc["before", "memory"] == m.loc["after", "memory"] == m.loc["before", "file"]
+    assert bp["file"].nunique() == 1 and bp["file_sha256"].nunique() == 1
+    assert bp.attrs["events"] == 7 and bp.attrs["attach"] == "uprobe"
+
+
 def test_tracepoints_agree_on_a_second_run(no_leaks, no_children):
     """Two different children, two different counts, each exact."""
     a = count_at("tracepoint", calls=7)
@@ -120,17 +138,34 @@ def test_perf_event_samples_follow_cpu_time(freq, no_leaks, no_children):
 # ---------------------------------------------------------------- kprobes and the table
 
 
-def test_kprobe_explains_itself_before_anything_loads(no_leaks, no_children, monkeypatch):
+@pytest.mark.parametrize("kind", ["kprobe", "kretprobe"])
+def test_kprobe_explains_itself_before_anything_loads(kind, no_leaks, no_children, monkeypatch):
     if kprobes_available()[0]:
         pytest.skip("this kernel has kprobes")
     import ebpf_lab.run as run
 
     monkeypatch.setattr(run, "compile_program", lambda *a, **k: pytest.fail("compiled"))
     with pytest.raises(UnsupportedFeature) as info:
-        count_at("kprobe")
-    assert info.value.feature == "kprobe"
+        count_at(kind)
+    assert info.value.feature == kind
     assert "CONFIG_KPROBES" in str(info.value)
     assert "tracepoint" in info.value.alternative
+
+
+@pytest.mark.parametrize("kind", ["kprobe", "kretprobe", "fentry"])
+def test_kernel_function_hooks_count_exactly_where_supported(kind, no_leaks, no_children):
+    """Where the kernel has the hook, it counts the child's calls exactly; elsewhere it says why
+    (kprobes: the kernel's files; fentry: the doctor, which loads one) before anything loads."""
+    supported = kprobes_available()[0] if kind != "fentry" else ebpf_lab.supports("fentry")
+    if not supported:
+        with pytest.raises(UnsupportedFeature) as info:
+            count_at(kind, calls=321)
+        assert info.value.feature == kind and "tracepoint" in info.value.alternative
+        return
+    df = count_at(kind, calls=321)
+    assert df.attrs["measured"] == 321 and df.attrs["within_bound"] is True
+    assert df.attrs["attach"] == kind and df.attrs["missed"] == 0
+    assert df.loc[df["workload"], "tgid"].tolist() == [df.attrs["workload"]["pid"]]
 
 
 def test_attach_point_table(no_leaks, no_children):
@@ -153,13 +188,16 @@ def test_attach_point_table(no_leaks, no_children):
         assert rows.loc[kind, "events"] == 500
         assert rows.loc[kind, "ok"]
     assert rows.loc["perf_event", "supported"] and rows.loc["perf_event", "ok"]
-    kprobe = rows.loc["kprobe"]
-    if kprobes_available()[0]:
-        assert kprobe["supported"] and kprobe["events"] == 500
-    else:
-        assert not kprobe["supported"]
-        assert pd.isna(kprobe["events"])
-        assert "CONFIG_KPROBES" in kprobe["detail"] and "tracepoint" in kprobe["detail"]
+    for kind in ("kprobe", "kretprobe", "fentry"):
+        row = rows.loc[kind]
+        if kprobes_available()[0] if kind != "fentry" else ebpf_lab.supports("fentry"):
+            assert row["supported"] and row["events"] == 500 and row["ok"], kind
+        else:
+            assert not row["supported"], kind
+            assert pd.isna(row["events"])
+            assert "tracepoint" in row["detail"]
+            if kind != "fentry":
+                assert "CONFIG_KPROBES" in row["detail"]
     assert all(isinstance(d, str) and d for d in table["detail"])
 
 
@@ -217,7 +255,7 @@ def test_interrupt_ends_a_long_spin(no_leaks, no_children):
 # ---------------------------------------------------------------- bad input
 
 BAD = [
-    (count_at, {"kind": "fentry"}),
+    (count_at, {"kind": "kfunc"}),
     (count_at, {"kind": None}),
     (count_at, {"calls": 0}),
     (count_at, {"calls": -1}),
@@ -235,6 +273,8 @@ BAD = [
     (count_at, {"duration": -1}),
     (count_at, {"duration": math.inf}),
     (attach_points, {"calls": 0}),
+    (uprobe_breakpoint, {"calls": 0}),
+    (uprobe_breakpoint, {"calls": 5000}),
     (attach_points, {"sample_freq": -5}),
     (attach_points, {"cpu_seconds": -1}),
     (attach_points, {"duration": 0}),

@@ -1,16 +1,19 @@
-// attach_count.bpf.c: one tiny counter, five places to attach it.
+// attach_count.bpf.c: one tiny counter, seven places to attach it.
 //
 // The body is the same whatever the attach point: add 1 to the entry of the process (tgid) that
 // was running when the event happened. Only the entry points differ, one per kind of attach
 // point, because each kind hands the program a different context:
 //
 //   count_kprobe          a kprobe on the kernel function behind getppid()   (struct pt_regs)
+//   count_kretprobe       a kretprobe: the same function, when it returns    (struct pt_regs)
+//   kfunc__...            fentry: the same function's entry, through BTF     (its arguments)
 //   count_tracepoint      the syscalls:sys_enter_getppid tracepoint         (the tracepoint's fields)
 //   count_raw_tracepoint  the raw sys_enter tracepoint: EVERY system call    (raw arguments)
 //   count_uprobe          a uprobe on libc's getppid(), in user space         (struct pt_regs)
 //   count_perf_event      a perf event: a CPU-clock timer firing F times/s    (the sample)
 //
-// The lab attaches one entry point per run; the others stay in the file, unloaded.
+// The lab attaches one entry point per run; the others stay in the file, unloaded. (The fentry
+// one is compiled in only when asked for: see the end of the file.)
 
 #include <asm/unistd.h>   // __NR_getppid: syscall numbers are ABI, stable across kernel versions
 
@@ -42,6 +45,13 @@ int count_kprobe(struct pt_regs *ctx)
     return count_event();
 }
 
+// kretprobe: runs when that kernel function returns (its return value is in the registers);
+// also needs CONFIG_KPROBES. Once per getppid() call, like the kprobe.
+int count_kretprobe(struct pt_regs *ctx)
+{
+    return count_event();
+}
+
 // tracepoint: a hook the kernel developers put there on purpose; fires once per getppid() call.
 int count_tracepoint(struct tracepoint__syscalls__sys_enter_getppid *args)
 {
@@ -60,7 +70,8 @@ int count_raw_tracepoint(struct bpf_raw_tracepoint_args *ctx)
 
 // uprobe: a breakpoint the kernel places on an instruction of a user-space program or library
 // (here the first instruction of libc's getppid()); runs when any process using that libc
-// calls it (or only one process, when the uprobe is opened for a pid).
+// calls it (or only one process, when the uprobe is opened for a pid). The library's file is
+// never written: the breakpoint goes into the process's own copy of that page of its memory.
 int count_uprobe(struct pt_regs *ctx)
 {
     return count_event();
@@ -74,3 +85,16 @@ int count_perf_event(void *ctx)
 {
     return count_event();
 }
+
+#ifdef FENTRY_FUNCTION
+// fentry: runs at the entry of a kernel function through a BPF trampoline, found by its BTF type
+// information: no CONFIG_KPROBES needed, and cheaper than a kprobe's breakpoint. BCC's
+// KFUNC_PROBE(fn) names the function kfunc__<fn> and loads AND attaches it while the C is
+// compiled, so it is only compiled in when the lab asks for it:
+// -DFENTRY_FUNCTION=__do_sys_getppid (the body of getppid(), as the kernel's BTF names it).
+#define FENTRY(fn) KFUNC_PROBE(fn)        // one more macro level, so FENTRY_FUNCTION is expanded
+FENTRY(FENTRY_FUNCTION)
+{
+    return count_event();
+}
+#endif
