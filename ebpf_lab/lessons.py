@@ -75,9 +75,14 @@ CATALOGUE: tuple[Lesson, ...] = (
     Lesson(
         "07",
         "07-attach-points.ipynb",
-        "Attach points: one counter, five hooks",
+        "Attach points: one counter, up to seven hooks",
         ("root", "bcc", "tracepoint", "raw_tracepoint", "uprobe", "perf_event"),
-        {"kprobe": "explains kprobes and shows the other four attach types live"},
+        {
+            "kprobe": "explains kprobes and kretprobes (the doctor's reason) and runs the other "
+            "attach types live",
+            "fentry": "explains why fentry is unavailable (the doctor's reason) and runs the other "
+            "attach types live",
+        },
     ),
     Lesson(
         "08",
