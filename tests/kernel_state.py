@@ -33,10 +33,11 @@ class Held:
                 parts.append(f"new {name}: {sorted(new)}")
         if other.perf_events != self.perf_events:
             parts.append(f"perf events {self.perf_events} -> {other.perf_events}")
-        if other.instances != self.instances:
-            parts.append(f"tracefs instances {self.instances} -> {other.instances}")
-        if other.netns != self.netns:
-            parts.append(f"netns {self.netns} -> {other.netns}")
+        # only new ones are leaks: any run removes what killed processes left (ebpf_lab.leftovers)
+        for name, label in (("instances", "tracefs instances"), ("netns", "netns")):
+            new = sorted(set(getattr(other, name)) - set(getattr(self, name)))
+            if new:
+                parts.append(f"new {label}: {new}")
         return "; ".join(parts)
 
 
