@@ -3,7 +3,8 @@
 Every lesson goes through :func:`bounded_run`. A lesson names its C program, its attach points and a
 :class:`Collector` that reads what the program gathered; the core does the rest:
 
-1. checks (root, bcc) before anything loads; lessons check their own arguments first;
+1. checks (root, bcc) before anything loads; lessons check their own arguments first; removes
+   what runs of processes killed mid-run left in the kernel (:func:`ebpf_lab.leftovers.reap`);
 2. compiles the C and loads each function (compile and verifier errors become ProgramError);
 3. attaches the probes, trying alternatives in order (e.g. kprobe, then tracepoint);
 4. starts the optional ``workload`` in a thread once everything is attached;
@@ -29,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from . import kernel
+from . import kernel, leftovers
 from .attach import Probe, detach_all, prog_type, try_attach
 from .errors import ProgramError, UnsupportedFeature
 from .guards import require_bcc, require_root
@@ -349,6 +350,8 @@ def _run_live(
     """:func:`bounded_run` on the kernel (no recording or replay): see its docstring."""
     require_root()
     bcc = require_bcc()
+    # what runs killed mid-run left (tracefs instances, network namespaces) goes before we load
+    leftovers.reap()
     view = make_live(name, duration, live)
     stop = view.stop
     with _ACTIVE_LOCK:

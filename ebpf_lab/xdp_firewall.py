@@ -69,6 +69,7 @@ MAX_CONNECTIONS = 200
 MAX_DATAGRAMS = 1000
 MAX_PAYLOAD = 1_000_000
 #: the lab's namespaces are ``<prefix><pid>``, so a killed run's leftovers can be recognised
+#: (:data:`ebpf_lab.leftovers.NETNS_RE`) and removed at the next run
 NETNS_PREFIX_A = "ebpf-lab-fwa-"
 NETNS_PREFIX_B = "ebpf-lab-fwb-"
 #: the subnet on the cable (RFC 2544's benchmarking range: never routed on the internet)
@@ -197,8 +198,8 @@ class _Firewall(Collector):
         self.ctx = ctx
         bcc = ctx.bcc
         pid = os.getpid()
+        # a killed run's namespaces are gone already (the core's ebpf_lab.leftovers.reap)
         for prefix in (NETNS_PREFIX_A, NETNS_PREFIX_B):
-            netns.delete_stale(prefix)  # left by a run that was killed (kill -9)
             netns.delete(f"{prefix}{pid}")  # ours, from a crashed earlier run in this process
         self.pair = self.stack.enter_context(
             netns.veth_pair(
