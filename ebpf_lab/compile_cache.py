@@ -152,6 +152,21 @@ def _lib() -> Any:
             # int bcc_prog_load(type, name, insns, prog_len (bytes), license, kern_version,
             #                   log_level, log_buf, log_buf_size)
             "bcc_prog_load": (i, [i, s, p, i, s, u, i, s, u]),
+            # Every libbcc call on this handle is declared: an undeclared pointer argument is
+            # passed as a C int (cut to 32 bits), which crashed when a run compiled in a thread
+            # whose heap lives above 4 GiB (two runs in two threads).
+            "bpf_num_tables": (size, [p]),
+            "bpf_table_type_id": (i, [p, ull]),
+            "bpf_table_fd_id": (i, [p, ull]),
+            "bpf_table_flags_id": (i, [p, ull]),
+            "bpf_table_max_entries_id": (size, [p, ull]),
+            "bpf_perf_event_fields": (size, [p, s]),
+            "bpf_num_functions": (size, [p]),
+            "bpf_function_name": (s, [p, ull]),
+            "bpf_function_start": (p, [p, s]),
+            "bpf_function_size": (size, [p, s]),
+            "bpf_module_license": (s, [p]),
+            "bpf_module_kern_version": (u, [p]),
             "bpf_table_name": (s, [p, ull]),
             "bpf_table_key_desc_id": (s, [p, ull]),
             "bpf_table_leaf_desc_id": (s, [p, ull]),
