@@ -293,7 +293,9 @@ def vm_run(
     accel = accel or choose_accel(kernel)
     state = Path(tempfile.mkdtemp(prefix="ebpf-lab-vm-"))
     try:
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+        # tests that depend on timely timer interrupts read this (TCG emulation makes them late)
+        env = {**(env or {}), "EBPF_LAB_VM_ACCEL": accel}
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
         guest = _GUEST.format(
             repo=shlex.quote(str(REPO)),
             venv=shlex.quote(str(VENV)),
