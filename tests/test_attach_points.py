@@ -7,9 +7,11 @@ import os
 import signal
 import threading
 
+import kernel_facts as facts
 import pandas as pd
 import pytest
 from conftest import interrupt_once_attached, needs_root
+from forced_kernel import hide_kprobes
 
 import ebpf_lab
 from ebpf_lab import UnsupportedFeature
@@ -21,7 +23,6 @@ from ebpf_lab.attach_points import (
     sampling_bound,
     uprobe_breakpoint,
 )
-from ebpf_lab.kernel import kprobes_available
 from ebpf_lab.workload import getppid_child, spin_child
 
 pytestmark = needs_root
@@ -138,10 +139,19 @@ def test_perf_event_samples_follow_cpu_time(freq, no_leaks, no_children):
 # ---------------------------------------------------------------- kprobes and the table
 
 
+def hook_expected(kind: str) -> bool:
+    """Whether a kernel-function hook should work here. kprobes: the kernel's own files
+    (tests/kernel_facts.py, not the lab's helper); fentry: the doctor, which loads one and whose
+    answer test_doctor.py cross-checks against the kernel's config and kallsyms."""
+    return facts.kprobes_attachable() if kind != "fentry" else ebpf_lab.supports("fentry")
+
+
 @pytest.mark.parametrize("kind", ["kprobe", "kretprobe"])
-def test_kprobe_explains_itself_before_anything_loads(kind, no_leaks, no_children, monkeypatch):
-    if kprobes_available()[0]:
-        pytest.skip("this kernel has kprobes")
+def test_kprobe_explains_itself_before_anything_loads(
+    kind, no_leaks, no_children, monkeypatch, tmp_path
+):
+    """Forced (the lab is shown a kernel without kprobes), so it runs on kernels with them too."""
+    hide_kprobes(monkeypatch, tmp_path)
     import ebpf_lab.run as run
 
     monkeypatch.setattr(run, "compile_program", lambda *a, **k: pytest.fail("compiled"))
@@ -156,7 +166,7 @@ def test_kprobe_explains_itself_before_anything_loads(kind, no_leaks, no_childre
 def test_kernel_function_hooks_count_exactly_where_supported(kind, no_leaks, no_children):
     """Where the kernel has the hook, it counts the child's calls exactly; elsewhere it says why
     (kprobes: the kernel's files; fentry: the doctor, which loads one) before anything loads."""
-    supported = kprobes_available()[0] if kind != "fentry" else ebpf_lab.supports("fentry")
+    supported = hook_expected(kind)
     if not supported:
         with pytest.raises(UnsupportedFeature) as info:
             count_at(kind, calls=321)
@@ -190,13 +200,13 @@ def test_attach_point_table(no_leaks, no_children):
     assert rows.loc["perf_event", "supported"] and rows.loc["perf_event", "ok"]
     for kind in ("kprobe", "kretprobe", "fentry"):
         row = rows.loc[kind]
-        if kprobes_available()[0] if kind != "fentry" else ebpf_lab.supports("fentry"):
+        if hook_expected(kind):
             assert row["supported"] and row["events"] == 500 and row["ok"], kind
         else:
             assert not row["supported"], kind
             assert pd.isna(row["events"])
             assert "tracepoint" in row["detail"]
-            if kind != "fentry":
+            if kind != "fentry" and facts.kprobes_built_in() is False:
                 assert "CONFIG_KPROBES" in row["detail"]
     assert all(isinstance(d, str) and d for d in table["detail"])
 
