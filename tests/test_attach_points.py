@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from conftest import interrupt_once_attached, needs_root
 from forced_kernel import hide_kprobes
+from kernel_state import held
 
 import ebpf_lab
 from ebpf_lab import UnsupportedFeature
@@ -126,8 +127,15 @@ def test_perf_event_samples_follow_cpu_time(freq, no_leaks, no_children):
     assert a["expected"] == pytest.approx(expected)
     bound = sampling_bound(freq, w["context_switches"])
     assert a["bound"] == bound
-    assert abs(a["measured"] - expected) <= bound, (a["measured"], expected, bound)
-    assert a["within_bound"] is True
+    if os.environ.get("EBPF_LAB_VM_ACCEL") == "tcg":
+        # Under emulation (the kernel matrix's VMs without KVM) the guest's timer interrupts
+        # arrive late, and perf counts one sample for a late tick however many periods it spans
+        # (sampling_bound's docstring): only the upper side of the bound is a fact there. The
+        # floor still catches a program that loses whole ticks' worth of samples by itself.
+        assert expected * 0.9 <= a["measured"] <= expected + bound, (a["measured"], expected)
+    else:
+        assert abs(a["measured"] - expected) <= bound, (a["measured"], expected, bound)
+        assert a["within_bound"] is True
     # opened for the child's pid: nobody else was sampled
     assert df["tgid"].tolist() == [w["pid"]]
     # the child stopped after its work; its exit was sampled (a little) after the reading
@@ -241,15 +249,24 @@ def test_failed_compile_kills_the_child(no_leaks, no_children, monkeypatch):
 
 
 def test_interrupt_ends_a_long_spin(no_leaks, no_children):
+    from ebpf_lab import run as core
+
     def interrupt_once_spinning():
         import time
 
-        # the child starts, stops at its gate while the program is compiled (or taken from the
-        # compile cache: then in a few ms) and attached, then is let go and spins: interrupt
-        # once it has spun for 0.5 s of CPU (its start-up before the gate takes ~0.03 s)
-        deadline = time.monotonic() + 60
+        # Wait for events, not for amounts of time: the child starts and stops at its gate
+        # before the run begins; during the run the program is compiled (a fraction of a second
+        # here, half a minute under emulation) and attached, then the child is let go. Interrupt
+        # once, with a run going on and its program loaded, a child runs (state R), as a
+        # learner's Ctrl-C in the middle of the spin.
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            if any(cpu > 0.5 for _pid, _state, cpu in our_children(cpu=True)):
+            if (
+                core.active_views()
+                and held().prog_ids
+                and any(st == "R" for _pid, st in our_children())
+            ):
+                time.sleep(0.2)
                 os.kill(os.getpid(), signal.SIGINT)
                 return
             time.sleep(0.01)

@@ -750,7 +750,7 @@ BAD_INPUT = [
     Bad("unknown map kind", lambda ip: ebpf_lab.map_counts("tree"), ValueError, "hash"),
     Bad("uid out of range", lambda ip: ebpf_lab.size_histogram(uid=2**32), ValueError, "UID"),
     Bad("uid as text", lambda ip: ebpf_lab.helper_calls(uid="root"), ValueError, "root"),
-    Bad("unknown attach kind", lambda ip: ebpf_lab.count_at("fentry"), ValueError, "fentry"),
+    Bad("unknown attach kind", lambda ip: ebpf_lab.count_at("kfunc"), ValueError, "kfunc"),
     Bad("huge stream", lambda ip: ebpf_lab.stream_events(events=10**9), ValueError, "5,000,000"),
     Bad("unknown protocol", lambda ip: ebpf_lab.xdp_firewall(drop="all"), ValueError, "icmp"),
     Bad("zero sample rate", lambda ip: ebpf_lab.cpu_profile(sample_freq=0), ValueError, "freq"),
