@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from . import kernel, netns, platforms
+from . import kernel, leftovers, netns, platforms
 from .attach import Probe, detach_all, prog_type, try_attach
 from .errors import ROOT_HINT, BccMissing, ProgramError
 from .guards import check_choice, require_bcc
@@ -422,7 +422,6 @@ def _check_xdp(bcc: Any, bpf: Any) -> str:
     fn = load_function(bpf, "doctor_xdp", bcc.BPF.XDP, name="doctor")
     flags = int(bcc.BPF.XDP_FLAGS_SKB_MODE)
     name = f"{NETNS_PREFIX}{os.getpid()}"
-    netns.delete_stale(NETNS_PREFIX)  # left by a doctor that was killed
     netns.delete(name)  # ours from an earlier process with this pid; we hold the doctor lock
     with netns.temporary_netns(name) as ns:
         netns.run_in_netns(ns, _xdp_in_netns, bcc, fn, flags, timeout=10.0)
@@ -789,6 +788,9 @@ def doctor(refresh: bool = False) -> pd.DataFrame:
     global _CACHE
     with _LOCK:
         if _CACHE is None or refresh:
+            if os.geteuid() == 0:
+                # what killed runs left (a doctor's netns, a hello's tracefs instance) goes first
+                leftovers.reap()
             _CACHE = _probe()
         return _CACHE.copy()  # callers may add columns; the cache stays as probed
 

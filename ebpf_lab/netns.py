@@ -108,23 +108,6 @@ def delete(name: str) -> None:
         _ip("netns", "del", name)
 
 
-def delete_stale(prefix: str) -> list[str]:
-    """Delete namespaces named ``<prefix><pid>`` whose process no longer exists; return their names.
-
-    A process that was killed (``kill -9``) inside :func:`temporary_netns` cannot delete its
-    namespace; the next run calls this to tidy up. Namespaces of live processes are left alone.
-    """
-    pattern = re.compile(re.escape(prefix) + r"(\d+)$")
-    removed = []
-    for name in list_netns():
-        m = pattern.match(name)
-        if m and not Path(f"/proc/{m.group(1)}").exists():
-            with contextlib.suppress(Exception):
-                delete(name)
-                removed.append(name)
-    return removed
-
-
 @contextlib.contextmanager
 def temporary_netns(name: str, *, loopback_up: bool = True) -> Iterator[str]:
     """Create network namespace ``name`` for the ``with`` block and always delete it afterwards.
