@@ -258,6 +258,8 @@ def _vng_cmd(
     cache = Path.home() / ".cache"
     cache.mkdir(parents=True, exist_ok=True)
     cmd += ["--overlay-rwdir", str(cache), "--cwd", str(REPO)]
+    # the VM's /boot is the kernel's own (its config-<release> is what tools and tests read)
+    cmd += ["--rodir", f"/boot={kernel.root / 'boot'}"]
     for arg in append:
         cmd += ["--append", arg]
     cmd += ["--exec", f"sh {state}/guest.sh"]
