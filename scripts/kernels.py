@@ -61,6 +61,14 @@ MARKER = "matrix"
 APT_PACKAGES = ["qemu-system-x86", "busybox-static", "kmod"]
 VIRTME_NG = "virtme-ng>=1.40,<2"
 
+#: the reliability cycles in a VM: 8 kernel-facing lessons x 4 endings (normal, exception,
+#: Ctrl-C, Stop), each run checked for leaks (tests/test_reliability.py)
+LEAK_CHECK = {
+    "EBPF_LAB_CYCLES": "32",
+    "EBPF_LAB_CYCLE_CASES": "hello,exec_counts,exec_events_perf,exec_events_ring,"
+    "map_counts_hash,size_histogram_write,exec_watch,xdp_firewall",
+}
+
 VM_CPUS = 2
 VM_MEMORY = "4G"
 BOOT_TIMEOUT_S = 60  # a KVM probe that has not finished a trivial command by then hangs
@@ -444,7 +452,7 @@ def matrix(names: list[str], pytest_args: str, timeout_min: float) -> int:
             kernel,
             f"python -m pytest {args}",
             timeout=timeout_min * 60,
-            env={"CI": os.environ.get("CI", ""), "EBPF_LAB_VM": name},
+            env={"CI": os.environ.get("CI", ""), "EBPF_LAB_VM": name, **LEAK_CHECK},
         )
         counts = junit_counts(xml)
         rows.append(

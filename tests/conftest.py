@@ -136,15 +136,19 @@ def send_sigint() -> None:
 
 # ------------------------------------------------------------------------------ kernel matrix
 # The portable part of the suite: what `make test-kernels` runs in VMs booted with distribution
-# kernels (scripts/kernels.py, `pytest -m matrix`). A whole file, or the test ids (parametrized
-# ids included) of a file. Sized so that CI's host suite plus the Debian 6.1 VM fit in 90 minutes
-# under TCG emulation (a BCC compile there takes 10-25 s).
+# kernels (scripts/kernels.py, `pytest -m matrix`). A whole file, or test names (a test
+# function's name takes all its parameters; `name[id]` one of them) of a file. Sized so that
+# CI's host suite plus the Debian 6.1 VM fit in 90 minutes under TCG emulation (a BCC compile
+# there takes 10-50 s). The reliability cycles run there as a leak check over a few dozen bounded
+# runs of the kernel-facing lessons (scripts/kernels.py sets EBPF_LAB_CYCLES/_CYCLE_CASES).
 MATRIX: dict[str, set[str] | None] = {
     "test_doctor.py": None,
     "test_seed_lessons.py": None,
     "test_counters.py": None,
     "test_attach_points.py": None,
     "test_exec_watch.py": None,
+    "test_leftovers.py": None,
+    "test_reliability.py": {"test_cycle", "test_after_all_cycles"},
     "test_notebooks.py": {
         f"test_notebook_runs_top_to_bottom[{nb}]"
         for nb in (
@@ -152,6 +156,7 @@ MATRIX: dict[str, set[str] | None] = {
             "01-hello",
             "02-maps-exec-per-uid",
             "03-perf-buffer",
+            "07-attach-points",
             "11-security",
         )
     },
@@ -161,5 +166,5 @@ MATRIX: dict[str, set[str] | None] = {
 def pytest_collection_modifyitems(config, items):
     for item in items:
         chosen = MATRIX.get(item.path.name, set())
-        if chosen is None or item.name in chosen:
+        if chosen is None or item.name in chosen or item.originalname in chosen:
             item.add_marker(pytest.mark.matrix)

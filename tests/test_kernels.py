@@ -136,6 +136,8 @@ def test_the_matrix_subset_is_marked(pytestconfig):
         "tests/test_attach_points.py",
         "tests/test_exec_watch.py",
         "tests/test_notebooks.py",
+        "tests/test_leftovers.py",
+        "tests/test_reliability.py",
     }
     notebooks = sorted(i.split("[")[1].rstrip("]") for i in ids if "test_notebooks" in i)
     assert notebooks == [
@@ -143,5 +145,6 @@ def test_the_matrix_subset_is_marked(pytestconfig):
         "01-hello",
         "02-maps-exec-per-uid",
         "03-perf-buffer",
+        "07-attach-points",
         "11-security",
     ]
