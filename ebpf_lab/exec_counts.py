@@ -95,7 +95,7 @@ class _Snapshots(Collector):
 
 def exec_counts(
     duration: float = 10.0,
-    interval: float = 1.0,
+    interval: float | None = None,
     attach: str = "auto",
     workload: Callable[[], Any] | None = None,
     *,
@@ -114,7 +114,9 @@ def exec_counts(
     Args:
         duration: seconds to stay attached (0 < duration <= 3600). The run also waits for
             ``workload`` to finish.
-        interval: seconds between reads of the map (0 < interval <= duration).
+        interval: seconds between reads of the map (0 < interval <= duration). Default
+            (None): 1 s, or ``duration`` when the run is shorter than 1 s. An interval
+            given explicitly that is longer than ``duration`` is a ValueError.
         attach: ``"auto"`` (kprobe where the kernel has kprobes, else the tracepoint),
             ``"kprobe"`` or ``"tracepoint"``.
         workload: optional callable run in a thread once attached, e.g.
@@ -135,7 +137,7 @@ def exec_counts(
         UnsupportedFeature: ``attach="kprobe"`` on a kernel without kprobes.
     """
     duration = check_duration(duration)
-    interval = check_interval(interval, duration)
+    interval = check_interval(min(1.0, duration) if interval is None else interval, duration)
     check_workload(workload)
     alternatives = exec_alternatives(attach, "count_kprobe", "count_tracepoint")
     collector = _Snapshots(interval, _redraw_rates if live_plot and in_jupyter() else None)

@@ -29,15 +29,30 @@ def _axes(ax: Any, figsize: tuple[float, float] = (10, 4.5)) -> Any:
 def plot_exec_rates(df: pd.DataFrame, ax: Any = None) -> Any:
     """Plot execs per second for each UID over time, from :func:`ebpf_lab.exec_counts`' frame.
 
-    Each line is one user, labelled ``name (uid)``; each step is one interval (the rate is
-    constant within an interval, so the line is drawn as steps).
+    The users' rates are drawn as **stacked areas**: each user is one band, labelled
+    ``name (uid)``, whose thickness is that user's rate, laid on the bands of the users below
+    it; a dashed line on top is the total (all users together). Each band steps once per
+    interval: the rate is constant within an interval, so the first interval is as wide as
+    the others (it starts ``interval`` seconds before its row's ``time``).
+
+    Why stacked areas and not one line per user: two users with the same rate at the same
+    moment would draw the same line, and one would hide the other (a rate plot of users taking
+    turns shows exactly that). A band cannot hide another: an equal rate is an equal
+    thickness, one above the other. It stays one Axes, so ``ax=`` and the live plot of
+    ``exec_counts(live_plot=True)`` work as before; small panels, one per user, would need a
+    figure of their own and grow tall with many users. To read one user's rate alone, read
+    its band's thickness, or plot its rows of the frame.
 
     Args:
         df: the frame returned by ``exec_counts`` (columns ``time, uid, user, rate``).
+            A user without a row at some time made no exec by then: its band is 0 thick.
         ax: a matplotlib Axes to draw on (default: a new figure).
 
     Returns:
-        The matplotlib Axes.
+        The matplotlib Axes. Each user's band is a ``StepPatch`` (``ax.patches``) labelled
+        ``name (uid)``, whose ``get_data()`` gives ``values - baseline`` = that user's rates;
+        the total is the one labelled ``total``. The legend lists the total, then the users
+        from the top band down.
     """
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
@@ -47,19 +62,22 @@ def plot_exec_rates(df: pd.DataFrame, ax: Any = None) -> Any:
         raise ValueError(f"plot_exec_rates needs an exec_counts frame; missing {sorted(missing)}")
     ax = _axes(ax)
     with plt.rc_context(PROJECTOR_STYLE):
-        for uid, group in df.groupby("uid", sort=True):
-            group = group.sort_values("time")
-            label = f"{group['user'].iloc[0]} ({uid})"
-            ax.step(group["time"], group["rate"], where="pre", linewidth=2.5, label=label)
-            ax.plot(group["time"], group["rate"], "o", markersize=5, color=ax.lines[-1].get_color())
-        ax.set_title("execve calls per second, by user")
+        if not df.empty:
+            _stack_rates(ax, df)
+            handles, labels = ax.get_legend_handles_labels()
+            ax.legend(
+                handles[::-1],  # the total first, then the bands from the top one down
+                labels[::-1],
+                title="user (uid)",
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+            )
+        ax.set_title("execve calls per second, by user (stacked)")
         ax.set_xlabel("time")
         ax.set_ylabel("execs / s")
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
-        if not df.empty:
-            ax.legend(title="user (uid)", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         attach = df.attrs.get("attach")
         if attach:
             ax.annotate(
@@ -70,6 +88,48 @@ def plot_exec_rates(df: pd.DataFrame, ax: Any = None) -> Any:
                 color="0.4",
             )
     return ax
+
+
+def _stack_rates(ax: Any, df: pd.DataFrame) -> None:
+    """Draw one band per uid (stacked, lowest uid at the bottom) and the dashed total."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rates = (
+        df.pivot_table(index="time", columns="uid", values="rate", aggfunc="sum", observed=True)
+        .sort_index()
+        .fillna(0.0)  # no row yet: that uid's first exec came later
+    )
+    times = rates.index.to_numpy(dtype="datetime64[ns]")
+    step = df.attrs.get("interval")
+    if not step:
+        gaps = np.diff(times) / np.timedelta64(1, "s")
+        step = float(np.median(gaps)) if len(gaps) else 1.0
+    first = times[0] - np.timedelta64(int(step * 1e9), "ns")
+    elapsed = df.attrs.get("elapsed")
+    if elapsed:  # a run stopped within its first interval started less than a step before
+        first = max(first, times[-1] - np.timedelta64(int(elapsed * 1e9), "ns"))
+    edges = np.concatenate([[first], times])
+    names = df.groupby("uid", observed=True)["user"].first()
+    colors = plt.get_cmap("tab10" if rates.shape[1] <= 10 else "tab20").colors
+    bottom = np.zeros(len(times))
+    for i, uid in enumerate(rates.columns):
+        top = bottom + rates[uid].to_numpy(dtype=float)
+        ax.stairs(
+            top,
+            edges,
+            baseline=bottom,
+            fill=True,
+            facecolor=colors[i % len(colors)],
+            edgecolor="white",
+            linewidth=0.8,
+            alpha=0.9,
+            label=f"{names[uid]} ({uid})",
+        )
+        bottom = top
+    ax.stairs(
+        bottom, edges, baseline=None, color="black", linestyle="--", linewidth=2, label="total"
+    )
 
 
 def plot_counter_race(df: pd.DataFrame, ax: Any = None) -> Any:

@@ -61,6 +61,18 @@ def test_exec_counts_exact_per_uid(fresh_uids, no_leaks):
     assert set(ours["user"].astype(str)) == {str(a), str(b), str(c)}
 
 
+def test_exec_counts_default_interval_fits_a_short_run(fresh_uids, no_leaks):
+    """The default interval is 1 s, or the whole run when it is shorter; an explicit interval
+    longer than the run is still refused before anything loads."""
+    (uid,) = fresh_uids(1)
+    box = {}
+    df = ebpf_lab.exec_counts(duration=0.5, workload=recording({uid: 4}, box))
+    assert df.attrs["interval"] == 0.5
+    assert df.loc[df.uid == uid, "execs"].sum() == len(box["done"]) == 4
+    with pytest.raises(ValueError, match="interval=1.0 s is longer than duration=0.5 s"):
+        ebpf_lab.exec_counts(duration=0.5, interval=1.0)
+
+
 def test_fast_execs_are_counted_exactly(fresh_uids, no_leaks):
     """The C exec loop (the benchmarks' loop) makes exactly `count` execs as the UID."""
     from ebpf_lab.workload import fast_execs
@@ -303,15 +315,65 @@ def test_stop_button_returns_partial_frame(fn, fresh_uids):
     assert isinstance(df, pd.DataFrame) and len(box["done"]) > 0
 
 
-def test_plot_exec_rates_labels_users(fresh_uids, no_leaks):
+@pytest.fixture
+def fonts_loaded():
+    """matplotlib keeps the font files it drew with open for good: draw once before a leak
+    check (list this fixture before ``no_leaks``)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.set_title("warm-up")
+    fig.canvas.draw()
+    plt.close(fig)
+
+
+def test_plot_exec_rates_shows_every_user_at_equal_rates(fonts_loaded, fresh_uids, no_leaks):
+    """Two users at exactly the same rate: each has its own band, one above the other, and
+    both can be seen in the rendered image (lines of equal rates hid one another)."""
+    import matplotlib.colors as mcolors
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
     a, b = fresh_uids(2)
-    df = ebpf_lab.exec_counts(duration=0.6, interval=0.2, workload=lambda: execs({a: 3, b: 2}))
-    ax = ebpf_lab.plot_exec_rates(df[df.uid.isin([a, b])])
+    # one interval: the six execs take milliseconds, so both users make 3 in it
+    df = ebpf_lab.exec_counts(duration=1.0, interval=1.0, workload=lambda: execs({a: 3, b: 3}))
+    ours = df[df.uid.isin([a, b])]
+    rates = ours.pivot(index="time", columns="uid", values="rate").sort_index().fillna(0.0)
+    equal = (rates[a] == rates[b]) & (rates[a] > 0)
+    assert equal.any(), f"the workload was split across intervals: no equal rates\n{ours}"
+
+    ax = ebpf_lab.plot_exec_rates(ours)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == [f"{a} ({a})", f"{b} ({b})"]
+    assert labels == ["total", f"{b} ({b})", f"{a} ({a})"]  # as stacked: the top band first
     assert ax.get_ylabel() == "execs / s"
+    band = {p.get_label(): p.get_data() for p in ax.patches}
+    low, high, total = band[f"{a} ({a})"], band[f"{b} ({b})"], band["total"]
+    # each band's thickness is that user's rate, interval by interval: the same data
+    assert np.allclose(low.values - low.baseline, rates[a])
+    assert np.allclose(high.values - high.baseline, rates[b])
+    assert np.allclose(total.values, rates[a] + rates[b])
+    # stacked: b lies on a, so at equal rates the two bands do not coincide
+    assert np.allclose(low.baseline, 0) and np.allclose(high.baseline, low.values)
+    assert (high.values[equal.to_numpy()] > low.values[equal.to_numpy()]).all()
+    # the first interval is as wide as the run's interval (a line showed it as a dot)
+    first = (low.edges[1] - low.edges[0]) * 86400  # date numbers are days
+    assert first == pytest.approx(df.attrs["interval"], abs=0.05)
+    end = mdates.date2num(rates.index[0].to_datetime64())
+    assert low.edges[1] == pytest.approx(end, abs=1e-3 / 86400)  # ends at its row's time
+
+    # both bands are visible: each one's colour covers a good part of the rendered figure
+    fig = ax.figure
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3] / 255.0
+    for patch in ax.patches[:2]:
+        rgba = mcolors.to_rgba(patch.get_facecolor())
+        seen = np.array(rgba[:3]) * rgba[3] + (1 - rgba[3])  # over the white axes
+        share = (np.abs(image - seen).max(axis=-1) < 0.03).mean()
+        assert share > 0.02, (patch.get_label(), share)
+    plt.close(fig)
+
     with pytest.raises(ValueError):
         ebpf_lab.plot_exec_rates(pd.DataFrame({"x": [1]}))
