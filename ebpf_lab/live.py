@@ -4,6 +4,8 @@ In Jupyter every bounded run shows a progress bar and a Stop button (ipywidgets)
 keeps the notebook responsive by processing widget events between polls (``jupyter_ui_poll``),
 so a click on Stop reaches the kernel while the cell is still running. Stop ends the run early
 and the call returns what was gathered so far, with ``df.attrs["interrupted"] = True``.
+However the run ends (its time is up, Stop, Ctrl-C, an error), the button then turns grey and
+disabled, and says how: "Done", "Stopped" or "Failed".
 
 Outside Jupyter (scripts, tests, the CLI) the same calls work and show nothing.
 """
@@ -50,7 +52,7 @@ class Live:
         """Replace the live plot with ``fig`` (a matplotlib Figure)."""
 
     def close(self, status: str) -> None:
-        """Finish the view with a final status line."""
+        """Finish the view with a final status line; the run has ended (on every exit path)."""
 
 
 class WidgetLive(Live):
@@ -113,15 +115,26 @@ class WidgetLive(Live):
             display(fig)
 
     def close(self, status: str) -> None:
+        """Stop pumping events; show ``status``; the Stop button becomes a grey, disabled
+        "Stopped" (stopped, interrupted), "Failed" (an error) or "Done" (it ran to the end)."""
         if self._ui is not None:
             with contextlib.suppress(Exception):
                 self._ui.__exit__(None, None, None)
             self._ui = None
             self._poller = None
-        self.button.disabled = True
-        self.bar.bar_style = (
-            "warning" if "stopped" in status or "interrupt" in status else "success"
-        )
+        if "fail" in status:
+            ending, bar_style = "Failed", "danger"
+        elif "stopped" in status or "interrupt" in status:
+            ending, bar_style = "Stopped", "warning"
+        else:
+            ending, bar_style = "Done", "success"
+        with self.button.hold_sync():  # one update: never a disabled red button in between
+            self.button.disabled = True
+            self.button.button_style = ""
+            self.button.icon = ""
+            self.button.description = ending
+            self.button.tooltip = "This run has ended"
+        self.bar.bar_style = bar_style
         self.label.value = status
 
 

@@ -360,6 +360,7 @@ def _run_live(
     ctx: RunContext | None = None
     worker: _WorkloadThread | None = None
     stopped_by: str | None = None
+    failed: str | None = None  # how an exception ended the run (not the exception: no cycle)
     try:
         # Ctrl-C is held off while BCC builds maps and programs: interrupted half-way, they
         # would belong to no Python object and stay until the process exits.
@@ -393,6 +394,11 @@ def _run_live(
             frame = collector.finish(ctx)
             if arrived and not stopped_by:
                 stopped_by = "interrupt"
+    except BaseException as exc:
+        failed = (
+            "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {type(exc).__name__}"
+        )
+        raise
     finally:
         with sigint_deferred():
             if stopped_by is None and worker is not None and worker.is_alive():
@@ -403,6 +409,9 @@ def _run_live(
                 release(bpf)
             with _ACTIVE_LOCK:
                 _ACTIVE.remove(view)
+            if failed is not None:  # an exception ends the run: the view ends too
+                with contextlib.suppress(Exception):
+                    view.close(failed)
     if worker is not None and worker.error is not None and stopped_by is None:
         view.close("workload failed")
         raise worker.error

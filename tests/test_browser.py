@@ -178,6 +178,10 @@ def _run_all_and_check(page, port: int, token: str) -> None:
     labels = page.locator(".jp-OutputArea-output .widget-label").all_text_contents()
     assert any(t.startswith("done:") for t in labels), labels
     assert page.locator(".jp-OutputArea-output .widget-hprogress").count() >= 1
+    # every run has ended: its Stop button is off, grey, and says "Done"
+    runs = _run_buttons(page.locator(".jp-OutputArea-output"))
+    assert runs, "no run button on the page"
+    assert all(b == {"text": "Done", "disabled": True, "red": False} for b in runs), runs
 
     # the exec-rate plot is an image that loaded
     images = page.locator(".jp-OutputArea-output img")
@@ -200,6 +204,15 @@ LONG_RUN = (
     "workload=lambda: execs({{{uid}: 100000}}, per_second=40))"
 )
 SHOW_END = 'print("stopped_by:", long_run.attrs["stopped_by"], long_run.attrs["interrupted"])'
+
+
+def _run_buttons(where) -> list[dict]:
+    """The bounded runs' buttons under ``where``: text, disabled, red ("danger" style)."""
+    found = where.locator("button.widget-button").evaluate_all(
+        "bs => bs.map(b => ({text: b.textContent.trim(), disabled: b.disabled,"
+        " red: b.classList.contains('mod-danger')}))"
+    )
+    return [b for b in found if b["text"] in ("Stop", "Stopped", "Done", "Failed")]
 
 
 def _stop_a_long_run(page, uid: int) -> None:
@@ -235,5 +248,8 @@ def _stop_a_long_run(page, uid: int) -> None:
     assert took < STOP_WITHIN, took
     label = run_cell.locator("div.widget-label").text_content()
     assert label.startswith("stopped (stop button)"), label
+    run_cell.locator("button.widget-button:disabled").wait_for(timeout=10_000)
+    buttons = _run_buttons(run_cell)
+    assert buttons == [{"text": "Stopped", "disabled": True, "red": False}], buttons
     show_cell.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "02-stopped.png"))

@@ -108,18 +108,35 @@ def test_keyboard_interrupt_returns_partial_data_and_detaches(fresh_uids, no_lea
     assert int(df["execs"].iloc[0]) == len(box["done"])
 
 
+def warm_widgets() -> None:
+    """First use of IPython/widgets opens an event loop for good: do it before a leak check."""
+    from ebpf_lab.live import WidgetLive
+
+    warm = WidgetLive("warm-up", 1.0)
+    warm.open()
+    warm.close("done")
+
+
+def assert_ended(view, description: str) -> None:
+    """The run's Stop button is off: disabled, grey (no red "danger" style), saying how."""
+    assert view.button.disabled is True
+    assert view.button.button_style == ""
+    assert view.button.description == description
+    assert view._ui is None  # the notebook's event pump was handed back
+
+
 def test_stop_button_returns_partial_data(fresh_uids):
     (uid,) = fresh_uids(1)
     box = {}
-    from ebpf_lab.live import WidgetLive
-
-    warm = WidgetLive("warm-up", 1.0)  # first use of IPython/widgets opens an event loop for good
-    warm.open()
-    warm.close("done")
+    warm_widgets()
     before = held()
+    pressed = []
 
     def press_stop():
         (view,) = active_views()
+        assert view.button.description == "Stop" and not view.button.disabled
+        assert view.button.button_style == "danger"
+        pressed.append(view)
         view.button.click()  # the real widget's click handler
 
     work = Started(lambda: box.update(done=execs({uid: 100_000})))
@@ -130,6 +147,9 @@ def test_stop_button_returns_partial_data(fresh_uids):
     assert df.attrs["stopped_by"] == "stop button"
     assert int(df["execs"].iloc[0]) == len(box["done"]) > 0
     assert active_views() == []
+    (view,) = pressed
+    assert_ended(view, "Stopped")
+    assert view.label.value.startswith("stopped (stop button)")
     after = settle(before)
     assert not before.diff(after), before.diff(after)
 
@@ -305,3 +325,90 @@ def test_interrupt_while_compiling_leaves_nothing(no_leaks):
             )
     finally:
         timer.join()
+
+
+def _broken_workload(uid: int):
+    def broken():
+        execs({uid: 1})
+        raise RuntimeError("workload broke")
+
+    return broken
+
+
+ENDINGS = {
+    # how the run ends: (run it, the exception it raises or None)
+    "time up": (lambda uid: tiny_run(uid, 0.2, lambda: execs({uid: 2}), live=True), None),
+    "workload error": (
+        lambda uid: tiny_run(uid, 5.0, _broken_workload(uid), live=True),
+        RuntimeError,
+    ),
+    "callback error": (
+        lambda uid: bounded_run(
+            name="broken",
+            source=PERF,
+            alternatives=TP,
+            collector=BrokenReader(),
+            duration=10,
+            workload=lambda: execs({uid: 2}),
+            cflags=[f"-DWATCH_UID={uid}"],
+            live=True,
+        ),
+        LookupError,
+    ),
+    "compile error": (
+        lambda uid: bounded_run(
+            name="bad",
+            source="int on_exec(void *ctx) { return undeclared; }",
+            alternatives=TP,
+            collector=CountReader(),
+            duration=1,
+            live=True,
+        ),
+        ProgramError,
+    ),
+}
+ENDS_AS = {
+    "time up": ("Done", "done:"),
+    "workload error": ("Failed", "workload failed"),
+    "callback error": ("Failed", "failed: LookupError"),
+    "compile error": ("Failed", "failed: ProgramError"),
+    "ctrl-c": ("Stopped", "stopped (interrupt)"),
+}
+
+
+@pytest.mark.parametrize("ending", [*ENDINGS, "ctrl-c"])
+def test_stop_button_is_off_once_the_run_ended(ending, fresh_uids, monkeypatch):
+    """However a live run ends, its Stop button ends disabled and grey, saying how it ended."""
+    import ebpf_lab.run as core
+
+    (uid,) = fresh_uids(1)
+    warm_widgets()
+    before = held()
+    views = []
+
+    def make_live(*args, **kwargs):
+        views.append(real_make_live(*args, **kwargs))
+        return views[-1]
+
+    real_make_live = core.make_live
+    monkeypatch.setattr(core, "make_live", make_live)
+    if ending == "ctrl-c":
+        work = Started(lambda: execs({uid: 100_000}))
+        timer = after_start(work, send_sigint)
+        df = tiny_run(uid, 30.0, workload=work, live=True)
+        timer.join()
+        assert df.attrs["stopped_by"] == "interrupt"
+    else:
+        run, error = ENDINGS[ending]
+        if error is None:
+            assert int(run(uid)["execs"].iloc[0]) == 2
+        else:
+            with pytest.raises(error):
+                run(uid)
+    (view,) = views
+    description, label = ENDS_AS[ending]
+    assert_ended(view, description)
+    assert view.label.value.startswith(label), view.label.value
+    assert active_views() == []
+    after = settle(before)
+    assert not before.diff(after), before.diff(after)

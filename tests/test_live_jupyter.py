@@ -47,6 +47,7 @@ def test_stop_button_click_ends_a_running_cell(fresh_uids):
     try:
         msg_id = kc.execute(CELL.format(uid=uid))
         stop_comm = None
+        stop_state = {}  # the Stop button's widget state, as the browser would have it
         clicked_at = None
         output = ""
         deadline = time.monotonic() + 90
@@ -64,7 +65,11 @@ def test_stop_button_click_ends_a_running_cell(fresh_uids):
                         and state.get("description") == "Stop"
                     ):
                         stop_comm = content["comm_id"]
+                        stop_state = dict(state)
                         opened_at = time.monotonic()
+                elif kind == "comm_msg" and content.get("comm_id") == stop_comm:
+                    if content["data"].get("method") == "update":
+                        stop_state.update(content["data"].get("state", {}))
                 elif kind == "stream":
                     output += content["text"]
                 elif kind == "error":
@@ -86,6 +91,10 @@ def test_stop_button_click_ends_a_running_cell(fresh_uids):
         assert "RESULT stop button True True" in output, output
         # the cell ended soon after the click, not after 120 s
         assert time.monotonic() - clicked_at < 30
+        # the run is over: the button is off and grey, and says so
+        assert stop_state.get("disabled") is True, stop_state
+        assert stop_state.get("description") == "Stopped", stop_state
+        assert stop_state.get("button_style") == "", stop_state
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
