@@ -115,6 +115,10 @@ def test_sampling_bound_formula():
     assert sampling_bound(99, 100, ncpus=8) == 11
 
 
+#: a VM of the kernel matrix without KVM (scripts/kernels.py says so)
+EMULATED = os.environ.get("EBPF_LAB_VM_ACCEL") == "tcg"
+
+
 # up to ~1000 Hz: at 4999 Hz (a 200 us period) this VM's timer interrupts are now and then late
 # enough to merge two ticks, and the count comes out short (see sampling_bound)
 @pytest.mark.parametrize("freq", [99, 997])
@@ -127,7 +131,7 @@ def test_perf_event_samples_follow_cpu_time(freq, no_leaks, no_children):
     assert a["expected"] == pytest.approx(expected)
     bound = sampling_bound(freq, w["context_switches"])
     assert a["bound"] == bound
-    if os.environ.get("EBPF_LAB_VM_ACCEL") == "tcg":
+    if EMULATED:
         # Under emulation (the kernel matrix's VMs without KVM) the guest's timer interrupts
         # arrive late, and perf counts one sample for a late tick however many periods it spans
         # (sampling_bound's docstring): only the upper side of the bound is a fact there. The
@@ -205,7 +209,12 @@ def test_attach_point_table(no_leaks, no_children):
         assert rows.loc[kind, "supported"]
         assert rows.loc[kind, "events"] == 500
         assert rows.loc[kind, "ok"]
-    assert rows.loc["perf_event", "supported"] and rows.loc["perf_event", "ok"]
+    perf = rows.loc["perf_event"]
+    assert perf["supported"]
+    if EMULATED:  # late timer ticks under emulation: see test_perf_event_samples_follow_cpu_time
+        assert perf["expected"] * 0.9 <= perf["events"] <= perf["expected"] + perf["bound"]
+    else:
+        assert perf["ok"]
     for kind in ("kprobe", "kretprobe", "fentry"):
         row = rows.loc[kind]
         if hook_expected(kind):

@@ -32,7 +32,13 @@ def _execute(path: Path) -> object:
     os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(KERNELSPEC_DIR), env_path) if p)
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     client = NotebookClient(
-        nb, timeout=600, kernel_name="ebpf-lab", resources={"metadata": {"path": str(path.parent)}}
+        nb,
+        timeout=600,
+        # a Jupyter kernel takes seconds to start here, over a minute under emulation (the
+        # kernel matrix's VMs without KVM)
+        startup_timeout=600,
+        kernel_name="ebpf-lab",
+        resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()
     return nb
