@@ -21,9 +21,7 @@ matching is a teaching device, not a security boundary (see the chapter's exerci
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -289,24 +287,6 @@ def temporary_programs(
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _kernel_config(option: str) -> str | None:
-    """The value of ``CONFIG_<option>`` in the running kernel's config (None: not found/unset)."""
-    sources = [Path("/proc/config.gz"), Path(f"/boot/config-{platform.release()}")]
-    for path in sources:
-        try:
-            raw = path.read_bytes()
-        except OSError:
-            continue
-        text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode(errors="replace")
-        for line in text.splitlines():
-            if line.startswith(f"CONFIG_{option}="):
-                return line.split("=", 1)[1]
-            if line == f"# CONFIG_{option} is not set":
-                return "not set"
-        return None
-    return None
-
-
 def lsm_status() -> pd.DataFrame:
     """Why BPF LSM programs can or cannot run here: the doctor's verdict and the facts behind it.
 
@@ -322,7 +302,7 @@ def lsm_status() -> pd.DataFrame:
     row = frame[frame["feature"] == "lsm"].iloc[0]
     active = kernel.active_lsms()
     lockdown = kernel.lockdown_mode()
-    bpf_lsm = _kernel_config("BPF_LSM")
+    bpf_lsm = kernel.config_option("BPF_LSM")
     rows = [
         (
             "doctor: lsm supported",
@@ -337,7 +317,7 @@ def lsm_status() -> pd.DataFrame:
         ),
         (
             "CONFIG_LSM (boot default order)",
-            (_kernel_config("LSM") or "unknown").strip('"'),
+            kernel.config_option("LSM") or "unknown",
             "LSMs enabled at boot unless the lsm= boot parameter says otherwise",
         ),
         (

@@ -6,6 +6,7 @@ These are cheap file checks used to decide things before anything loads. The ful
 
 from __future__ import annotations
 
+import gzip
 import os
 import platform
 import re
@@ -149,3 +150,25 @@ def active_lsms() -> list[str]:
         return [x for x in Path("/sys/kernel/security/lsm").read_text().strip().split(",") if x]
     except OSError:
         return []
+
+
+def config_option(option: str) -> str | None:
+    """``CONFIG_<option>`` of the running kernel's build configuration.
+
+    Read from ``/proc/config.gz`` or ``/boot/config-$(uname -r)``. Returns the value
+    (``"y"``, ``"250"``...), ``"not set"``, or None when no configuration file is readable or
+    it does not mention the option.
+    """
+    for path in (Path("/proc/config.gz"), Path(f"/boot/config-{release()}")):
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            continue
+        text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode(errors="replace")
+        m = re.search(rf"^CONFIG_{option}=(.*)$", text, re.M)
+        if m:
+            return m.group(1).strip('"')
+        if re.search(rf"^# CONFIG_{option} is not set$", text, re.M):
+            return "not set"
+        return None
+    return None

@@ -14,10 +14,8 @@ the kernel's build configuration, and :func:`ebpf_lab.doctor` rows (which load r
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 from . import kernel
@@ -42,31 +40,9 @@ def kernel_version() -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
-def config_option(option: str) -> str | None:
-    """``CONFIG_<option>`` of the running kernel's build configuration.
-
-    Read from ``/proc/config.gz`` or ``/boot/config-$(uname -r)``. Returns the value
-    (``"y"``, ``"250"``...), ``"not set"``, or None when no configuration file is readable or
-    it does not mention the option.
-    """
-    for path in (Path("/proc/config.gz"), Path(f"/boot/config-{kernel.release()}")):
-        try:
-            raw = path.read_bytes()
-        except OSError:
-            continue
-        text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode(errors="replace")
-        m = re.search(rf"^CONFIG_{option}=(.*)$", text, re.M)
-        if m:
-            return m.group(1).strip('"')
-        if re.search(rf"^# CONFIG_{option} is not set$", text, re.M):
-            return "not set"
-        return None
-    return None
-
-
 def config_hz() -> int | None:
     """The scheduler tick rate the kernel was built with (``CONFIG_HZ``), or None if unknown."""
-    value = config_option("HZ")
+    value = kernel.config_option("HZ")
     return int(value) if value and value.isdigit() else None
 
 
@@ -174,7 +150,6 @@ __all__ = [
     "HZ_CHOICES",
     "as_sentence",
     "config_hz",
-    "config_option",
     "feature",
     "headers",
     "kernel_version",
