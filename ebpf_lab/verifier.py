@@ -242,10 +242,24 @@ def _rewritten_source(captured: str) -> list[str] | None:
     return lines[start : end + 1]
 
 
+class _LineMap(dict):  # type: ignore[type-arg]
+    """Rewritten main.c line -> learner line, plus ``by_text``: a source line's text (stripped)
+    -> the learner lines it may be. Older kernels (6.1 among them) annotate the verifier's log
+    with the source text only (``; *count += 1;``), without `` @ main.c:N``: the text finds the
+    line."""
+
+    def __init__(self, mapping: dict[int, int], by_text: dict[str, list[int]]) -> None:
+        super().__init__(mapping)
+        self.by_text = by_text
+
+
 def _line_map(rewritten: list[str] | None, learner: list[str]) -> dict[int, int]:
     """Map 1-based lines of BCC's rewritten main.c to the learner's 1-based lines."""
+    by_text: dict[str, list[int]] = {}
+    for j, line in enumerate(learner, 1):
+        by_text.setdefault(line.strip(), []).append(j)
     if not rewritten:
-        return {}
+        return _LineMap({}, by_text)
     a = [line.strip() for line in rewritten]
     b = [line.strip() for line in learner]
     mapping: dict[int, int] = {}
@@ -257,7 +271,10 @@ def _line_map(rewritten: list[str] | None, learner: list[str]) -> dict[int, int]
         elif tag == "replace":  # BCC rewrote a macro over different lines: map to the first
             for k in range(i2 - i1):
                 mapping[i1 + k + 1] = j1 + min(k, j2 - j1 - 1) + 1
-    return mapping
+    for i, text in enumerate(a, 1):  # BCC's rewritten text of a line names the learner's line too
+        if i in mapping and mapping[i] not in by_text.setdefault(text, []):
+            by_text[text].append(mapping[i])
+    return _LineMap(mapping, by_text)
 
 
 @contextlib.contextmanager
@@ -362,6 +379,8 @@ def _classify(lines: list[str], line_map: dict[int, int]) -> list[dict[str, Any]
     """Label each line of one function's verifier log."""
     rows: list[dict[str, Any]] = []
     last_code = -1
+    by_text: dict[str, list[int]] = getattr(line_map, "by_text", {})
+    last_c_line = 0
     for i, text in enumerate(lines):
         if _INSN_RE.match(text) or _STATE_RE.match(text):
             last_code = i
@@ -377,6 +396,12 @@ def _classify(lines: list[str], line_map: dict[int, int]) -> list[dict[str, Any]
             sm = _SOURCE_RE.match(text)
             if sm and sm.group(2):
                 c_line = line_map.get(int(sm.group(2)))
+            elif sm and sm.group(1).strip() and by_text.get(sm.group(1).strip()):
+                # no "@ main.c:N" (older kernels): the line's text says which line it is
+                found = sorted(set(by_text[sm.group(1).strip()]))
+                c_line = next((n for n in found if n >= last_c_line), found[0])
+            if c_line is not None:
+                last_c_line = c_line
         elif _STATS_RE.match(text):
             kind = "stats"
         elif text.startswith(("bpf: ", "HINT: ")):

@@ -206,3 +206,25 @@ def test_disassembly_matches_bcc_and_bpftool(no_leaks):
 def test_bad_input_is_a_value_error(call, no_leaks):
     with pytest.raises(ValueError):
         call()
+
+
+def test_array_lookup_with_a_known_key_needs_no_null_check_only_since_6_14(no_leaks):
+    """Linux 6.14 (commit d2102f2f5d75, can_elide_value_nullness()) lets the verifier drop the
+    NULL check of a BPF_ARRAY lookup whose key it knows; older kernels (Debian's 6.1, 6.12)
+    refuse the very same program. A 4-byte key stored in the middle of a stack slot is not
+    known to either (measured on 6.1 and 6.18)."""
+    from ebpf_lab.kernel_prose import kernel_version
+
+    new_rule = kernel_version() >= (6, 14)
+    zero = verify("array_constant_key", cflags=["-DKEY=0"])
+    aligned = verify("array_constant_key", cflags=["-DKEY=1", "-DALIGNED"])
+    middle = verify("array_constant_key", cflags=["-DKEY=1"])
+    assert zero.ok == new_rule and aligned.ok == new_rule
+    assert not middle.ok
+    for refused in (r for r in (zero, aligned, middle) if not r.ok):
+        assert refused.stage == "verifier"
+        assert "R0 invalid mem access 'map_value_or_null'" in set(refused.errors["text"])
+        assert (
+            "*value += 1;"
+            in program_source("array_constant_key").splitlines()[refused.error_lines[0] - 1]
+        )
