@@ -46,6 +46,7 @@ from .loader import (
     program_path,
     release,
 )
+from .recordings import replayable
 
 #: program types :func:`verify` knows (the name -> BCC's constant name)
 PROG_TYPES = {
@@ -1081,6 +1082,7 @@ def instruction_frame(raw: bytes, fn: str = "", *, xlated: bool = False) -> pd.D
 DISASM_STAGES = ("compiled", "xlated")
 
 
+@replayable  # replayed notebooks show the recorded instructions (loading needs root)
 def disassemble(
     source_or_name: str,
     fn: str | None = None,

@@ -299,6 +299,9 @@ def test_notebook_02_recorded_then_replayed_without_bpf(tmp_path: Path) -> None:
     assert [(e["kind"], e["name"]) for e in manifest["entries"]] == [
         ("workload", "execs"),
         ("run", "exec_counts"),
+        ("workload", "getppid_loop"),  # the counter race (section 6)
+        ("run", "counter_race"),
+        ("workload", "disassemble"),  # its bytecode (loading it needs root)
     ]
 
     # 2. replay it in a kernel process that cannot load BPF programs
