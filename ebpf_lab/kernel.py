@@ -172,3 +172,20 @@ def config_option(option: str) -> str | None:
             return "not set"
         return None
     return None
+
+
+def cpu_emulated() -> bool:
+    """True when the CPU is emulated in software (QEMU's TCG: ``model name : QEMU TCG CPU``).
+
+    There every instruction is translated, and timer interrupts arrive late: a periodic sampler
+    then counts fewer samples than its CPU time allows (perf counts one sample per late tick).
+    Hardware virtualization (KVM) and bare metal are not emulated.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return "QEMU TCG" in line
+    except OSError:
+        pass
+    return False

@@ -263,9 +263,11 @@ def _vng_cmd(
         cmd.append("--disable-kvm")
     cmd += ["--run", str(kernel.image), "--cpus", str(cpus), "--memory", memory]
     cmd += ["--rwdir", str(REPO), "--rwdir", str(state)]
-    cache = Path.home() / ".cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    cmd += ["--overlay-rwdir", str(cache), "--cwd", str(REPO)]
+    # what the lab and Jupyter write in the home directory goes to throw-away overlays
+    for sub in (".cache", ".ipython", ".jupyter", ".local"):
+        (Path.home() / sub).mkdir(parents=True, exist_ok=True)
+        cmd += ["--overlay-rwdir", str(Path.home() / sub)]
+    cmd += ["--cwd", str(REPO)]
     # the VM's /boot is the kernel's own (its config-<release> is what tools and tests read)
     cmd += ["--rodir", f"/boot={kernel.root / 'boot'}"]
     for arg in append:
@@ -303,9 +305,7 @@ def vm_run(
     accel = accel or choose_accel(kernel)
     state = Path(tempfile.mkdtemp(prefix="ebpf-lab-vm-"))
     try:
-        # tests that depend on timely timer interrupts read this (TCG emulation makes them late)
-        env = {**(env or {}), "EBPF_LAB_VM_ACCEL": accel}
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
         guest = _GUEST.format(
             repo=shlex.quote(str(REPO)),
             venv=shlex.quote(str(VENV)),

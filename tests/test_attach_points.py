@@ -24,6 +24,7 @@ from ebpf_lab.attach_points import (
     sampling_bound,
     uprobe_breakpoint,
 )
+from ebpf_lab.kernel import cpu_emulated
 from ebpf_lab.workload import getppid_child, spin_child
 
 pytestmark = needs_root
@@ -115,8 +116,8 @@ def test_sampling_bound_formula():
     assert sampling_bound(99, 100, ncpus=8) == 11
 
 
-#: a VM of the kernel matrix without KVM (scripts/kernels.py says so)
-EMULATED = os.environ.get("EBPF_LAB_VM_ACCEL") == "tcg"
+#: an emulated CPU (the kernel matrix's VMs where KVM does not work): late timer interrupts
+EMULATED = cpu_emulated()
 
 
 # up to ~1000 Hz: at 4999 Hz (a 200 us period) this VM's timer interrupts are now and then late
@@ -134,9 +135,10 @@ def test_perf_event_samples_follow_cpu_time(freq, no_leaks, no_children):
     if EMULATED:
         # Under emulation (the kernel matrix's VMs without KVM) the guest's timer interrupts
         # arrive late, and perf counts one sample for a late tick however many periods it spans
-        # (sampling_bound's docstring): only the upper side of the bound is a fact there. The
-        # floor still catches a program that loses whole ticks' worth of samples by itself.
-        assert expected * 0.9 <= a["measured"] <= expected + bound, (a["measured"], expected)
+        # (sampling_bound's docstring): only the upper side of the bound is a fact there (seen:
+        # 359 samples for 499 expected with the host busy). That only the child was sampled is
+        # checked below either way.
+        assert a["measured"] <= expected + bound, (a["measured"], expected, bound)
     else:
         assert abs(a["measured"] - expected) <= bound, (a["measured"], expected, bound)
         assert a["within_bound"] is True
@@ -212,7 +214,7 @@ def test_attach_point_table(no_leaks, no_children):
     perf = rows.loc["perf_event"]
     assert perf["supported"]
     if EMULATED:  # late timer ticks under emulation: see test_perf_event_samples_follow_cpu_time
-        assert perf["expected"] * 0.9 <= perf["events"] <= perf["expected"] + perf["bound"]
+        assert perf["events"] <= perf["expected"] + perf["bound"]
     else:
         assert perf["ok"]
     for kind in ("kprobe", "kretprobe", "fentry"):
