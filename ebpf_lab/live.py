@@ -34,6 +34,8 @@ class Live:
         self.title = title
         self.duration = duration
         self.stop = threading.Event()
+        #: set by the core once the run's probes are attached and it polls (past its compile)
+        self.attached = threading.Event()
 
     def request_stop(self) -> None:
         """End the run early, as the Stop button does."""

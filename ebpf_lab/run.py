@@ -374,6 +374,7 @@ def _run_live(
         ctx.t0_wall_ns = time.time_ns()
         collector.start(ctx)
         view.open()
+        view.attached.set()
         if workload is not None:
             worker = _WorkloadThread(workload, stop)
             worker.start()

@@ -106,16 +106,16 @@ def after_start(started: Started, action, delay: float = 0.5) -> threading.Threa
 
 
 def interrupt_once_attached(hold: float = 0.3) -> threading.Thread:
-    """In a thread: once a bounded run is going on and this process has held a BPF program for
-    ``hold`` seconds (the run is attached and polling, past its compile), send one SIGINT, as
-    Ctrl-C would. (Programs held outside a run, e.g. the doctor's probes, do not count.)"""
+    """In a thread: once a bounded run has been attached and polling (past its compile, which
+    holds Ctrl-C back) for ``hold`` seconds, send one SIGINT, as Ctrl-C would. (Programs held
+    outside a run, e.g. the doctor's probes, or by a run still compiling, do not count.)"""
     from ebpf_lab import run as core
 
     def run():
         since = None
         deadline = time.monotonic() + 900  # a compile under emulation takes half a minute
         while time.monotonic() < deadline:
-            if core.active_views() and held().prog_ids:
+            if any(v.attached.is_set() for v in core.active_views()) and held().prog_ids:
                 since = since or time.monotonic()
                 if time.monotonic() - since >= hold:
                     send_sigint()
