@@ -36,21 +36,23 @@ RUNNERS = {
     "hello": (
         "import ebpf_lab\n"
         "from ebpf_lab import workload\n"
-        "ebpf_lab.hello(duration=300, workload=lambda: workload.execs({65534: 2}), live=False)\n"
+        "ebpf_lab.hello(duration=1800, workload=lambda: workload.execs({65534: 2}), live=False)\n"
     ),
     "xdp_firewall": (
         "import ebpf_lab\n"
-        "ebpf_lab.xdp_firewall(duration=300, pings=2, connections=1, datagrams=2, live=False)\n"
+        "ebpf_lab.xdp_firewall(duration=1800, pings=2, connections=1, datagrams=2, live=False)\n"
     ),
     "exec_events": (
         "import ebpf_lab\n"
         "from ebpf_lab import workload\n"
-        "ebpf_lab.exec_events(duration=300, workload=lambda: workload.execs({65534: 2}),"
+        "ebpf_lab.exec_events(duration=1800, workload=lambda: workload.execs({65534: 2}),"
         " live=False)\n"
     ),
 }
-#: how long a runner may take to import, compile and attach (a loaded CI machine is slow)
-START_TIMEOUT = 120.0
+#: how long a runner may take to import, compile and attach: seconds here, minutes in an
+#: emulated VM of the kernel matrix (a runner that ends early fails the wait at once); the
+#: runs last long enough that the survivor is still running when the test stops it
+START_TIMEOUT = 900.0
 
 
 # ------------------------------------------------------------------------------ pure code
