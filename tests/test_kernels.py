@@ -98,24 +98,23 @@ def test_junit_counts_and_table(tmp_path):
     assert [r.ok for r in rows] == [True, False]
 
 
-def test_an_unknown_kernel_lists_the_known_ones_before_anything_runs():
-    res = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "kernels.py"), "run", "5.10", "true"],
+def _kernels_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "kernels.py"), *args],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_an_unknown_kernel_lists_the_known_ones_before_anything_runs():
+    res = _kernels_cli("run", "5.10", "true")
     assert res.returncode == 2
     assert "unknown kernel '5.10': the known ones are host, 6.1, 6.12" in res.stderr
 
 
 def test_vm_run_refuses_the_host():
-    res = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "kernels.py"), "run", "host", "true"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    res = _kernels_cli("run", "host", "true")
     assert res.returncode == 2 and "vm-run needs a VM kernel: 6.1, 6.12" in res.stderr
 
 
