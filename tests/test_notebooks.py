@@ -33,9 +33,10 @@ def _execute(path: Path) -> object:
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     client = NotebookClient(
         nb,
-        timeout=600,
-        # a Jupyter kernel takes seconds to start here, over a minute under emulation (the
-        # kernel matrix's VMs without KVM)
+        # a cell takes seconds here; under emulation (the kernel matrix's VMs without KVM) the
+        # doctor's cell alone took over 10 minutes with a second VM on the same 2 cores
+        timeout=1800,
+        # a Jupyter kernel takes seconds to start here, over a minute under emulation
         startup_timeout=600,
         kernel_name="ebpf-lab",
         resources={"metadata": {"path": str(path.parent)}},
