@@ -114,6 +114,26 @@ def execs(
     return df.astype({"pid": "int64", "uid": "int64", "returncode": "int64"})
 
 
+def _run_native(argv: list[str], what: str, why: Mapping[int, str]) -> str:
+    """Run a native helper (``argv``), ending it early on Stop or an interrupt; return its
+    stdout. ``what`` names it in errors, ``why`` explains its exit codes."""
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    with proc:
+        while proc.poll() is None:  # Stop or an interrupt ends the loop early
+            if stop_requested():
+                proc.kill()
+                proc.wait()
+                raise RuntimeError(f"{what} was stopped")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.05)
+        stdout = proc.stdout.read() if proc.stdout else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed: {why.get(proc.returncode, proc.returncode)}")
+    return stdout
+
+
 def fast_execs(uid: int, count: int) -> pd.DataFrame:
     """Exec ``/bin/true`` exactly ``count`` times as ``uid``, fast, from a small C helper.
 
@@ -137,27 +157,11 @@ def fast_execs(uid: int, count: int) -> pd.DataFrame:
     check_uid(uid)
     _check_count(count, "count", MAX_EXECS)
     binary = native.build("exec_loop")
-    proc = subprocess.Popen(
+    stdout = _run_native(
         [str(binary), str(count), str(uid)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+        f"exec_loop {count} {uid}",
+        {2: "could not switch to the UID (not root?)", 3: "an exec of /bin/true failed"},
     )
-    with proc:
-        while proc.poll() is None:  # Stop or an interrupt ends the loop early
-            if stop_requested():
-                proc.kill()
-                proc.wait()
-                raise RuntimeError(f"exec_loop {count} {uid} was stopped")
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=0.05)
-        stdout = proc.stdout.read() if proc.stdout else ""
-    if proc.returncode != 0:
-        why = {2: "could not switch to the UID (not root?)", 3: "an exec of /bin/true failed"}
-        raise RuntimeError(
-            f"exec_loop {count} {uid} failed: {why.get(proc.returncode, proc.returncode)}"
-        )
     seconds = int(stdout.strip()) / 1e9
     return pd.DataFrame(
         {
@@ -215,28 +219,14 @@ def getppid_loop(uid: int, calls: int, cpus: Sequence[int]) -> pd.DataFrame:
     _check_count(calls, "calls", MAX_GETPPID_CALLS)
     cpu_list = check_cpus(cpus)
     binary = native.build("getppid_loop")
-    argv = [str(binary), str(calls), str(uid), *map(str, cpu_list)]
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    with proc:
-        while proc.poll() is None:  # Stop or an interrupt ends the loops early
-            if stop_requested():
-                proc.kill()
-                proc.wait()
-                raise RuntimeError(f"getppid_loop {calls} {uid} {cpu_list} was stopped")
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=0.05)
-        stdout = proc.stdout.read() if proc.stdout else ""
-    if proc.returncode != 0:
-        why = {
+    stdout = _run_native(
+        [str(binary), str(calls), str(uid), *map(str, cpu_list)],
+        f"getppid_loop {calls} {uid} {cpu_list}",
+        {
             2: "could not switch to the UID or pin a thread to its CPU (not root?)",
             3: "a thread was not on its CPU after its loop",
-        }
-        raise RuntimeError(
-            f"getppid_loop {calls} {uid} {cpu_list} failed: "
-            f"{why.get(proc.returncode, proc.returncode)}"
-        )
+        },
+    )
     rows = []
     for line in stdout.splitlines():
         cpu, done, start, end = (int(x) for x in line.split())
