@@ -50,12 +50,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import ebpf_lab  # noqa: E402
-from ebpf_lab import compile_cache  # noqa: E402
-from ebpf_lab.workload import execs, fast_execs, unused_uid  # noqa: E402
+from ebpf_lab.core import compile_cache  # noqa: E402
+from ebpf_lab.workloads import execs, fast_execs, unused_uid  # noqa: E402
 
 # the modules (ebpf_lab.exec_counts, as an attribute, is the function it exports)
-core = sys.modules["ebpf_lab.run"]
-exec_counts_module = sys.modules["ebpf_lab.exec_counts"]
+core = sys.modules["ebpf_lab.core.run"]
+from ebpf_lab.lessons.l02_maps import exec_counts as exec_counts_module  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results.json"
 GROUPS = ("exec", "stream", "overhead", "bytes", "rss")
@@ -161,7 +161,7 @@ def bench_exec(rounds: int, n: int) -> dict[str, Any]:
             f"{min(noise):.2f}..{max(noise):.2f}), so a {1 - EXEC_TARGETS[name]:.0%} effect is "
             f"{'below' if spread > 1 - EXEC_TARGETS[name] else 'about at'} what one round can "
             f"resolve; the median over rounds is the figure. The loop is the lab's C exec loop "
-            f"(ebpf_lab/workload_c/exec_loop.c: switch to the UID once, then vfork + execve + "
+            f"(ebpf_lab/workloads/c/exec_loop.c: switch to the UID once, then vfork + execve + "
             f"wait, {n} times; timed by the loop itself). The program saw "
             f"{'exactly' if exact else 'NOT exactly'} {n} execs of the UID in every traced loop",
             execs_per_loop=n,
@@ -175,7 +175,7 @@ def bench_exec(rounds: int, n: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------ stream
 
 
-#: the stream benchmark's source: the lab's C read loop (ebpf_lab/workload_c/read_loop.c)
+#: the stream benchmark's source: the lab's C read loop (ebpf_lab/workloads/c/read_loop.c)
 STREAM_SOURCE = "read_loop"
 #: its threads (one tgid); 2 = the cores of the machine the targets were set on
 STREAM_THREADS = 2
@@ -185,7 +185,7 @@ STREAM_BATCH = 1024
 
 def untraced_read_loop_rate(events: int) -> float:
     """Reads/s of the stream source with nothing attached (the child's own loop timing)."""
-    from ebpf_lab.workload import read_loop_child
+    from ebpf_lab.workloads import read_loop_child
 
     with read_loop_child(events, STREAM_THREADS) as child:
         done = child.run()
@@ -237,7 +237,7 @@ def bench_stream(rounds: int, events: int) -> dict[str, Any]:
         abs(s - b) / s < 0.01 for s, b in zip(source["batched"], samples["stream_events_per_s"])
     )
     source_text = (
-        f"The source: the lab's C read loop (ebpf_lab/workload_c/read_loop.c, built with gcc), "
+        f"The source: the lab's C read loop (ebpf_lab/workloads/c/read_loop.c, built with gcc), "
         f"{events:,} one-byte read()s of /dev/zero split over {STREAM_THREADS} threads of one "
         f"process, counted on the sys_enter raw tracepoint (filtered on the tgid, then the "
         f"syscall number). Traced, it made {src / 1e6:.2f} M reads/s (median; "
@@ -394,7 +394,7 @@ def bench_overhead(rounds: int, duration: float = 0.5) -> dict[str, Any]:
             warm <= 0.5,
             f"exec_counts(duration={duration}) wall time minus {duration} s, for a program the "
             "process has run before (every run after the first in a Jupyter kernel): the "
-            "compile cache (ebpf_lab/compile_cache.py) keeps what clang made, as bytes, and a "
+            "compile cache (ebpf_lab/core/compile_cache.py) keeps what clang made, as bytes, and a "
             "new run creates fresh maps and loads the same instructions (the verifier checks "
             f"them again). Median phases: {phase_text(med['warm'])}. Detaching a tracepoint "
             "waits for the kernel's RCU grace period. The compile cache answered "

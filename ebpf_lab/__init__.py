@@ -6,41 +6,56 @@ can and cannot do.
 
 Lessons: :func:`hello` (trace buffer), :func:`exec_counts` (a BPF hash map),
 :func:`counter_race` (counters that several CPUs update at once), :func:`exec_events` (perf
-and ring buffers). Known workloads: :mod:`ebpf_lab.workload`.
+and ring buffers). Known workloads: :mod:`ebpf_lab.workloads`.
 """
 
-from . import recordings, workload
-from .attach_points import attach_points, count_at
-from .checks import CheckResult, check
-from .counter_race import counter_race
-from .doctor import doctor, supports
-from .errors import BccMissing, ProgramError, UnsupportedFeature
-from .exec_counts import exec_counts
-from .exec_events import exec_events
-from .exec_watch import exec_deny, exec_watch, lsm_status
-from .hello import hello
-from .helper_calls import helper_calls, helper_support
-from .loader import program_source, show_source
-from .maps import (
+from ebpf_lab import workloads as workload
+from ebpf_lab.classroom import recordings
+from ebpf_lab.classroom.checks import CheckResult, check
+from ebpf_lab.classroom.recordings import load, record, replay, save
+from ebpf_lab.core.errors import BccMissing, ProgramError, UnsupportedFeature
+from ebpf_lab.core.loader import program_source, show_source
+from ebpf_lab.core.run import stop_requested
+from ebpf_lab.kernel.doctor import doctor, supports
+from ebpf_lab.lessons.l01_hello.hello import hello
+from ebpf_lab.lessons.l02_maps.counter_race import counter_race
+from ebpf_lab.lessons.l02_maps.exec_counts import exec_counts
+from ebpf_lab.lessons.l03_perf_buffer.exec_events import exec_events
+from ebpf_lab.lessons.l04_verifier.verifier import VerifyResult, disassemble, program_facts, verify
+from ebpf_lab.lessons.l05_maps.maps import (
     lru_survivors,
     map_counts,
     plot_log2_histogram,
     size_histogram,
     user_space_updates,
 )
-from .plots import plot_counter_race, plot_exec_rates
-from .profile import cpu_profile, plot_flame, run_queue_latency, top_functions
-from .recordings import load, record, replay, save
-from .run import stop_requested
-from .syscall_latency import (
+from ebpf_lab.lessons.l06_helpers.helper_calls import helper_calls, helper_support
+from ebpf_lab.lessons.l07_attach_points.attach_points import attach_points, count_at
+from ebpf_lab.lessons.l08_data_transfer.transfer import (
+    buffer_comparison,
+    stream_events,
+    transfer_rates,
+    transfer_summary,
+)
+from ebpf_lab.lessons.l09_tracing.syscall_latency import (
     open_latency,
     plot_latency_histogram,
     plot_tracing_cost,
     tracing_cost,
 )
-from .transfer import buffer_comparison, stream_events, transfer_rates, transfer_summary
-from .verifier import VerifyResult, disassemble, program_facts, verify
-from .xdp_firewall import firewall_traffic, plot_firewall, xdp_firewall
+from ebpf_lab.lessons.l10_networking.xdp_firewall import (
+    firewall_traffic,
+    plot_firewall,
+    xdp_firewall,
+)
+from ebpf_lab.lessons.l11_security.exec_watch import exec_deny, exec_watch, lsm_status
+from ebpf_lab.lessons.l12_performance.profile import (
+    cpu_profile,
+    plot_flame,
+    run_queue_latency,
+    top_functions,
+)
+from ebpf_lab.show.plots import plot_counter_race, plot_exec_rates
 
 __all__ = [
     "BccMissing",
@@ -101,7 +116,7 @@ __version__ = "0.1.0"
 
 
 def load_ipython_extension(ipython: object) -> None:
-    """``%load_ext ebpf_lab``: register the ``%%ebpf`` cell magic (see :mod:`ebpf_lab.magic`)."""
-    from .magic import load_ipython_extension as load
+    """``%load_ext ebpf_lab``: register the ``%%ebpf`` cell magic (:mod:`ebpf_lab.show.magic`)."""
+    from ebpf_lab.show.magic import load_ipython_extension as load
 
     load(ipython)

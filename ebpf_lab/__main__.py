@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 2 usage error)."""
     args = _parser().parse_args(argv)  # exits 2 with the usage on an unknown command
     if args.command == "doctor":
-        from .doctor import doctor
+        from ebpf_lab.kernel.doctor import doctor
 
         print(format_table(doctor()))
         return 0

@@ -50,7 +50,7 @@ apt_install() {
 }
 command -v apt-get >/dev/null || die "this setup needs apt (Debian/Ubuntu); on other systems install bcc's Python bindings, bpftool and kernel headers by hand"
 # BCC: Debian/Ubuntu's python3-bpfcc, unless a BCC built from source already imports (the fix
-# for a distribution whose BCC cannot compile, see ebpf_lab/platforms.py below)
+# for a distribution whose BCC cannot compile, see ebpf_lab/kernel/platforms.py below)
 BCC_PKG=(python3-bpfcc)
 if ! have_pkg python3-bpfcc && [ -x "$SYS_PY" ] && "$SYS_PY" -c 'import bcc' 2>/dev/null; then
     say "ok: bcc imports in $SYS_PY without python3-bpfcc (a BCC installed from source)"
@@ -58,7 +58,7 @@ if ! have_pkg python3-bpfcc && [ -x "$SYS_PY" ] && "$SYS_PY" -c 'import bcc' 2>/
 fi
 apt_install "${BCC_PKG[@]}" bpftool python3-venv python3-pip iproute2 procps strace
 # the C workload helpers (ebpf_lab/workload_c/*.c, e.g. lesson 08's fast read loop) are built
-# with gcc on first use (ebpf_lab/native.py)
+# with gcc on first use (ebpf_lab/workloads/native.py)
 apt_install gcc libc6-dev
 # tests/test_browser.py drives Debian's Chromium with Playwright (Playwright's own browser
 # download is never used: executable_path=/usr/bin/chromium)
@@ -66,9 +66,9 @@ apt_install chromium
 [ -x "$SYS_PY" ] || die "$SYS_PY not found after installing python3"
 "$SYS_PY" -c 'import bcc' 2>/dev/null || die "bcc does not import in $SYS_PY: apt-get install --reinstall python3-bpfcc"
 # combinations of distribution, BCC and BCC's LLVM that are known to fail in clang (Ubuntu 22.04's
-# BCC 0.18; BCC < 0.27 with LLVM >= 15): the same rule the doctor applies, ebpf_lab/platforms.py,
+# BCC 0.18; BCC < 0.27 with LLVM >= 15): the same rule the doctor applies, ebpf_lab/kernel/platforms.py,
 # run with the system python (-I: stdlib + bcc only). It prints the fix; warnings go to stderr.
-"$SYS_PY" -I "$REPO/ebpf_lab/platforms.py" --prefix "[setup] " \
+"$SYS_PY" -I "$REPO/ebpf_lab/kernel/platforms.py" --prefix "[setup] " \
     || die "BCC on this system cannot compile the lab's programs: see the ERROR above for the fix"
 
 # ---------------------------------------------------------------- 2. kernel headers

@@ -109,7 +109,7 @@ def interrupt_once_attached(hold: float = 0.3) -> threading.Thread:
     """In a thread: once a bounded run has been attached and polling (past its compile, which
     holds Ctrl-C back) for ``hold`` seconds, send one SIGINT, as Ctrl-C would. (Programs held
     outside a run, e.g. the doctor's probes, or by a run still compiling, do not count.)"""
-    from ebpf_lab import run as core
+    from ebpf_lab.core import run as core
 
     def run():
         since = None

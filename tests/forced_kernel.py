@@ -1,6 +1,6 @@
 """Make the lab see a kernel without a feature, so the "why not" paths run on every kernel.
 
-The lab decides that kprobes are missing from files (``ebpf_lab.kernel.kprobes_available``);
+The lab decides that kprobes are missing from files (``ebpf_lab.core.kernelfs.kprobes_available``);
 pointing those files at an empty directory shows it a kernel built without CONFIG_KPROBES, even
 on a kernel that has them. Nothing of the kernel itself is changed or mocked: the lessons then
 raise before anything loads, which is what the tests check.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ebpf_lab import kernel
+from ebpf_lab.core import kernelfs as kernel
 
 
 def hide_kprobes(monkeypatch: pytest.MonkeyPatch, empty_dir: Path) -> None:

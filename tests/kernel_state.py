@@ -59,7 +59,7 @@ def held() -> Held:
                 map_ids.add(int(line.split()[1]))
         if target == "anon_inode:[perf_event]":
             perf += 1
-    from ebpf_lab.tracefs import lab_instances
+    from ebpf_lab.core.tracefs import lab_instances
 
     instances = tuple(p.name for p in lab_instances() if _ours_or_orphaned(p.name.split("_")[2]))
     try:

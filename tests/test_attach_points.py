@@ -16,7 +16,8 @@ from kernel_state import held
 
 import ebpf_lab
 from ebpf_lab import UnsupportedFeature
-from ebpf_lab.attach_points import (
+from ebpf_lab.core.kernelfs import cpu_emulated
+from ebpf_lab.lessons.l07_attach_points.attach_points import (
     KINDS,
     TARGETS,
     attach_points,
@@ -24,8 +25,7 @@ from ebpf_lab.attach_points import (
     sampling_bound,
     uprobe_breakpoint,
 )
-from ebpf_lab.kernel import cpu_emulated
-from ebpf_lab.workload import getppid_child, spin_child
+from ebpf_lab.workloads import getppid_child, spin_child
 
 pytestmark = needs_root
 
@@ -166,7 +166,7 @@ def test_kprobe_explains_itself_before_anything_loads(
 ):
     """Forced (the lab is shown a kernel without kprobes), so it runs on kernels with them too."""
     hide_kprobes(monkeypatch, tmp_path)
-    import ebpf_lab.run as run
+    import ebpf_lab.core.run as run
 
     monkeypatch.setattr(run, "compile_program", lambda *a, **k: pytest.fail("compiled"))
     with pytest.raises(UnsupportedFeature) as info:
@@ -251,16 +251,15 @@ def test_a_child_that_never_runs_is_killed(no_children):
 
 
 def test_failed_compile_kills_the_child(no_leaks, no_children, monkeypatch):
-    import importlib
+    from ebpf_lab.lessons.l07_attach_points import attach_points as ap
 
-    ap = importlib.import_module("ebpf_lab.attach_points")  # the module, not the function
     monkeypatch.setattr(ap, "program_source", lambda name: "int broken(void *ctx) { return }")
     with pytest.raises(ebpf_lab.ProgramError):
         count_at("tracepoint")
 
 
 def test_interrupt_ends_a_long_spin(no_leaks, no_children):
-    from ebpf_lab import run as core
+    from ebpf_lab.core import run as core
 
     def interrupt_once_spinning():
         import time
@@ -323,8 +322,8 @@ BAD = [
 def test_bad_input_is_value_error_before_anything_starts(
     fn, kwargs, no_leaks, no_children, monkeypatch
 ):
-    import ebpf_lab.run as run
-    import ebpf_lab.workload as workload
+    import ebpf_lab.core.run as run
+    import ebpf_lab.workloads as workload
 
     def must_not(*a, **k):
         raise AssertionError("something was started with bad input")

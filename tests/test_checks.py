@@ -16,7 +16,7 @@ import pytest
 from conftest import IS_ROOT, REPO
 
 import ebpf_lab
-from ebpf_lab import checks, recordings
+from ebpf_lab.classroom import checks, recordings
 
 SOLUTIONS = REPO / "instructor" / "solutions"
 EXERCISES = checks.exercises()
@@ -318,7 +318,7 @@ def test_later_lessons_register_exercises_with_the_decorator() -> None:
 
 
 def test_each_exercise_has_a_commented_check_cell_in_its_notebook() -> None:
-    from ebpf_lab.lessons import CATALOGUE, NOTEBOOKS_DIR
+    from ebpf_lab.classroom.registry import CATALOGUE, NOTEBOOKS_DIR
 
     notebook_of = {lesson.number: lesson.notebook for lesson in CATALOGUE}
     for exercise_id in IDS:

@@ -13,9 +13,10 @@ import pytest
 from conftest import needs_root
 
 import ebpf_lab
-from ebpf_lab import ProgramError, compile_cache
-from ebpf_lab.loader import compile_program, load_function, release, table_names
-from ebpf_lab.workload import execs, writes
+from ebpf_lab import ProgramError
+from ebpf_lab.core import compile_cache
+from ebpf_lab.core.loader import compile_program, load_function, release, table_names
+from ebpf_lab.workloads import execs, writes
 
 pytestmark = needs_root
 
@@ -157,7 +158,7 @@ def test_verifier_still_checks_a_cached_load(empty_cache, no_leaks):
 
 def test_a_refused_cached_program_shows_the_c_in_the_log(empty_cache, no_leaks):
     """The kept bytecode has no line info; the error still carries the log with the C lines."""
-    text = ebpf_lab.loader.program_source("reject_null_check")
+    text = ebpf_lab.core.loader.program_source("reject_null_check")
     logs = {}
     for expected in ("LabBPF", "CachedBPF"):
         bpf = compile_program(text, name="reject_null_check")

@@ -13,9 +13,9 @@ from conftest import REPO, Started, after_start, needs_root, send_sigint
 from kernel_state import global_map_ids, global_prog_ids, held, settle
 
 from ebpf_lab import ProgramError, UnsupportedFeature
-from ebpf_lab.attach import Probe
-from ebpf_lab.run import Alternative, Collector, RunContext, active_views, bounded_run
-from ebpf_lab.workload import execs
+from ebpf_lab.core.attach import Probe
+from ebpf_lab.core.run import Alternative, Collector, RunContext, active_views, bounded_run
+from ebpf_lab.workloads import execs
 
 pytestmark = needs_root
 
@@ -110,7 +110,7 @@ def test_keyboard_interrupt_returns_partial_data_and_detaches(fresh_uids, no_lea
 
 def warm_widgets() -> None:
     """First use of IPython/widgets opens an event loop for good: do it before a leak check."""
-    from ebpf_lab.live import WidgetLive
+    from ebpf_lab.core.live import WidgetLive
 
     warm = WidgetLive("warm-up", 1.0)
     warm.open()
@@ -262,7 +262,7 @@ def test_non_root_gets_permission_error_with_hint():
 def test_missing_bcc_says_how_to_install():
     code = (
         "import sys; sys.modules['bcc'] = None\n"
-        "from ebpf_lab.guards import require_bcc\n"
+        "from ebpf_lab.core.guards import require_bcc\n"
         "try:\n    require_bcc()\nexcept ImportError as e:\n    print(type(e).__name__, e)\n"
     )
     out = subprocess.run(
@@ -379,7 +379,7 @@ ENDS_AS = {
 @pytest.mark.parametrize("ending", [*ENDINGS, "ctrl-c"])
 def test_stop_button_is_off_once_the_run_ended(ending, fresh_uids, monkeypatch):
     """However a live run ends, its Stop button ends disabled and grey, saying how it ended."""
-    import ebpf_lab.run as core
+    import ebpf_lab.core.run as core
 
     (uid,) = fresh_uids(1)
     warm_widgets()

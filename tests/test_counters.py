@@ -1,6 +1,6 @@
 """Counters that say they are exact are exact when several CPUs add to the same entry at once.
 
-The load: :func:`ebpf_lab.workload.getppid_loop`, a C program whose threads, pinned to two CPUs
+The load: :func:`ebpf_lab.workloads.getppid_loop`, a C program whose threads, pinned to two CPUs
 (``sched_setaffinity``) and started together, each make exactly N getppid() calls as one fresh
 UID. The truth is 2 x N. ``increment()`` (load, add, store) may lose counts; how many depends on
 timing, so only ``counted <= truth`` is certain for it. ``atomic_increment()`` and a per-CPU map
@@ -17,8 +17,8 @@ import pytest
 from conftest import REPO, needs_root
 
 import ebpf_lab
-from ebpf_lab import workload
-from ebpf_lab.counter_race import METHODS
+from ebpf_lab import workloads as workload
+from ebpf_lab.lessons.l02_maps.counter_race import METHODS
 
 CPUS = sorted(os.sched_getaffinity(0))
 two_cpus = pytest.mark.skipif(len(CPUS) < 2, reason="a race between CPUs needs two CPUs")
@@ -108,9 +108,7 @@ def test_plot_counter_race(fresh_uids, no_leaks):
     ],
 )
 def test_bad_input_is_refused_before_anything_loads(kwargs, monkeypatch):
-    import sys
-
-    module = sys.modules["ebpf_lab.counter_race"]  # (the package's name is the function)
+    from ebpf_lab.lessons.l02_maps import counter_race as module
 
     def must_not_run(**_kw):
         raise AssertionError("bounded_run called despite bad input")

@@ -33,11 +33,12 @@ from conftest import IS_ROOT, REPO, needs_root
 from kernel_state import held, settle
 
 import ebpf_lab
-from ebpf_lab import kernel, netns
-from ebpf_lab.errors import BccMissing, ProgramError
+from ebpf_lab.core import kernelfs as kernel
+from ebpf_lab.core import netns
+from ebpf_lab.core.errors import BccMissing, ProgramError
 
 # ``ebpf_lab.doctor`` is the function (re-exported); the module is reached through importlib.
-doctor_mod = importlib.import_module("ebpf_lab.doctor")
+doctor_mod = importlib.import_module("ebpf_lab.kernel.doctor")
 
 FEATURES = [
     "root",
@@ -396,7 +397,7 @@ def no_kprobe_files(tmp_path, monkeypatch):
 @needs_root
 def test_kprobe_reason_names_the_kernel_config(no_kprobe_files, no_leaks):
     results = doctor_mod._run_group(
-        ebpf_lab.guards.require_bcc(), [_check_named("kprobe")], _cflags()
+        ebpf_lab.core.guards.require_bcc(), [_check_named("kprobe")], _cflags()
     )
     ok, detail = results["kprobe"]
     assert ok is False
@@ -409,7 +410,7 @@ def test_kprobes_without_kprobe_events_name_that_option(no_kprobe_files, monkeyp
     (no_kprobe_files / "debugfs-kprobes").mkdir()
     monkeypatch.setattr(kernel, "DEBUGFS_KPROBES", no_kprobe_files / "debugfs-kprobes")
     results = doctor_mod._run_group(
-        ebpf_lab.guards.require_bcc(), [_check_named("kprobe")], _cflags()
+        ebpf_lab.core.guards.require_bcc(), [_check_named("kprobe")], _cflags()
     )
     ok, detail = results["kprobe"]
     assert ok is False
@@ -424,7 +425,9 @@ def test_fentry_and_lsm_say_errno_context_and_alternative(feature, monkeypatch, 
 
     monkeypatch.setattr(doctor_mod, "compile_program", refuse)
     check = dataclasses.replace(_check_named(feature), precheck=None)
-    ok, detail = doctor_mod._run_group(ebpf_lab.guards.require_bcc(), [check], _cflags())[feature]
+    ok, detail = doctor_mod._run_group(ebpf_lab.core.guards.require_bcc(), [check], _cflags())[
+        feature
+    ]
     assert ok is False
     assert "EPERM" in detail and "although running as root" in detail
     assert_refusal_explained(detail)
@@ -483,7 +486,7 @@ UBUNTU_2204 = 'PRETTY_NAME="Ubuntu 22.04.2 LTS"\nID=ubuntu\nVERSION_ID="22.04"\n
 
 def _recorded_platform(os_release: str, bcc: str, llvm: str):
     """A PlatformReport as check() would make it on another distribution (recorded versions)."""
-    from ebpf_lab import platforms
+    from ebpf_lab.kernel import platforms
 
     return platforms.PlatformReport(
         system=platforms.system_name(os_release),
@@ -679,7 +682,9 @@ def test_a_group_that_does_not_compile_is_probed_one_by_one():
     )
     cflags = [f"-DDOCTOR_TGID={os.getpid()}", "-DDOCTOR_TID=0"]
     before = held()
-    results = doctor_mod._run_group(ebpf_lab.guards.require_bcc(), [hash_check, broken], cflags)
+    results = doctor_mod._run_group(
+        ebpf_lab.core.guards.require_bcc(), [hash_check, broken], cflags
+    )
     assert results["hash_map"][0] is True, results["hash_map"]
     assert results["broken"][0] is False
     assert "compile failed" in results["broken"][1] and "no_such_thing" in results["broken"][1]

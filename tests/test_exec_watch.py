@@ -12,7 +12,7 @@ from conftest import Started, after_start, needs_root, send_sigint
 
 import ebpf_lab
 from ebpf_lab import UnsupportedFeature
-from ebpf_lab.exec_watch import (
+from ebpf_lab.lessons.l11_security.exec_watch import (
     PATH_LEN,
     WATCH_MAX,
     exec_deny,
@@ -21,7 +21,7 @@ from ebpf_lab.exec_watch import (
     lsm_status,
     temporary_programs,
 )
-from ebpf_lab.workload import execs, thread_comm
+from ebpf_lab.workloads import execs, thread_comm
 
 pytestmark = needs_root
 
@@ -152,9 +152,9 @@ def test_lsm_unsupported_here_says_why_before_loading(no_leaks, monkeypatch):
     """Where the doctor says BPF LSM does not work, exec_deny refuses in the doctor's words and
     loads nothing. Forced on kernels where it works: the doctor's cached answer is replaced by
     the one a refusing kernel gave."""
-    import ebpf_lab.run as run
+    import ebpf_lab.core.run as run
 
-    doctor_mod = importlib.import_module("ebpf_lab.doctor")
+    doctor_mod = importlib.import_module("ebpf_lab.kernel.doctor")
     if ebpf_lab.supports("lsm"):
         forced = ebpf_lab.doctor()
         forced.loc[forced["feature"] == "lsm", ["supported", "detail"]] = [
@@ -180,8 +180,8 @@ def test_lsm_program_compiles_here():
     """The enforcement C compiles on this kernel (it is never loaded here: autoload is off)."""
     import bcc
 
-    from ebpf_lab.btf import member_offset
-    from ebpf_lab.loader import program_source
+    from ebpf_lab.core.loader import program_source
+    from ebpf_lab.kernel.btf import member_offset
 
     class CompileOnly(bcc.BPF):
         def _trace_autoload(self):  # LSM_PROBE would load and attach right away
@@ -222,7 +222,7 @@ BAD_WATCH = [
 
 @pytest.mark.parametrize("kwargs", BAD_WATCH, ids=[str(k)[:60] for k in BAD_WATCH])
 def test_exec_watch_bad_input_is_value_error_before_loading(kwargs, no_leaks, monkeypatch):
-    import ebpf_lab.run as run
+    import ebpf_lab.core.run as run
 
     def must_not_load(*a, **k):
         raise AssertionError("bounded_run was reached with bad input")
@@ -244,7 +244,7 @@ def test_exec_watch_bad_input_is_value_error_before_loading(kwargs, no_leaks, mo
     ],
 )
 def test_exec_deny_bad_input_is_value_error_before_loading(kwargs, no_leaks, monkeypatch):
-    import ebpf_lab.run as run
+    import ebpf_lab.core.run as run
 
     def must_not_load(*a, **k):
         raise AssertionError("bounded_run was reached with bad input")

@@ -4,7 +4,6 @@ helper x program-type table."""
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import kernel_facts as facts
@@ -13,20 +12,20 @@ import pytest
 from conftest import needs_root
 
 import ebpf_lab
-import ebpf_lab.run
-from ebpf_lab import kernel
-from ebpf_lab.helper_calls import (
+import ebpf_lab.core.run
+from ebpf_lab.core import kernelfs as kernel
+from ebpf_lab.lessons.l06_helpers.helper_calls import (
     DEFAULT_PROGRAM_TYPES,
     HELPERS_CALLED,
     PROBED_HELPERS,
     helper_support,
 )
-from ebpf_lab.workload import execs, on_cpu, thread_comm
+from ebpf_lab.workloads import execs, on_cpu, thread_comm
 
 pytestmark = needs_root
 
 # the module (ebpf_lab.helper_calls, as an attribute, is the function it exports)
-hc = sys.modules["ebpf_lab.helper_calls"]
+from ebpf_lab.lessons.l06_helpers import helper_calls as hc  # noqa: E402
 
 TRACING = ["tracepoint", "raw_tracepoint", "kprobe", "perf_event"]
 

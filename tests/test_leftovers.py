@@ -1,6 +1,6 @@
-"""Nothing a killed run leaves in the kernel outlives the next run (``ebpf_lab.leftovers``).
+"""Nothing a killed run leaves in the kernel outlives the next run (``ebpf_lab.core.leftovers``).
 
-For each kind of named kernel object the lab makes (:data:`ebpf_lab.leftovers.KINDS`), a lesson
+For each kind of named kernel object the lab makes (:data:`ebpf_lab.core.leftovers.KINDS`), a lesson
 runs in a subprocess with a long duration; once the object exists the runner is SIGKILLed (what
 Jupyter's "Restart kernel" and the OOM killer do), the object is checked to be still there, and
 the next run of *another* lesson in this process must leave the machine clean and say so once.
@@ -27,9 +27,9 @@ import pytest
 from conftest import REPO, needs_root
 from kernel_state import global_prog_ids
 
-from ebpf_lab import leftovers, netns, tracefs
-from ebpf_lab.doctor import NETNS_PREFIX as DOCTOR_NETNS_PREFIX
-from ebpf_lab.xdp_firewall import NETNS_PREFIX_A, NETNS_PREFIX_B
+from ebpf_lab.core import leftovers, netns, tracefs
+from ebpf_lab.kernel.doctor import NETNS_PREFIX as DOCTOR_NETNS_PREFIX
+from ebpf_lab.lessons.l10_networking.xdp_firewall import NETNS_PREFIX_A, NETNS_PREFIX_B
 
 #: what each runner subprocess runs: the lesson with a long duration and a workload
 RUNNERS = {
@@ -198,7 +198,7 @@ def _netns_of(pid: int) -> list[str]:
 
 def _xdp_prog(pid: int) -> int | None:
     """The id of the XDP program on ``veth-b`` in runner ``pid``'s namespace B, once attached."""
-    from ebpf_lab.xdp_firewall import _xdp_on
+    from ebpf_lab.lessons.l10_networking.xdp_firewall import _xdp_on
 
     try:
         return _xdp_on(f"{NETNS_PREFIX_B}{pid}", "veth-b").get("prog_id")

@@ -20,7 +20,7 @@ pytestmark = needs_root
 
 CELL = """
 import ebpf_lab
-from ebpf_lab.workload import execs
+from ebpf_lab.workloads import execs
 done = {{}}
 df = ebpf_lab.exec_counts(duration=120, interval=0.5,
     workload=lambda: done.update(runs=execs({{{uid}: 100000}}, per_second=40)))

@@ -7,8 +7,8 @@ from conftest import needs_root
 from forced_kernel import hide_kprobes
 
 from ebpf_lab import ProgramError, UnsupportedFeature
-from ebpf_lab.magic import CellError
-from ebpf_lab.workload import execs
+from ebpf_lab.show.magic import CellError
+from ebpf_lab.workloads import execs
 
 pytestmark = needs_root
 

@@ -10,12 +10,12 @@ import pytest
 from conftest import needs_root
 
 import ebpf_lab
-import ebpf_lab.run
-from ebpf_lab import kernel
-from ebpf_lab.frames import table_frame
-from ebpf_lab.loader import compile_program, release
-from ebpf_lab.maps import bucket_bounds, log2_bucket
-from ebpf_lab.workload import reads, writes
+import ebpf_lab.core.run
+from ebpf_lab.core import kernelfs as kernel
+from ebpf_lab.core.loader import compile_program, release
+from ebpf_lab.lessons.l05_maps.maps import bucket_bounds, log2_bucket
+from ebpf_lab.show.frames import table_frame
+from ebpf_lab.workloads import reads, writes
 
 pytestmark = needs_root
 

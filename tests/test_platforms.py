@@ -14,8 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from ebpf_lab import platforms
-from ebpf_lab.platforms import parse_os_release, platform_problems, system_name, version_tuple
+from ebpf_lab.kernel import platforms
+from ebpf_lab.kernel.platforms import (
+    parse_os_release,
+    platform_problems,
+    system_name,
+    version_tuple,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,10 +145,10 @@ def test_llvm_major_from_library_names():
 def test_setup_runs_the_same_check_with_the_system_python():
     """What scripts/setup.sh runs right after installing bcc (stdlib + bcc only, no venv)."""
     setup = (REPO / "scripts" / "setup.sh").read_text()
-    assert "ebpf_lab/platforms.py" in setup
+    assert "ebpf_lab/kernel/platforms.py" in setup
     python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
     out = subprocess.run(
-        [python, "-I", str(REPO / "ebpf_lab" / "platforms.py"), "--prefix", "[setup] "],
+        [python, "-I", str(REPO / "ebpf_lab" / "kernel" / "platforms.py"), "--prefix", "[setup] "],
         capture_output=True,
         text=True,
         timeout=120,

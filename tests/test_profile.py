@@ -10,8 +10,8 @@ import pytest
 from conftest import needs_root
 
 import ebpf_lab
-from ebpf_lab import profile as prof
-from ebpf_lab.workload import busy_children, mixed_cpu_child, spin_child
+from ebpf_lab.lessons.l12_performance import profile as prof
+from ebpf_lab.workloads import busy_children, mixed_cpu_child, spin_child
 
 pytestmark = needs_root
 
@@ -202,7 +202,7 @@ BAD = [
 
 @pytest.mark.parametrize("fn,kwargs", BAD, ids=[f"{f.__name__}-{k}" for f, k in BAD])
 def test_bad_input_is_value_error_before_loading(fn, kwargs, no_leaks, monkeypatch):
-    import ebpf_lab.run as run
+    import ebpf_lab.core.run as run
 
     def must_not_load(*a, **k):
         raise AssertionError("bounded_run was reached with bad input")

@@ -15,10 +15,10 @@ import pytest
 from conftest import REPO, needs_root
 
 import ebpf_lab
-from ebpf_lab import recordings
-from ebpf_lab.errors import ProgramError
-from ebpf_lab.run import Alternative, Collector, bounded_run
-from ebpf_lab.workload import execs
+from ebpf_lab.classroom import recordings
+from ebpf_lab.core.errors import ProgramError
+from ebpf_lab.core.run import Alternative, Collector, bounded_run
+from ebpf_lab.workloads import execs
 
 KERNELSPEC_DIR = REPO / ".venv" / "share" / "jupyter"
 NOTEBOOK_02 = REPO / "notebooks" / "02-maps-exec-per-uid.ipynb"
@@ -252,7 +252,7 @@ PROOF_CELL = """
 import os
 import re
 
-from ebpf_lab import recordings
+from ebpf_lab.classroom import recordings
 
 status = open("/proc/self/status").read()
 cap_eff = int(re.search(r"CapEff:\\s*([0-9a-f]+)", status).group(1), 16)
@@ -382,7 +382,7 @@ def test_replay_banner_in_ipython_formatters(tmp_path: Path) -> None:
 
 REPLAY_AS_NOBODY = """
 import ebpf_lab
-from ebpf_lab.workload import execs
+from ebpf_lab.workloads import execs
 ebpf_lab.replay({path!r})
 a = ebpf_lab.exec_counts(duration=0.5, interval=0.5, workload=lambda: execs({{{uid}: 3}}))
 b = ebpf_lab.exec_events(duration=0.5, buffer="ring", workload=lambda: execs({{{uid}: 2}}))

@@ -18,7 +18,7 @@ What this module covers, exactly:
    - ``exception``: the workload raises after doing its work; the caller gets that exception;
    - ``interrupt``: SIGINT (what Ctrl-C and Jupyter's interrupt send) once the workload runs;
      the run returns a frame with ``attrs["interrupted"]`` / ``stopped_by == "interrupt"``;
-   - ``stop``: :func:`ebpf_lab.run.stop_all` (the Stop button) once the workload runs; the run
+   - ``stop``: :func:`ebpf_lab.core.run.stop_all` (the Stop button) once the workload runs; the run
      returns with ``stopped_by == "stop button"``.
 
    The ending is injected at one place for every lesson: the core's ``_run_live`` is wrapped so
@@ -78,10 +78,10 @@ from forced_kernel import kprobes_hidden
 from kernel_state import Held, global_map_ids, global_prog_ids, held, settle
 
 import ebpf_lab
-import ebpf_lab.run as core
+import ebpf_lab.core.run as core
 from ebpf_lab import ProgramError, UnsupportedFeature
-from ebpf_lab.exec_watch import temporary_programs
-from ebpf_lab.workload import (
+from ebpf_lab.lessons.l11_security.exec_watch import temporary_programs
+from ebpf_lab.workloads import (
     busy_children,
     execs,
     mixed_cpu_child,
@@ -456,7 +456,7 @@ def _lab_threads() -> list[str]:
 
 
 def _tracefs_instances() -> set[str]:
-    root = ebpf_lab.kernel.tracefs_root()
+    root = ebpf_lab.core.kernelfs.tracefs_root()
     return {p.name for p in (root / "instances").iterdir()} if root else set()
 
 
@@ -639,7 +639,7 @@ CHILD_RUN = textwrap.dedent(
     """
     import json, os, sys, time
     import ebpf_lab
-    from ebpf_lab.workload import execs
+    from ebpf_lab.workloads import execs
 
     uid, n, gate, other = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 
@@ -988,7 +988,7 @@ def test_bcc_missing_says_what_to_install(mode, tmp_path):
 @pytest.fixture
 def fresh_doctor(monkeypatch):
     """doctor() probes again here; the process's cached answer is put back afterwards."""
-    doctor_module = sys.modules["ebpf_lab.doctor"]
+    doctor_module = sys.modules["ebpf_lab.kernel.doctor"]
     monkeypatch.setattr(doctor_module, "_CACHE", None)
     return doctor_module
 
@@ -996,7 +996,7 @@ def fresh_doctor(monkeypatch):
 @pytest.fixture
 def no_tracefs(tmp_path, monkeypatch):
     """tracefs looked for in an empty directory only, as on a machine where it is not mounted."""
-    from ebpf_lab import kernel
+    from ebpf_lab.core import kernelfs as kernel
 
     empty = tmp_path / "tracing"
     empty.mkdir()
@@ -1027,7 +1027,7 @@ def test_tracefs_not_mounted_exec_lessons_say_how_to_mount(no_tracefs):
 
 
 def test_headers_missing_doctor_says_what_to_run(monkeypatch, fresh_doctor):
-    from ebpf_lab import kernel
+    from ebpf_lab.core import kernelfs as kernel
 
     monkeypatch.setattr(kernel, "header_status", lambda: kernel.HeaderStatus("missing", None, None))
     row = ebpf_lab.doctor().set_index("feature").loc["kernel_headers"]

@@ -14,8 +14,8 @@ from forced_kernel import hide_kprobes
 
 import ebpf_lab
 from ebpf_lab import UnsupportedFeature
-from ebpf_lab.run import active_views
-from ebpf_lab.workload import execs
+from ebpf_lab.core.run import active_views
+from ebpf_lab.workloads import execs
 
 pytestmark = needs_root
 
@@ -83,7 +83,7 @@ def test_exec_counts_default_interval_fits_a_short_run(fresh_uids, no_leaks):
 
 def test_fast_execs_are_counted_exactly(fresh_uids, no_leaks):
     """The C exec loop (the benchmarks' loop) makes exactly `count` execs as the UID."""
-    from ebpf_lab.workload import fast_execs
+    from ebpf_lab.workloads import fast_execs
 
     uid = fresh_uids()[0]
     box = {}
@@ -98,7 +98,7 @@ def test_fast_execs_are_counted_exactly(fresh_uids, no_leaks):
 
 @pytest.mark.parametrize("uid, count", [(-1, 5), (2**32, 5), (1000, -1), (1000, 10**9), (1, 2.5)])
 def test_fast_execs_bad_input(uid, count):
-    from ebpf_lab.workload import fast_execs
+    from ebpf_lab.workloads import fast_execs
 
     with pytest.raises(ValueError):
         fast_execs(uid, count)
@@ -267,7 +267,7 @@ BAD = [
 
 @pytest.mark.parametrize("fn,kwargs", BAD, ids=[f"{f.__name__}-{k}" for f, k in BAD])
 def test_bad_input_is_value_error_before_loading(fn, kwargs, no_leaks, monkeypatch):
-    import ebpf_lab.run as run
+    import ebpf_lab.core.run as run
 
     def must_not_load(*a, **k):
         raise AssertionError("bounded_run was reached with bad input")

@@ -10,9 +10,9 @@ import pytest
 from conftest import interrupt_once_attached, needs_root
 
 import ebpf_lab
-from ebpf_lab import syscall_latency as sl
-from ebpf_lab.maps import log2_bucket
-from ebpf_lab.workload import opens_child
+from ebpf_lab.lessons.l05_maps.maps import log2_bucket
+from ebpf_lab.lessons.l09_tracing import syscall_latency as sl
+from ebpf_lab.workloads import opens_child
 
 pytestmark = needs_root
 
@@ -180,7 +180,7 @@ BAD = [
 
 @pytest.mark.parametrize("fn,kwargs", BAD, ids=[f"{f.__name__}-{k}" for f, k in BAD])
 def test_bad_input_is_value_error_before_loading(fn, kwargs, no_leaks, monkeypatch):
-    import ebpf_lab.run as run
+    import ebpf_lab.core.run as run
 
     def must_not_load(*a, **k):
         raise AssertionError("bounded_run was reached with bad input")

@@ -12,9 +12,8 @@ import pytest
 from conftest import interrupt_once_attached, needs_root
 from test_attach_points import no_children  # noqa: F401  (a fixture: no child left behind)
 
-from ebpf_lab import native
-from ebpf_lab.errors import HelperBuildError
-from ebpf_lab.transfer import (
+from ebpf_lab.core.errors import HelperBuildError
+from ebpf_lab.lessons.l08_data_transfer.transfer import (
     BUFFERS,
     EVENT_COLUMNS,
     PATHS,
@@ -23,6 +22,7 @@ from ebpf_lab.transfer import (
     transfer_rates,
     transfer_summary,
 )
+from ebpf_lab.workloads import native
 
 # every test here: no child process (running, stopped or zombie) may be left behind
 pytestmark = [needs_root, pytest.mark.usefixtures("no_children")]
@@ -199,7 +199,7 @@ def test_helper_build_without_a_compiler_says_what_to_install(tmp_path):
     env.update({"PATH": str(tmp_path / "empty"), native.CACHE_ENV: str(tmp_path / "cache")})
     code = (
         "from ebpf_lab import native\n"
-        "from ebpf_lab.errors import HelperBuildError\n"
+        "from ebpf_lab.core.errors import HelperBuildError\n"
         "try:\n"
         "    native.build('read_loop')\n"
         "except HelperBuildError as e:\n"
@@ -262,8 +262,8 @@ BAD = [
 
 @pytest.mark.parametrize("fn,kwargs", BAD, ids=[f"{f.__name__}-{k}" for f, k in BAD])
 def test_bad_input_is_value_error_before_anything_starts(fn, kwargs, no_leaks, monkeypatch):
-    import ebpf_lab.run as run
-    import ebpf_lab.workload as workload
+    import ebpf_lab.core.run as run
+    import ebpf_lab.workloads as workload
 
     def must_not(*a, **k):
         raise AssertionError("something was started with bad input")

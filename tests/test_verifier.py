@@ -14,7 +14,7 @@ import pytest
 from conftest import needs_root
 
 from ebpf_lab import disassemble, program_facts, verify
-from ebpf_lab.loader import program_source
+from ebpf_lab.core.loader import program_source
 
 pytestmark = needs_root
 
@@ -152,7 +152,7 @@ def test_disassembly_matches_bcc_and_bpftool(no_leaks):
     import bcc
     from bcc.disassembler import disassemble_str
 
-    from ebpf_lab.loader import release
+    from ebpf_lab.core.loader import release
 
     # exec_count with a plain increment(): BCC 0.26's own disassembler cannot decode atomic
     # instructions (opcode 0xdb, what atomic_increment() compiles to): it raises on them
@@ -213,7 +213,7 @@ def test_array_lookup_with_a_known_key_needs_no_null_check_only_since_6_14(no_le
     NULL check of a BPF_ARRAY lookup whose key it knows; older kernels (Debian's 6.1, 6.12)
     refuse the very same program. A 4-byte key stored in the middle of a stack slot is not
     known to either (measured on 6.1 and 6.18)."""
-    from ebpf_lab.kernel_prose import kernel_version
+    from ebpf_lab.kernel.prose import kernel_version
 
     new_rule = kernel_version() >= (6, 14)
     zero = verify("array_constant_key", cflags=["-DKEY=0"])

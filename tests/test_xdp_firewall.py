@@ -16,9 +16,9 @@ import pytest
 from conftest import needs_root, send_sigint
 
 import ebpf_lab
-from ebpf_lab import netns
-from ebpf_lab.run import active_views
-from ebpf_lab.xdp_firewall import (
+from ebpf_lab.core import netns
+from ebpf_lab.core.run import active_views
+from ebpf_lab.lessons.l10_networking.xdp_firewall import (
     DATAGRAM_PAYLOAD,
     NETNS_PREFIX_A,
     NETNS_PREFIX_B,
@@ -181,7 +181,7 @@ def test_stop_button_tears_everything_down(no_leaks):
 
 
 def test_a_failure_after_setup_still_deletes_the_namespaces(no_leaks, monkeypatch):
-    from ebpf_lab.xdp_firewall import _Firewall
+    from ebpf_lab.lessons.l10_networking.xdp_firewall import _Firewall
 
     seen = {}
 
@@ -216,7 +216,7 @@ BAD = [
 
 @pytest.mark.parametrize("kwargs", BAD, ids=[str(k) for k in BAD])
 def test_bad_input_is_value_error_before_anything_is_created(kwargs, no_leaks, monkeypatch):
-    import ebpf_lab.run as run
+    import ebpf_lab.core.run as run
 
     def must_not_load(*a, **k):
         raise AssertionError("bounded_run was reached with bad input")

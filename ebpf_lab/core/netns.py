@@ -1,0 +1,371 @@
+"""Throw-away network namespaces: attach XDP (and later tc) programs without touching the host.
+
+A network namespace is a private copy of the network stack: its own interfaces (at first only a
+``lo`` that is down), routes and sockets. Attaching XDP to the ``lo`` of a fresh namespace cannot
+disturb the machine's real traffic, and deleting the namespace takes everything in it away.
+
+The pieces:
+
+- :func:`temporary_netns`: a context manager that creates a named namespace with
+  ``ip netns add`` (by default bringing its ``lo`` up) and always deletes it on exit.
+- :func:`run_in_netns`: runs a callable in a worker thread that has entered the namespace with
+  ``setns(2)``. Only that thread switches; the rest of the process (a Jupyter kernel, say) stays
+  in its own namespace. Sockets and netlink calls made by the callable live in the namespace.
+- :func:`socket_in`: a socket created inside a namespace. A socket belongs to the namespace it
+  was created in for its whole life, so any thread may use it afterwards.
+- :func:`veth_pair`: two throw-away namespaces joined by a veth pair (a virtual cable), with
+  addresses from a reserved test range, IPv6 off and static neighbour entries, so the only
+  packets on the cable are the ones a lesson sends. Deleted afterwards, always.
+
+Example (as root)::
+
+    from ebpf_lab.core import netns
+
+    with netns.temporary_netns("ebpf-lab-demo") as name:
+        print(netns.run_in_netns(name, lambda: open("/proc/net/dev").read()))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ipaddress
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+
+#: where ``ip netns add`` bind-mounts named namespaces
+NETNS_DIR = Path("/run/netns")
+#: ``setns(2)`` flag for a network namespace
+CLONE_NEWNET = 0x40000000
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_libc: Any = None
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name in (".", ".."):
+        raise ValueError(
+            f"bad network namespace name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+def _ip(*args: str) -> str:
+    """Run ``ip ARGS`` and return its stdout; raise RuntimeError with ip's own message."""
+    ip = shutil.which("ip") or "/usr/sbin/ip"
+    try:
+        proc = subprocess.run([ip, *args], capture_output=True, text=True, timeout=10)
+    except FileNotFoundError:
+        raise RuntimeError(
+            "the `ip` command (iproute2) is not installed: `sudo apt-get install iproute2`"
+        ) from None
+    if proc.returncode != 0:
+        message = (proc.stderr or proc.stdout).strip() or f"exit status {proc.returncode}"
+        raise RuntimeError(f"`ip {' '.join(args)}` failed: {message}")
+    return proc.stdout
+
+
+def list_netns() -> list[str]:
+    """Names of the named network namespaces (those ``ip netns list`` shows)."""
+    try:
+        return sorted(p.name for p in NETNS_DIR.iterdir())
+    except OSError:
+        return []
+
+
+def exists(name: str) -> bool:
+    """Whether a named network namespace ``name`` exists."""
+    return (NETNS_DIR / _check_name(name)).exists()
+
+
+def create(name: str, *, loopback_up: bool = True) -> None:
+    """Create the named network namespace ``name`` (``ip netns add``), optionally with ``lo`` up."""
+    _ip("netns", "add", _check_name(name))
+    if loopback_up:
+        try:
+            _ip("-n", name, "link", "set", "lo", "up")
+        except Exception:
+            with contextlib.suppress(Exception):
+                delete(name)
+            raise
+
+
+def delete(name: str) -> None:
+    """Delete the named network namespace ``name`` (``ip netns del``); no error if it is gone."""
+    if exists(name):
+        _ip("netns", "del", name)
+
+
+@contextlib.contextmanager
+def temporary_netns(name: str, *, loopback_up: bool = True) -> Iterator[str]:
+    """Create network namespace ``name`` for the ``with`` block and always delete it afterwards.
+
+    Args:
+        name: the namespace's name; it must not exist yet (put your pid in it to stay unique).
+        loopback_up: bring the namespace's ``lo`` up, so 127.0.0.1 works inside it.
+
+    Yields:
+        ``name``, for :func:`run_in_netns`.
+    """
+    if exists(name):
+        raise RuntimeError(
+            f"network namespace {name!r} already exists; delete it with `sudo ip netns del {name}`"
+        )
+    create(name, loopback_up=loopback_up)
+    try:
+        yield name
+    finally:
+        delete(name)
+
+
+def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
+    """Move the calling *thread* into the namespace open at ``fd`` (libc ``setns(2)``).
+
+    Python 3.12 has ``os.setns``; this works on older Pythons too.
+    """
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.setns(fd, nstype) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns failed: {os.strerror(err)}")
+
+
+def run_in_netns(
+    name: str, fn: Callable[..., T], *args: Any, timeout: float = 30.0, **kwargs: Any
+) -> T:
+    """Call ``fn(*args, **kwargs)`` in a worker thread inside network namespace ``name``.
+
+    Only the worker thread enters the namespace (with ``setns``); it returns to the process's
+    namespace before it ends. ``fn``'s return value is returned, and its exception re-raised here.
+
+    Raises:
+        TimeoutError: ``fn`` did not finish within ``timeout`` seconds (the thread is abandoned).
+    """
+    path = NETNS_DIR / _check_name(name)
+    outcome: dict[str, Any] = {}
+
+    def worker() -> None:
+        try:
+            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    setns(target)
+                finally:
+                    os.close(target)
+                try:
+                    outcome["result"] = fn(*args, **kwargs)
+                finally:
+                    setns(own)
+            finally:
+                os.close(own)
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=worker, name=f"netns-{name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"the call inside network namespace {name!r} took over {timeout} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def socket_in(
+    name: str, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = 0
+) -> socket.socket:
+    """A new socket that lives in network namespace ``name`` (created there by a worker thread).
+
+    A socket stays in the namespace it was created in, whichever thread uses it later: bind,
+    connect, send and receive all happen in ``name``. Close it as usual.
+    """
+    return run_in_netns(name, socket.socket, family, type, proto, timeout=10.0)
+
+
+#: address ranges reserved for documentation and benchmarking (RFC 5737, RFC 2544): never routed
+#: on the internet, so a test that uses them cannot reach a real host by mistake
+TEST_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("198.18.0.0/15", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+)
+
+_DEV_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+@dataclass(frozen=True)
+class VethPair:
+    """Two network namespaces joined by a veth pair: ``dev_a`` (in ``ns_a``) <-> ``dev_b``.
+
+    Attributes:
+        ns_a, ns_b: the namespaces' names (for :func:`run_in_netns`, :func:`socket_in`,
+            ``ip -n``).
+        dev_a, dev_b: the two ends of the cable, one in each namespace.
+        ip_a, ip_b: their IPv4 addresses (without the prefix length).
+        mac_a, mac_b: their MAC addresses.
+        prefix_len: the subnet's prefix length (e.g. 30).
+    """
+
+    ns_a: str
+    ns_b: str
+    dev_a: str
+    dev_b: str
+    ip_a: str
+    ip_b: str
+    mac_a: str
+    mac_b: str
+    prefix_len: int
+
+
+def _check_test_addresses(address_a: str, address_b: str) -> tuple[ipaddress.IPv4Interface, ...]:
+    try:
+        a = ipaddress.IPv4Interface(address_a)
+        b = ipaddress.IPv4Interface(address_b)
+    except (ipaddress.AddressValueError, ipaddress.NetmaskValueError, ValueError) as exc:
+        raise ValueError(
+            f"veth addresses must be IPv4 'address/prefix', e.g. '198.18.0.1/30': {exc}"
+        ) from None
+    for iface in (a, b):
+        if not any(iface.network.subnet_of(net) for net in TEST_NETWORKS):
+            raise ValueError(
+                f"{iface} is not inside a reserved test range "
+                f"({', '.join(map(str, TEST_NETWORKS))}); the lab only uses those"
+            )
+    if a.network != b.network or a.ip == b.ip:
+        raise ValueError(f"{a} and {b} must be two different addresses in one subnet")
+    return a, b
+
+
+def _write_sysctl(path: str, value: str) -> bool:
+    """Write a /proc/sys file as seen from the calling thread's namespace; False if absent."""
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _ipv6_off() -> None:
+    """Switch IPv6 off in the calling thread's (fresh) namespace.
+
+    ``/proc/sys/net`` shows the namespace of the thread that opens it. As a guard against ever
+    changing the host's settings, this refuses unless the namespace it sees is a fresh one (no
+    interface but ``lo`` yet).
+    """
+    conf = "/proc/sys/net/ipv6/conf"
+    try:
+        names = set(os.listdir(conf))
+    except FileNotFoundError:
+        return  # a kernel without IPv6: nothing to switch off
+    if names - {"all", "default", "lo"}:
+        raise RuntimeError(
+            f"refusing to change IPv6 settings: {conf} lists {sorted(names)}, "
+            "not a fresh namespace with only lo"
+        )
+    for scope in ("all", "default"):
+        _write_sysctl(f"{conf}/{scope}/disable_ipv6", "1")
+
+
+def _wait_operstate_up(links: list[tuple[str, str]], timeout: float = 3.0) -> None:
+    """Wait (at most ``timeout`` s) until each ``(namespace, device)`` reports operstate UP.
+
+    The kernel marks a link's carrier UP a moment after ``ip link set up`` (its link watch runs
+    asynchronously); waiting makes what ``ip`` shows right after creation match what is true.
+    """
+    deadline = time.monotonic() + timeout
+    pending = list(links)
+    while pending and time.monotonic() < deadline:
+        ns, dev = pending[0]
+        info = json.loads(_ip("-n", ns, "-j", "link", "show", "dev", dev) or "[]")
+        if info and info[0].get("operstate") == "UP":
+            pending.pop(0)
+        else:
+            time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def veth_pair(
+    ns_a: str,
+    ns_b: str,
+    *,
+    dev_a: str = "veth-a",
+    dev_b: str = "veth-b",
+    address_a: str = "198.18.0.1/30",
+    address_b: str = "198.18.0.2/30",
+    mac_a: str = "02:00:c6:12:00:01",
+    mac_b: str = "02:00:c6:12:00:02",
+    static_neighbours: bool = True,
+    ipv6: bool = False,
+) -> Iterator[VethPair]:
+    """Two fresh namespaces joined by a veth pair, for the ``with`` block; always deleted after.
+
+    Nothing touches the host's interfaces: the pair is created inside ``ns_a`` with its peer
+    moved straight into ``ns_b`` (``ip -n ns_a link add ... peer ... netns ns_b``), and deleting
+    the namespaces takes the cable with them. The cable carries only what the caller sends:
+
+    * IPv6 is switched off in both namespaces (no router solicitations, no duplicate address
+      detection, no multicast listener reports);
+    * with ``static_neighbours`` each side knows the other's MAC address in advance
+      (``nud permanent``), so no ARP requests are needed either.
+
+    Args:
+        ns_a, ns_b: names of the two namespaces; neither may exist yet.
+        dev_a, dev_b: interface names of the two ends (at most 15 characters).
+        address_a, address_b: IPv4 ``address/prefix`` for each end, in one subnet inside a
+            reserved test range (:data:`TEST_NETWORKS`).
+        mac_a, mac_b: the ends' MAC addresses (locally administered by default).
+        static_neighbours: pre-fill each side's neighbour (ARP) table with the other.
+        ipv6: leave IPv6 on (it then adds its own packets to the cable).
+
+    Yields:
+        A :class:`VethPair` describing both ends.
+
+    Raises:
+        ValueError: a bad name or address (before anything is created).
+        RuntimeError: an ``ip`` command failed (everything created so far is deleted).
+    """
+    _check_name(ns_a)
+    _check_name(ns_b)
+    if ns_a == ns_b:
+        raise ValueError("the two ends need two different namespaces")
+    for dev in (dev_a, dev_b):
+        if not isinstance(dev, str) or not _DEV_RE.match(dev):
+            raise ValueError(f"bad interface name {dev!r}: 1-15 letters, digits, '.', '_', '-'")
+    a, b = _check_test_addresses(address_a, address_b)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(temporary_netns(ns_a))
+        stack.enter_context(temporary_netns(ns_b))
+        if not ipv6:
+            run_in_netns(ns_a, _ipv6_off, timeout=10.0)
+            run_in_netns(ns_b, _ipv6_off, timeout=10.0)
+        _ip(
+            "-n", ns_a, "link", "add", dev_a, "address", mac_a,
+            "type", "veth", "peer", "name", dev_b, "address", mac_b, "netns", ns_b,
+        )  # fmt: skip
+        _ip("-n", ns_a, "addr", "add", str(a), "dev", dev_a)
+        _ip("-n", ns_b, "addr", "add", str(b), "dev", dev_b)
+        if static_neighbours:
+            _ip("-n", ns_a, "neigh", "add", str(b.ip), "lladdr", mac_b, "dev", dev_a,
+                "nud", "permanent")  # fmt: skip
+            _ip("-n", ns_b, "neigh", "add", str(a.ip), "lladdr", mac_a, "dev", dev_b,
+                "nud", "permanent")  # fmt: skip
+        _ip("-n", ns_a, "link", "set", dev_a, "up")
+        _ip("-n", ns_b, "link", "set", dev_b, "up")
+        _wait_operstate_up([(ns_a, dev_a), (ns_b, dev_b)])
+        yield VethPair(
+            ns_a, ns_b, dev_a, dev_b, str(a.ip), str(b.ip), mac_a, mac_b, a.network.prefixlen
+        )

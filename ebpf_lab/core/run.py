@@ -1,0 +1,443 @@
+"""The bounded-run core: compile, attach, run for ``duration`` seconds, detach on every exit path.
+
+Every lesson goes through :func:`bounded_run`. A lesson names its C program, its attach points and a
+:class:`Collector` that reads what the program gathered; the core does the rest:
+
+1. checks (root, bcc) before anything loads; lessons check their own arguments first; removes
+   what runs of processes killed mid-run left in the kernel (:func:`ebpf_lab.core.leftovers.reap`);
+2. compiles the C and loads each function (compile and verifier errors become ProgramError);
+3. attaches the probes, trying alternatives in order (e.g. kprobe, then tracepoint);
+4. starts the optional ``workload`` in a thread once everything is attached;
+5. polls the collector until ``duration`` has passed *and* the workload has finished, or until
+   the Stop button, a Jupyter interrupt (KeyboardInterrupt) or an error ends it early;
+6. drains what is left, builds the DataFrame, and always detaches and closes everything, with
+   Ctrl-C deferred so a second interrupt cannot leave a probe behind.
+
+An interrupt or Stop returns the data gathered so far with ``df.attrs["interrupted"] = True``.
+An exception in the workload is re-raised after everything is detached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ebpf_lab.core import kernelfs as kernel
+from ebpf_lab.core import leftovers
+from ebpf_lab.core.attach import Probe, detach_all, prog_type, try_attach
+from ebpf_lab.core.errors import ProgramError, UnsupportedFeature
+from ebpf_lab.core.guards import require_bcc, require_root
+from ebpf_lab.core.live import Live, make_live
+from ebpf_lab.core.loader import compile_program, load_function, release
+
+#: how long one poll may block, in seconds: the Stop button and the deadline are checked this often
+POLL_SLICE = 0.1
+#: how long to wait for a workload that was asked to stop after an interrupt, in seconds
+WORKLOAD_STOP_GRACE = 10.0
+
+_local = threading.local()
+_ACTIVE: list[Live] = []
+_ACTIVE_LOCK = threading.Lock()
+
+
+def active_views() -> list[Live]:
+    """The views (progress bar + Stop button) of the bounded runs going on now."""
+    with _ACTIVE_LOCK:
+        return list(_ACTIVE)
+
+
+def stop_all() -> int:
+    """Press Stop on every bounded run going on now; returns how many were asked to stop."""
+    views = active_views()
+    for view in views:
+        view.request_stop()
+    return len(views)
+
+
+def stop_requested() -> bool:
+    """Inside a workload: True once the run was stopped or interrupted, so the workload should end.
+
+    The lab's own workloads (:mod:`ebpf_lab.workloads`) check this between steps.
+    """
+    event = getattr(_local, "stop", None)
+    return bool(event is not None and event.is_set())
+
+
+def ended_early(df: Any) -> bool:
+    """True if a bounded run's frame says Stop or an interrupt ended it (``attrs["interrupted"]``).
+
+    A function that makes several runs in a row checks this after each one and makes no more:
+    one click on Stop (or one Ctrl-C) ends the whole call, not just the run that was going.
+    """
+    return bool(getattr(df, "attrs", {}).get("interrupted"))
+
+
+@dataclass
+class RunContext:
+    """What a collector gets: the loaded program and the run's clocks."""
+
+    bpf: Any
+    bcc: Any
+    attach: str
+    duration: float
+    live: Live
+    t0_mono_ns: int = 0
+    t0_wall_ns: int = 0
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def table(self, name: str) -> Any:
+        """The program's map called ``name`` (a BCC table object)."""
+        return self.bpf[name.encode()]
+
+    def elapsed(self) -> float:
+        """Seconds since the probes were attached."""
+        return (time.monotonic_ns() - self.t0_mono_ns) / 1e9
+
+    def to_time(self, ktime_ns: Any) -> pd.Series:
+        """Kernel monotonic nanoseconds (``bpf_ktime_get_ns``) -> wall-clock ``datetime64[ns]``."""
+        values = np.asarray(ktime_ns, dtype="int64") - self.t0_mono_ns + self.t0_wall_ns
+        return pd.Series(pd.to_datetime(values, unit="ns"), name="time")
+
+    def now(self) -> pd.Timestamp:
+        """The current wall-clock time as a Timestamp."""
+        return pd.Timestamp(time.time_ns(), unit="ns")
+
+
+class Collector:
+    """A lesson's reading side. Override what you need; the defaults do nothing.
+
+    ``start`` runs once the probes are attached (open buffers, take a first snapshot); ``poll``
+    waits at most ``timeout`` seconds for data; ``finish`` builds the DataFrame after a last
+    drain; ``close`` releases what ``start`` opened and runs on every exit path. A collector that
+    has all it wants (e.g. ``max_events``) sets ``full = True`` and the run ends early.
+    """
+
+    full: bool = False
+    #: the first exception raised inside a callback BCC called (BCC would print and drop it)
+    callback_error: BaseException | None = None
+
+    def guard(self, callback: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a BCC callback (perf/ring buffer) so an exception in it ends the run and is
+        raised to the caller, instead of being printed and ignored by BCC."""
+
+        def guarded(*args: Any) -> Any:
+            try:
+                return callback(*args)
+            except Exception as exc:
+                if self.callback_error is None:
+                    self.callback_error = exc
+                self.full = True  # end the run
+                return None
+
+        return guarded
+
+    def start(self, ctx: RunContext) -> None:
+        """Open buffers and take first readings; called once, after attaching."""
+
+    def poll(self, ctx: RunContext, timeout: float) -> None:
+        """Read what arrived, waiting up to ``timeout`` seconds."""
+        if timeout > 0:
+            time.sleep(timeout)
+
+    def finish(self, ctx: RunContext) -> pd.DataFrame:
+        """Build the result frame (a last ``poll(ctx, 0)`` has already drained the buffers)."""
+        return pd.DataFrame()
+
+    def close(self, ctx: RunContext | None) -> None:
+        """Release resources opened in ``start``; called on every exit path."""
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """One way to attach a program: a label for ``df.attrs["attach"]`` and the probes."""
+
+    label: str
+    probes: Sequence[Probe]
+    reason: str = ""
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[list[int]]:
+    """Hold off Ctrl-C / Jupyter interrupts for the block (main thread only); yield what arrived."""
+    arrived: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield arrived
+        return
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(signum))
+    except ValueError:  # not the main interpreter
+        yield arrived
+        return
+    try:
+        yield arrived
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _WorkloadThread(threading.Thread):
+    def __init__(self, workload: Callable[[], Any], stop: threading.Event) -> None:
+        super().__init__(name="ebpf-lab-workload", daemon=True)
+        self.workload = workload
+        self.stop = stop
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        _local.stop = self.stop
+        try:
+            self.result = self.workload()
+        except BaseException as exc:  # reported to the caller after detaching
+            self.error = exc
+        finally:
+            _local.stop = None
+
+
+def _attach_first_working(
+    bcc: Any, bpf: Any, alternatives: Sequence[Alternative], name: str
+) -> tuple[Alternative, list[str]]:
+    """Load and attach the first alternative that works; returns it and why the others failed."""
+    failures: list[str] = []
+    for i, alt in enumerate(alternatives):
+        last = i == len(alternatives) - 1
+        try:
+            for probe in alt.probes:
+                load_function(bpf, probe.fn, prog_type(bcc, probe), name=name)
+                error = try_attach(bcc, bpf, probe)
+                if error is not None:
+                    raise UnsupportedFeature(probe.kind, f"{probe.describe()}: {error}")
+            return alt, failures
+        except UnsupportedFeature as exc:
+            failures.append(f"{alt.label}: {exc.reason}")
+            # undo what this alternative attached before trying the next
+            with contextlib.suppress(Exception):
+                detach_all(bpf)
+            if last:
+                raise
+        except ProgramError:
+            raise
+    raise ValueError("bounded_run needs at least one attach alternative")  # pragma: no cover
+
+
+def bounded_run(
+    *,
+    name: str,
+    source: str,
+    alternatives: Sequence[Alternative],
+    collector: Collector,
+    duration: float,
+    workload: Callable[[], Any] | None = None,
+    cflags: Sequence[str] = (),
+    live: bool | None = None,
+    attrs: dict[str, Any] | None = None,
+    on_workload_result: Callable[[Any], None] | None = None,
+) -> pd.DataFrame:
+    """Run one BPF program for a bounded time and return the collector's DataFrame.
+
+    This is the one place where recording and replay are hooked
+    (:mod:`ebpf_lab.classroom.recordings`):
+    while recording (``ebpf_lab.record(dir)`` / ``EBPF_LAB_RECORD``) the frame returned, or the
+    exception raised, is also saved; while replaying (``ebpf_lab.replay(dir)`` /
+    ``EBPF_LAB_REPLAY``) nothing is compiled, loaded or attached: the ``workload`` runs (the
+    lab's known workloads replay their recorded results) and the next recorded frame is
+    returned, with ``df.attrs["replay"]``.
+
+    Args:
+        name: a short name for messages and the progress bar.
+        source: the C text.
+        alternatives: ways to attach, tried in order; the first that attaches is used.
+        collector: reads the program's maps/buffers and builds the frame.
+        duration: seconds to run (checked by the caller); the run also waits for the workload.
+        workload: a callable started in a thread once the probes are attached.
+        cflags: extra compiler flags (``-DNAME=value``).
+        live: show the progress bar and Stop button (default: only in Jupyter).
+        attrs: extra ``df.attrs`` entries.
+        on_workload_result: called with the workload's return value when it finished normally.
+
+    Returns:
+        The collector's frame with ``attrs``: ``attach``, ``attach_reason``, ``duration``,
+        ``elapsed``, ``kernel``, ``interrupted``, ``stopped_by`` and the lesson's own.
+    """
+    from ebpf_lab.classroom import recordings
+
+    session = recordings.current()
+    if session is not None and session.mode == "replay":
+        return session.replay_run(
+            name=name,
+            duration=duration,
+            workload=workload,
+            live=live,
+            on_workload_result=on_workload_result,
+        )
+    started: list[bool] = []
+    if session is not None and workload is not None:  # remember whether the workload ran
+        inner = workload
+
+        def workload() -> Any:
+            started.append(True)
+            return inner()
+
+    try:
+        frame = _run_live(
+            name=name,
+            source=source,
+            alternatives=alternatives,
+            collector=collector,
+            duration=duration,
+            workload=workload,
+            cflags=cflags,
+            live=live,
+            attrs=attrs,
+            on_workload_result=on_workload_result,
+        )
+    except Exception as exc:
+        if session is not None:
+            session.record_run(name, None, exc, workload_ran=bool(started))
+        raise
+    if session is not None:
+        session.record_run(name, frame, None, workload_ran=bool(started))
+    return frame
+
+
+def _poll_until_done(
+    ctx: RunContext,
+    collector: Collector,
+    view: Live,
+    worker: _WorkloadThread | None,
+    deadline: float,
+    interrupts: list[int],
+) -> str | None:
+    """Poll until the duration is over and the workload done; return why it ended early."""
+    while True:
+        if interrupts:
+            return "interrupt"
+        if view.stop.is_set():
+            return "stop button"
+        if collector.full:
+            return "limit"
+        if worker is not None and worker.error is not None:
+            return None
+        now = time.monotonic()
+        worker_busy = worker is not None and worker.is_alive()
+        if now >= deadline and not worker_busy:
+            return None
+        timeout = POLL_SLICE if now >= deadline else min(POLL_SLICE, deadline - now)
+        collector.poll(ctx, timeout)
+        if collector.callback_error is not None:
+            raise collector.callback_error
+        view.update(ctx.elapsed(), "waiting for the workload" if now >= deadline else "")
+        view.pump()
+
+
+def _run_live(
+    *,
+    name: str,
+    source: str,
+    alternatives: Sequence[Alternative],
+    collector: Collector,
+    duration: float,
+    workload: Callable[[], Any] | None = None,
+    cflags: Sequence[str] = (),
+    live: bool | None = None,
+    attrs: dict[str, Any] | None = None,
+    on_workload_result: Callable[[Any], None] | None = None,
+) -> pd.DataFrame:
+    """:func:`bounded_run` on the kernel (no recording or replay): see its docstring."""
+    require_root()
+    bcc = require_bcc()
+    # what runs killed mid-run left (tracefs instances, network namespaces) goes before we load
+    leftovers.reap()
+    view = make_live(name, duration, live)
+    stop = view.stop
+    with _ACTIVE_LOCK:
+        _ACTIVE.append(view)
+    bpf = None
+    ctx: RunContext | None = None
+    worker: _WorkloadThread | None = None
+    stopped_by: str | None = None
+    failed: str | None = None  # how an exception ended the run (not the exception: no cycle)
+    try:
+        # Ctrl-C is held off while BCC builds maps and programs: interrupted half-way, they
+        # would belong to no Python object and stay until the process exits.
+        with sigint_deferred() as arrived:
+            bpf = compile_program(source, cflags, name=name)
+            chosen, failures = _attach_first_working(bcc, bpf, alternatives, name)
+        if arrived:
+            raise KeyboardInterrupt
+        ctx = RunContext(bpf=bpf, bcc=bcc, attach=chosen.label, duration=duration, live=view)
+        ctx.t0_mono_ns = time.monotonic_ns()
+        ctx.t0_wall_ns = time.time_ns()
+        collector.start(ctx)
+        view.open()
+        view.attached.set()
+        if workload is not None:
+            worker = _WorkloadThread(workload, stop)
+            worker.start()
+        deadline = time.monotonic() + duration
+        # While polling, Ctrl-C only raises a flag checked between polls: raised as an exception
+        # inside a BCC callback, ctypes would swallow it and the run would go on.
+        try:
+            with sigint_deferred() as interrupts:
+                stopped_by = _poll_until_done(ctx, collector, view, worker, deadline, interrupts)
+        except KeyboardInterrupt:
+            stopped_by = "interrupt"
+        with sigint_deferred() as arrived:
+            if stopped_by:
+                stop.set()
+            if worker is not None and stopped_by:
+                worker.join(WORKLOAD_STOP_GRACE)
+            collector.poll(ctx, 0)
+            frame = collector.finish(ctx)
+            if arrived and not stopped_by:
+                stopped_by = "interrupt"
+    except BaseException as exc:
+        failed = (
+            "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {type(exc).__name__}"
+        )
+        raise
+    finally:
+        with sigint_deferred():
+            if stopped_by is None and worker is not None and worker.is_alive():
+                stop.set()  # an error ended the run: ask the workload to end too
+            with contextlib.suppress(Exception):
+                collector.close(ctx)
+            if bpf is not None:
+                release(bpf)
+            with _ACTIVE_LOCK:
+                _ACTIVE.remove(view)
+            if failed is not None:  # an exception ends the run: the view ends too
+                with contextlib.suppress(Exception):
+                    view.close(failed)
+    if worker is not None and worker.error is not None and stopped_by is None:
+        view.close("workload failed")
+        raise worker.error
+    if worker is not None and on_workload_result is not None and worker.error is None:
+        on_workload_result(worker.result)
+    elapsed = ctx.elapsed()
+    view.close(
+        f"stopped ({stopped_by}) after {elapsed:.1f} s"
+        if stopped_by
+        else f"done: {len(frame)} rows in {elapsed:.1f} s"
+    )
+    frame.attrs.update(attrs or {})
+    frame.attrs.update(ctx.attrs)
+    frame.attrs.update(
+        {
+            "program": name,
+            "attach": chosen.label,
+            "attach_reason": "; ".join([chosen.reason, *failures]).strip("; "),
+            "duration": duration,
+            "elapsed": round(elapsed, 3),
+            "kernel": kernel.release(),
+            "interrupted": stopped_by in ("stop button", "interrupt"),
+            "stopped_by": stopped_by,
+        }
+    )
+    return frame

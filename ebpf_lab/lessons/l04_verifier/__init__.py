@@ -1,0 +1,1 @@
+"""Lesson 04: the code behind ``notebooks/04-bytecode-and-verifier.ipynb``."""

@@ -1,0 +1,1 @@
+"""Lesson 05: the code behind ``notebooks/05-maps.ipynb``."""

@@ -1,0 +1,606 @@
+"""Lesson 07: one tiny counter at seven kinds of attach point, each checked against known work.
+
+The BPF program (``programs/attach_count.bpf.c``) adds 1 to a per-process counter. The lab attaches
+it in turn as a **kprobe**, a **kretprobe** and an **fentry** program (the entry, the return,
+and the entry through BTF of the kernel function behind ``getppid()``), a **tracepoint**
+(``syscalls:sys_enter_getppid``), a **raw tracepoint** (``sys_enter``, every syscall, filtered in
+the program), a **uprobe** (libc's ``getppid()``, in user space) and a **perf event** (a
+``cpu-clock`` timer sampling one process ``sample_freq`` times per CPU-second).
+
+Every run has a known workload, a *gated* child process (:class:`ebpf_lab.workloads.GatedChild`):
+it starts, stops itself, the probe is attached (to its pid where the attach point takes one), and
+only then does it do its work. So the truth is exact:
+
+* kprobe, kretprobe, fentry, tracepoint, raw tracepoint, uprobe: the child calls
+  ``os.getppid()`` exactly ``calls`` times, which is ``calls`` libc calls and ``calls`` system
+  calls;
+* perf event: the child spins for a while; it is sampled by a timer that runs only while it is
+  on a CPU and keeps its phase across context switches, so the sample count is
+  ``sample_freq`` x (its CPU-seconds), give or take one partial period per CPU, two at the
+  edges, and a few microseconds per context switch (:func:`sampling_bound`). The child stops
+  again after its work, and its CPU time and its samples are read right then, so its exit (part
+  of which the timer never sees: the kernel removes the process's perf events before its
+  exit is over) is not part of the comparison.
+
+Where the kernel cannot do something (no kprobes, or fentry refused), :func:`count_at` raises
+:class:`~ebpf_lab.core.errors.UnsupportedFeature` before anything loads, and :func:`attach_points`
+turns that into a row that explains it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ebpf_lab.core import kernelfs as kernel
+from ebpf_lab.core.attach import Probe
+from ebpf_lab.core.errors import UnsupportedFeature
+from ebpf_lab.core.guards import check_choice, check_duration, check_positive_int, require_root
+from ebpf_lab.core.loader import program_source
+from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run, ended_early
+from ebpf_lab.show.frames import decode_c_string, typed_frame
+from ebpf_lab.workloads import MAX_GETPPID_CALLS, MAX_SPIN_SECONDS, getppid_child, spin_child
+
+#: the kinds of attach point this lesson compares, in the order of the table
+KINDS = ("kprobe", "kretprobe", "fentry", "tracepoint", "raw_tracepoint", "uprobe", "perf_event")
+
+#: where each kind attaches (the :class:`~ebpf_lab.core.attach.Probe` target)
+TARGETS = {
+    "kprobe": "syscall:getppid",
+    "kretprobe": "syscall:getppid",
+    "fentry": "syscall:getppid",
+    "tracepoint": "syscalls:sys_enter_getppid",
+    "raw_tracepoint": "sys_enter",
+    "uprobe": "c:getppid",
+    "perf_event": "software:cpu-clock",
+}
+
+#: what each kind sees, in words
+WHAT = {
+    "kprobe": "entry of the kernel function behind getppid() (__x64_sys_getppid)",
+    "kretprobe": "return from the kernel function behind getppid() (__x64_sys_getppid)",
+    "fentry": "entry of the getppid() body (__do_sys_getppid) through a BPF trampoline (BTF)",
+    "tracepoint": "the syscalls:sys_enter_getppid tracepoint (getppid system calls)",
+    "raw_tracepoint": "the raw sys_enter tracepoint (every system call; the program keeps getppid)",
+    "uprobe": "a uprobe on libc's getppid() (user-space function calls)",
+    "perf_event": "a software cpu-clock perf event sampling one process",
+}
+
+#: the default sampling frequency: a prime, so it is a multiple of no CONFIG_HZ (100, 250, 300,
+#: 1000) and the timer does not tick in step with the scheduler's tick and time slices
+DEFAULT_SAMPLE_FREQ = 997
+
+COLUMNS = ["tgid", "command", "events", "workload"]
+
+
+#: the most time, per context switch, between the kernel charging a process CPU time and its
+#: sampling timer running (or the other way round), in seconds; measured here at up to ~7 us
+#: under heavy load (other programs on the scheduler's tracepoints lengthen every switch)
+SWITCH_GAP_S = 10e-6
+
+
+def sampling_bound(sample_freq: int, context_switches: int, ncpus: int | None = None) -> int:
+    """How far a per-process cpu-clock sample count may be from ``sample_freq`` x CPU-seconds.
+
+    The timer of a perf event opened for one process runs only while that process is on a CPU,
+    and keeps its remaining period when the process is switched out, so the samples follow the
+    process's own CPU time: not the wall clock, and not a coin toss (no square-root-of-n
+    Poisson error). What remains:
+
+    * BCC opens one such event per CPU and each keeps its own phase, so each can end with a
+      partial period that never fired: up to ``ncpus`` samples short;
+    * the first and last moments: up to 2 more, either way;
+    * at every context switch a few microseconds pass between the kernel starting (or stopping)
+      charging the process CPU time and the timer starting (or stopping): up to
+      ``sample_freq * context_switches *`` :data:`SWITCH_GAP_S` more.
+
+    So ``|samples - sample_freq * cpu_seconds| <= ncpus + 2 +
+    ceil(sample_freq * context_switches * SWITCH_GAP_S)``.
+
+    The bound assumes every timer interrupt arrives less than one period after it was due: perf
+    counts one sample for a tick however many periods late it fires. At 1000 Hz (1 ms) that
+    holds; at 5000 Hz (200 us), in a virtual machine whose host is busy, a tick is now and then
+    late enough to swallow the next, and the count comes out a few samples short.
+
+    Sampling the whole machine instead (every process, ``pid=-1``) is statistical: a process's
+    share of the ticks depends on where each of its time slices starts in the timer's period,
+    up to one tick per time slice either way.
+
+    Args:
+        sample_freq: samples per second of CPU time.
+        context_switches: times the process was switched out (``ru_nvcsw + ru_nivcsw``).
+        ncpus: CPUs the process may run on (default: those this process may use).
+    """
+    if ncpus is None:
+        ncpus = len(os.sched_getaffinity(0))
+    return int(ncpus) + 2 + math.ceil(sample_freq * context_switches * SWITCH_GAP_S)
+
+
+def _max_sample_rate() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/perf_event_max_sample_rate").read_text())
+    except (OSError, ValueError):
+        return 100_000
+
+
+@functools.lru_cache(maxsize=1)
+def _btf_functions() -> frozenset[str]:
+    """The names of the functions the running kernel describes in its BTF (``bpftool``)."""
+    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+    try:
+        out = subprocess.run(
+            [bpftool, "btf", "dump", "file", str(kernel.BTF_VMLINUX)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return frozenset()
+    return frozenset(re.findall(r"^\[\d+\] FUNC '([^']+)'", out, re.M))
+
+
+def fentry_function(name: str) -> str:
+    """The kernel function an fentry program hooks for system call ``name``.
+
+    fentry finds its function by BTF, which names only some of a system call's functions: on
+    x86-64 kernels 6.1 to 6.18 the BTF has ``__do_sys_getppid`` (the syscall's body, which
+    ``__x64_sys_getppid`` calls or is an alias of) but not ``__x64_sys_getppid``. The first of
+    ``__x64_sys_<name>``, ``__do_sys_<name>``, ``__se_sys_<name>``, ``sys_<name>`` that the BTF
+    describes is used.
+    """
+    known = _btf_functions()
+    for candidate in (f"__x64_sys_{name}", f"__do_sys_{name}", f"__se_sys_{name}", f"sys_{name}"):
+        if candidate in known:
+            return candidate
+    return f"__do_sys_{name}"
+
+
+_SAME_CALLS = (
+    "the syscalls:sys_enter_getppid tracepoint (kind='tracepoint') or the raw "
+    "sys_enter tracepoint (kind='raw_tracepoint'), which see the same calls,"
+)
+
+
+def _precheck(kind: str) -> None:
+    """Raise UnsupportedFeature, before anything loads, when the kernel plainly lacks ``kind``.
+
+    These are the cheap file checks of :mod:`ebpf_lab.core.kernelfs` (the same ones the doctor uses
+    before it probes), and for fentry the doctor's own verdict (only loading an fentry program
+    tells); the run itself is the real test.
+    """
+    if kind in ("kprobe", "kretprobe"):
+        ok, why = kernel.kprobes_available()
+        if not ok:
+            raise UnsupportedFeature(kind, why, _SAME_CALLS)
+    elif kind == "fentry":
+        from ebpf_lab.kernel.doctor import doctor
+
+        frame = doctor()
+        row = frame[frame["feature"] == "fentry"].iloc[0]
+        if not bool(row["supported"]):
+            raise UnsupportedFeature("fentry", f"the doctor: {row['detail']}", _SAME_CALLS)
+    elif kind == "tracepoint":
+        kernel.require_tracefs()
+        if not kernel.syscall_tracepoint_exists("getppid"):
+            raise UnsupportedFeature(
+                "tracepoint",
+                "no syscalls:sys_enter_getppid in tracefs (CONFIG_FTRACE_SYSCALLS unset)",
+                "kind='raw_tracepoint' (sys_enter)",
+            )
+    elif kind == "uprobe":
+        if not Path("/sys/bus/event_source/devices/uprobe").exists():
+            raise UnsupportedFeature(
+                "uprobe",
+                "no uprobe PMU (/sys/bus/event_source/devices/uprobe): the kernel "
+                "was built without CONFIG_UPROBE_EVENTS",
+                "kind='tracepoint'",
+            )
+
+
+class _Counts(Collector):
+    """Reads the per-process counter map at the end (counting needs no polling), and the
+    child's count alone when its work is done (:meth:`at_work_end`)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.ctx: RunContext | None = None
+        self.work_events: int | None = None
+
+    def start(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    def at_work_end(self) -> None:
+        """Called by the workload while the child is stopped after its work."""
+        if self.ctx is None:  # nothing attached (e.g. a replayed run): nothing to read
+            return
+        table = self.ctx.table("counts")
+        try:
+            self.work_events = int(table[table.Key(self.pid)].events)
+        except KeyError:
+            self.work_events = 0
+
+    def finish(self, ctx: RunContext) -> pd.DataFrame:
+        rows = []
+        for key, value in ctx.table("counts").items():
+            rows.append(
+                {
+                    "tgid": key.value,
+                    "command": decode_c_string(value.comm),
+                    "events": value.events,
+                    "workload": key.value == self.pid,
+                }
+            )
+        df = typed_frame(
+            rows,
+            COLUMNS,
+            {"tgid": "int64", "command": "category", "events": "int64", "workload": "bool"},
+        )
+        df = df.sort_values(["workload", "events"], ascending=False, ignore_index=True)
+        ctx.attrs["missed"] = int(ctx.table("missed")[0].value)
+        return df
+
+
+def _check_cpu_seconds(cpu_seconds: Any) -> float:
+    if (
+        isinstance(cpu_seconds, bool)
+        or not isinstance(cpu_seconds, (int, float))
+        or not (0 < cpu_seconds <= MAX_SPIN_SECONDS)
+    ):
+        raise ValueError(
+            f"cpu_seconds must be a number of seconds in (0, {MAX_SPIN_SECONDS:g}], "
+            f"got {cpu_seconds!r}"
+        )
+    return float(cpu_seconds)
+
+
+def _check_sample_freq(sample_freq: Any) -> int:
+    limit = _max_sample_rate()
+    if (
+        isinstance(sample_freq, bool)
+        or not isinstance(sample_freq, int)
+        or not (1 <= sample_freq <= limit)
+    ):
+        raise ValueError(
+            f"sample_freq must be a whole number of samples per second from 1 to "
+            f"{limit} (kernel.perf_event_max_sample_rate), got {sample_freq!r}"
+        )
+    return sample_freq
+
+
+def count_at(
+    kind: str = "tracepoint",
+    calls: int = 1000,
+    *,
+    cpu_seconds: float = 0.3,
+    sample_freq: int = DEFAULT_SAMPLE_FREQ,
+    duration: float = 0.1,
+    live: bool | None = None,
+) -> pd.DataFrame:
+    """Attach the counter as ``kind``, run the known workload, and count events per process.
+
+    Args:
+        kind: one of :data:`KINDS`: ``"kprobe"``, ``"kretprobe"``, ``"fentry"``,
+            ``"tracepoint"``, ``"raw_tracepoint"``, ``"uprobe"`` or ``"perf_event"``.
+        calls: for every kind but ``perf_event``: the child's ``os.getppid()`` calls
+            (1 .. 10,000,000).
+        cpu_seconds: for ``perf_event``: CPU-seconds the child spins (0 < s <= 60).
+        sample_freq: for ``perf_event``: samples per second of the child's CPU time
+            (1 .. ``kernel.perf_event_max_sample_rate``).
+        duration: the least time to stay attached, in seconds; the run also waits for the child.
+        live: show the progress bar and Stop button (default: in Jupyter only).
+
+    Returns:
+        One row per process the program ran for: ``tgid``, ``command`` (its name at its last
+        event), ``events``, ``workload`` (True for the child). The child's row comes first.
+        ``df.attrs``: ``kind``, ``target``, ``expected`` (the child's known calls, or
+        ``sample_freq * cpu_seconds``), ``measured`` (the child's events), ``bound`` (0 for the
+        exact kinds, :func:`sampling_bound` for perf_event), ``within_bound``, ``filter`` (how
+        the count was limited to the child), ``workload`` (what the child did, as a dict),
+        ``missed`` (events not counted because the map was full), for perf_event
+        ``sample_freq`` and ``events_after_work`` (samples during the child's exit, which
+        ``measured`` leaves out: the child stops after its spin and is counted then), and the
+        core's attach, duration, kernel...
+
+    Raises:
+        ValueError: bad kind, calls, cpu_seconds, sample_freq or duration (before anything loads).
+        PermissionError: not root.
+        UnsupportedFeature: the kernel lacks ``kind`` (no kprobes, fentry refused...); the
+            message names the attach point to use instead.
+    """
+    check_choice(kind, "kind", KINDS)
+    check_positive_int(calls, "calls", MAX_GETPPID_CALLS)
+    if calls is None:
+        raise ValueError("calls must be a positive whole number, got None")
+    cpu_seconds = _check_cpu_seconds(cpu_seconds)
+    sample_freq = _check_sample_freq(sample_freq)
+    duration = check_duration(duration)
+    require_root()
+    _precheck(kind)
+
+    if kind == "perf_event":
+        # the child stops again after spinning: its CPU time and its samples are read then, so
+        # its exit (during which the kernel takes the perf event down) is not measured
+        child = spin_child(cpu_seconds, stop_after=True)
+    else:
+        child = getppid_child(calls)
+    collector = _Counts(child.pid)
+    cflags: list[str] = []
+    with child:
+        if kind == "fentry":
+            # KFUNC_PROBE loads and attaches itself while the C is compiled (the child is still
+            # stopped then); the core detaches it on every path
+            function = fentry_function("getppid")
+            cflags = [f"-DFENTRY_FUNCTION={function}"]
+            alternative = Alternative("fentry", [], f"asked for fentry on {function}")
+            how = "fires for every process; counted per tgid, the child's row picked out"
+        elif kind in ("uprobe", "perf_event"):
+            probe = Probe(
+                kind,
+                TARGETS[kind],
+                f"count_{kind}",
+                pid=child.pid,
+                sample_freq=sample_freq if kind == "perf_event" else 0,
+            )
+            how = f"{kind} opened for pid {child.pid} only"
+            alternative = Alternative(kind, [probe], f"asked for {kind}")
+        else:
+            probe = Probe(kind, TARGETS[kind], f"count_{kind}")
+            how = "fires for every process; counted per tgid, the child's row picked out"
+            alternative = Alternative(kind, [probe], f"asked for {kind}")
+        box: dict[str, pd.DataFrame] = {}
+        df = bounded_run(
+            name="attach_count",
+            source=program_source("attach_count"),
+            alternatives=[alternative],
+            cflags=cflags,
+            collector=collector,
+            duration=duration,
+            live=live,
+            workload=lambda: child.run(at_end=collector.at_work_end),
+            on_workload_result=lambda done: box.update(done=done),
+            attrs={"kind": kind, "target": TARGETS[kind], "filter": how},
+        )
+    done = box.get("done")
+    final = int(df.loc[df["workload"], "events"].sum())
+    measured = final if collector.work_events is None else collector.work_events
+    if kind == "perf_event":
+        cpu = float(done["cpu_seconds"].iloc[0]) if done is not None else float("nan")
+        expected = sample_freq * cpu
+        switches = int(done["context_switches"].iloc[0]) if done is not None else 0
+        bound = sampling_bound(sample_freq, switches)
+        df.attrs["sample_freq"] = sample_freq
+    else:
+        expected = float(calls)
+        bound = 0
+    df.attrs.update(
+        {
+            "expected": expected,
+            "measured": measured,
+            "bound": bound,
+            "within_bound": bool(abs(measured - expected) <= bound),
+            "events_after_work": final - measured,
+            "workload": done.iloc[0].to_dict() if done is not None else {},
+        }
+    )
+    return df
+
+
+def _mapped_file(address: int) -> tuple[str, int]:
+    """The file mapped at ``address`` in this process, and the offset in it of that address."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            if start <= address < end and len(parts) >= 6:
+                return parts[5], address - start + int(parts[2], 16)
+    raise RuntimeError(f"no file is mapped at {address:#x}")
+
+
+def uprobe_breakpoint(calls: int = 10, *, duration: float = 0.1) -> pd.DataFrame:
+    """Where a uprobe's breakpoint really goes: into this process's memory, not into the file.
+
+    Attaches the counter as a uprobe on libc's ``getppid()`` for this process only, and reads the
+    first bytes of ``getppid`` three times: before attaching, while attached (and after calling
+    ``os.getppid()`` ``calls`` times, which the program counts) and after detaching. Each time
+    it reads them both from this process's memory and from libc's file at the same offset, and
+    hashes the whole file.
+
+    Args:
+        calls: ``os.getppid()`` calls made while attached (1 .. 1000).
+        duration: the least time to stay attached, in seconds.
+
+    Returns:
+        One row per moment (``before``, ``attached``, ``after``): ``memory`` and ``file`` (the
+        first 8 bytes of ``getppid``, hex), ``file_sha256``. ``df.attrs``: ``library``,
+        ``offset`` (of getppid in the file), ``events`` (the program's count for this process
+        while attached: ``calls``), and the core's attach, duration, kernel...
+    """
+    import ctypes
+    import hashlib
+
+    check_positive_int(calls, "calls", 1000)
+    if calls is None:
+        raise ValueError("calls must be a positive whole number, got None")
+    duration = check_duration(duration)
+    require_root()
+    libc = ctypes.CDLL("libc.so.6")
+    address = ctypes.cast(libc.getppid, ctypes.c_void_p).value
+    assert address is not None
+    library, offset = _mapped_file(address)
+
+    def look(moment: str) -> dict[str, Any]:
+        data = Path(library).read_bytes()
+        return {
+            "moment": moment,
+            "memory": ctypes.string_at(address, 8).hex(" "),
+            "file": data[offset : offset + 8].hex(" "),
+            "file_sha256": hashlib.sha256(data).hexdigest(),
+        }
+
+    rows = [look("before")]
+    me = os.getpid()
+    collector = _Counts(me)
+
+    def workload() -> None:
+        for _ in range(calls):
+            os.getppid()
+        collector.at_work_end()
+        rows.append(look("attached"))
+
+    df = bounded_run(
+        name="attach_count",
+        source=program_source("attach_count"),
+        alternatives=[
+            Alternative(
+                "uprobe",
+                [Probe("uprobe", f"{library}:getppid", "count_uprobe", pid=me)],
+                "a uprobe on libc's getppid() for this process only",
+            )
+        ],
+        collector=collector,
+        duration=duration,
+        workload=workload,
+        live=False,
+        attrs={"kind": "uprobe", "target": f"{library}:getppid"},
+    )
+    rows.append(look("after"))
+    frame = pd.DataFrame(rows, columns=["moment", "memory", "file", "file_sha256"])
+    frame.attrs.update(df.attrs)
+    frame.attrs.update(
+        {"library": library, "offset": offset, "events": collector.work_events, "calls": calls}
+    )
+    return frame
+
+
+def attach_points(
+    calls: int = 1000,
+    *,
+    cpu_seconds: float = 0.3,
+    sample_freq: int = DEFAULT_SAMPLE_FREQ,
+    duration: float = 0.1,
+    live: bool | None = None,
+) -> pd.DataFrame:
+    """The attach-point table of this kernel: each kind run live on a short known workload.
+
+    Runs :func:`count_at` for every kind in :data:`KINDS`. A kind the kernel lacks is not an
+    error: its row says why and what to use instead.
+
+    Args:
+        calls, cpu_seconds, sample_freq, duration, live: as for :func:`count_at`.
+
+    Returns:
+        One row per kind: ``kind``, ``supported`` (bool), ``target`` (an example attach point),
+        ``sees`` (what the program sees there), ``events`` (counted for the workload's child,
+        <NA> where unsupported), ``expected``, ``bound`` (how far ``events`` may be from
+        ``expected``), ``ok`` (within the bound), ``detail`` (what ran and what it saw, or why
+        it could not run). ``attrs["interrupted"]``: Stop or Ctrl-C ended the call; the kinds
+        it did not finish are in ``attrs["not_run"]`` and have no row.
+
+    Raises:
+        ValueError: bad arguments (before anything loads). PermissionError: not root.
+    """
+    check_positive_int(calls, "calls", MAX_GETPPID_CALLS)
+    if calls is None:
+        raise ValueError("calls must be a positive whole number, got None")
+    _check_cpu_seconds(cpu_seconds)
+    _check_sample_freq(sample_freq)
+    check_duration(duration)
+    require_root()
+    rows = []
+    not_run: list[str] = []
+    for kind in KINDS:
+        if not_run:
+            not_run.append(kind)
+            continue
+        row: dict[str, Any] = {"kind": kind, "target": TARGETS[kind], "sees": WHAT[kind]}
+        try:
+            df = count_at(
+                kind,
+                calls,
+                cpu_seconds=cpu_seconds,
+                sample_freq=sample_freq,
+                duration=duration,
+                live=live,
+            )
+        except UnsupportedFeature as exc:
+            row.update(
+                {
+                    "supported": False,
+                    "events": None,
+                    "expected": None,
+                    "bound": None,
+                    "ok": None,
+                    "detail": str(exc),
+                }
+            )
+        else:
+            if ended_early(df):  # Stop or Ctrl-C: this kind's numbers are partial, run no more
+                not_run.append(kind)
+                continue
+            a = df.attrs
+            w = a["workload"]
+            if kind == "perf_event":
+                detail = (
+                    f"{a['measured']} samples of pid {w.get('pid')} at {a['sample_freq']} Hz "
+                    f"over {w.get('cpu_seconds', float('nan')):.4f} CPU-seconds: expected "
+                    f"{a['expected']:.1f} +/- {a['bound']}"
+                )
+            else:
+                others = int((~df["workload"]).sum())
+                detail = (
+                    f"{a['measured']} events for the child's {calls} getppid() calls; "
+                    f"{a['filter']}; {others} other processes seen"
+                )
+            row.update(
+                {
+                    "supported": True,
+                    "events": a["measured"],
+                    "expected": a["expected"],
+                    "bound": a["bound"],
+                    "ok": a["within_bound"],
+                    "detail": detail,
+                }
+            )
+        rows.append(row)
+    table = pd.DataFrame(
+        rows,
+        columns=[
+            "kind",
+            "supported",
+            "target",
+            "sees",
+            "events",
+            "expected",
+            "bound",
+            "ok",
+            "detail",
+        ],
+    )
+    table = table.astype(
+        {
+            "supported": "bool",
+            "events": "Int64",
+            "expected": "float64",
+            "bound": "Int64",
+            "ok": "boolean",
+        }
+    )
+    table.attrs.update(
+        {
+            "kernel": kernel.release(),
+            "calls": calls,
+            "cpu_seconds": cpu_seconds,
+            "sample_freq": sample_freq,
+            "interrupted": bool(not_run),
+            "not_run": not_run,
+        }
+    )
+    return table

@@ -1,0 +1,665 @@
+"""Lesson 09: system call latency, measured in the kernel from a pair of tracepoints.
+
+The program (``programs/syscall_latency.bpf.c``) runs at the two tracepoints of the ``openat()``
+system call. At ``sys_enter_openat`` it remembers the time (and the path's address) in a hash map
+keyed by the thread; at ``sys_exit_openat`` it takes the difference, and
+
+* adds 1 to a **log2 histogram** slot per process: only counters cross to user space, however
+  many calls there were (BCC's ``funclatency``/``syscount -L`` way), and
+* sends **one event per call** (pid, thread, comm, path, return value, latency) through a ring
+  buffer (BCC's ``opensnoop`` way).
+
+Pair it with :func:`ebpf_lab.workloads.opens_child`, a child process that makes a known number of
+successful opens and of opens that fail with ``ENOENT``; give its pid as ``pid=`` and every
+count is exact::
+
+    child = ebpf_lab.workloads.opens_child("/etc/hostname", opens=500, missing=200)
+    with child:
+        hist, events = ebpf_lab.open_latency(pid=child.pid, workload=child.run)
+
+:func:`tracing_cost` times the same workload untraced, traced by this program, and under
+``strace``.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from typing import Any, Callable, NamedTuple
+
+import pandas as pd
+
+from ebpf_lab.core.attach import Probe
+from ebpf_lab.core.guards import (
+    check_duration,
+    check_pid,
+    check_positive_int,
+    check_workload,
+    require_root,
+)
+from ebpf_lab.core.loader import program_source
+from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run, ended_early
+from ebpf_lab.lessons.l05_maps.maps import bucket_bounds
+from ebpf_lab.show.frames import decode_c_string, typed_frame
+
+#: the system call the lesson measures (its two tracepoints)
+SYSCALL = "openat"
+#: bytes of the path kept per event
+FILENAME_LEN = 128
+#: ring buffer size in 4 KiB pages (4 MiB: ~23,000 events of 176 bytes between two polls)
+RING_PAGES = 1024
+#: the most events one call keeps in memory
+MAX_EVENTS = 5_000_000
+
+HIST_COLUMNS = ["pid", "comm", "bucket", "low_ns", "high_ns", "count"]
+EVENT_COLUMNS = ["time", "pid", "tid", "comm", "filename", "ret", "errno", "latency_ns"]
+
+_STATS = ("lost", "start_map_full", "hist_map_full", "exits_without_entry")
+
+
+class OpenLatency(NamedTuple):
+    """What :func:`open_latency` returns: two frames from one run (both carry its ``attrs``).
+
+    Attributes:
+        histogram: the kernel's log2 histogram, one row per process and power-of-two slot.
+        events: one row per call (empty when ``events=False``).
+    """
+
+    histogram: pd.DataFrame
+    events: pd.DataFrame
+
+
+def errno_name(ret: int) -> str | None:
+    """``-2`` -> ``"ENOENT"``; a return value >= 0 (success) -> None."""
+    if ret >= 0:
+        return None
+    return _errno.errorcode.get(-ret, f"E{-ret}")
+
+
+class _LatencyReader(Collector):
+    """Drains the ring buffer while the run goes on; reads the histogram map at the end."""
+
+    def __init__(self, events: bool, max_events: int | None) -> None:
+        self.events = events
+        self.max_events = max_events
+        self.rows: list[tuple[Any, ...]] = []
+        self.histogram = pd.DataFrame()
+
+    def start(self, ctx: RunContext) -> None:
+        if not self.events:
+            return
+        table = ctx.table("events")
+
+        def on_event(_ctx: Any, data: Any, _size: int) -> None:
+            if self.full:
+                return
+            e = table.event(data)
+            self.rows.append(
+                (e.ts, e.pid, e.tid, bytes(e.comm), bytes(e.filename), e.ret, e.latency_ns)
+            )
+            if self.max_events is not None and len(self.rows) >= self.max_events:
+                self.full = True
+
+        table.open_ring_buffer(self.guard(on_event))
+
+    def poll(self, ctx: RunContext, timeout: float) -> None:
+        if self.events:
+            ctx.bpf.ring_buffer_poll(timeout=int(timeout * 1000))
+        elif timeout > 0:
+            time.sleep(timeout)
+
+    def finish(self, ctx: RunContext) -> pd.DataFrame:
+        self.histogram = _histogram_frame(ctx.table("latency_hist"))
+        stats = ctx.table("stats")
+        for i, name in enumerate(_STATS):
+            ctx.attrs[name] = int(stats[i].value)
+        ctx.attrs["calls"] = int(self.histogram["count"].sum())
+        raw = pd.DataFrame(
+            self.rows, columns=["ts", "pid", "tid", "comm", "filename", "ret", "latency_ns"]
+        )
+        df = pd.DataFrame(
+            {
+                "time": ctx.to_time(raw["ts"]).to_numpy(),
+                "pid": raw["pid"],
+                "tid": raw["tid"],
+                "comm": [decode_c_string(c) for c in raw["comm"]],
+                "filename": [decode_c_string(f) for f in raw["filename"]],
+                "ret": raw["ret"],
+                "errno": [errno_name(int(r)) for r in raw["ret"]],
+                "latency_ns": raw["latency_ns"],
+            }
+        )
+        df = typed_frame(
+            df,
+            EVENT_COLUMNS,
+            {
+                "pid": "int64",
+                "tid": "int64",
+                "comm": "category",
+                "filename": "string",
+                "ret": "int64",
+                "errno": "category",
+                "latency_ns": "int64",
+            },
+        )
+        return df.sort_values("time", kind="stable", ignore_index=True)
+
+
+def _histogram_frame(table: Any) -> pd.DataFrame:
+    """The ``latency_hist`` map as a frame: per process, every slot from its lowest to highest."""
+    counts: dict[tuple[int, str], dict[int, int]] = {}
+    for key, value in table.items():
+        proc = (int(key.pid), decode_c_string(key.comm))
+        counts.setdefault(proc, {})[int(key.slot)] = int(value.value)
+    rows = []
+    for (pid, comm), slots in sorted(counts.items()):
+        for b in range(min(slots), max(slots) + 1):
+            low, high = bucket_bounds(b)
+            rows.append(
+                {
+                    "pid": pid,
+                    "comm": comm,
+                    "bucket": b,
+                    "low_ns": low,
+                    "high_ns": high,
+                    "count": slots.get(b, 0),
+                }
+            )
+    return typed_frame(
+        rows,
+        HIST_COLUMNS,
+        {
+            "pid": "int64",
+            "comm": "category",
+            "bucket": "int64",
+            "low_ns": "int64",
+            "high_ns": "int64",
+            "count": "int64",
+        },
+    )
+
+
+def open_latency(
+    duration: float = 1.0,
+    workload: Callable[[], Any] | None = None,
+    *,
+    pid: int | None = None,
+    events: bool = True,
+    max_events: int | None = None,
+    live: bool | None = None,
+) -> OpenLatency:
+    """Measure how long each ``openat()`` system call takes, in the kernel, for ``duration`` s.
+
+    Two programs share a hash map: ``openat_enter`` (at ``syscalls:sys_enter_openat``) stores
+    the entry time per thread; ``openat_exit`` (at ``syscalls:sys_exit_openat``) computes the
+    latency, adds it to a per-process log2 histogram and, with ``events=True``, sends one event.
+
+    Args:
+        duration: seconds to stay attached (0 < duration <= 3600); the run also waits for
+            ``workload``.
+        workload: a callable run once attached, e.g. ``child.run`` of
+            :func:`ebpf_lab.workloads.opens_child`.
+        pid: count only this process (the filter runs in the kernel); None: every process.
+        events: also send one event per call (False: the histogram only, which is cheaper).
+        max_events: stop the run after this many events (None: no limit).
+        live: show the progress bar and Stop button (default: in Jupyter only).
+
+    Returns:
+        An :class:`OpenLatency` ``(histogram, events)``:
+
+        * ``histogram``: ``pid``, ``comm``, ``bucket``, ``low_ns``, ``high_ns``, ``count``: per
+          process, one row per power-of-two slot from its lowest to its highest (slot ``b`` holds
+          latencies of ``2**(b-1) .. 2**b - 1`` ns). Plot it with
+          :func:`plot_latency_histogram`.
+        * ``events``: ``time`` (when the call started), ``pid``, ``tid``, ``comm``, ``filename``,
+          ``ret`` (the file descriptor, or ``-errno``), ``errno`` (e.g. ``"ENOENT"``; missing on
+          success), ``latency_ns``.
+
+        Both frames carry ``attrs``: ``syscall``, ``pid``, ``events``, ``calls`` (counted in the
+        histogram), ``lost`` (events the ring buffer had no room for), ``start_map_full``,
+        ``hist_map_full``, ``exits_without_entry`` (calls already running when attached), and the
+        core's ``attach``, ``duration``, ``kernel``, ``interrupted``...
+
+    Raises:
+        ValueError: bad duration, workload, pid, events or max_events (before anything loads).
+        PermissionError: not root.
+    """
+    duration = check_duration(duration)
+    check_workload(workload)
+    pid = check_pid(pid)
+    if not isinstance(events, bool):
+        raise ValueError(f"events must be True or False, got {events!r}")
+    check_positive_int(max_events, "max_events", MAX_EVENTS)
+    cflags = [
+        f"-DTARGET_TGID={pid or 0}",
+        f"-DSEND_EVENTS={int(events)}",
+        f"-DFILENAME_LEN={FILENAME_LEN}",
+        f"-DRINGBUF_PAGES={RING_PAGES}",
+    ]
+    probes = [
+        Probe("tracepoint", f"syscalls:sys_enter_{SYSCALL}", "openat_enter"),
+        Probe("tracepoint", f"syscalls:sys_exit_{SYSCALL}", "openat_exit"),
+    ]
+    collector = _LatencyReader(events, max_events)
+    events_frame = bounded_run(
+        name="syscall_latency",
+        source=program_source("syscall_latency"),
+        alternatives=[
+            Alternative(
+                "tracepoint", probes, f"the sys_enter_{SYSCALL} + sys_exit_{SYSCALL} tracepoints"
+            )
+        ],
+        collector=collector,
+        duration=duration,
+        workload=workload,
+        cflags=cflags,
+        live=live,
+        attrs={"syscall": SYSCALL, "pid": pid, "events": events, "max_events": max_events},
+    )
+    histogram = collector.histogram
+    histogram.attrs.update(events_frame.attrs)
+    return OpenLatency(histogram, events_frame)
+
+
+def events_histogram(events: pd.DataFrame) -> pd.DataFrame:
+    """The same log2 histogram as the kernel's, computed in user space from the event frame.
+
+    Useful to check that the two agree: each event's ``latency_ns`` falls in slot
+    ``bit_length(latency_ns)`` (0 and 1 in slot 1), exactly as ``bpf_log2l`` picks it.
+
+    Returns:
+        ``pid``, ``comm``, ``bucket``, ``low_ns``, ``high_ns``, ``count``, like
+        :attr:`OpenLatency.histogram` (only non-empty slots).
+    """
+    missing = {"pid", "comm", "latency_ns"} - set(events.columns)
+    if missing:
+        raise ValueError(
+            f"events_histogram needs an open_latency events frame; missing {sorted(missing)}"
+        )
+    buckets = [max(int(n).bit_length(), 1) for n in events["latency_ns"]]
+    df = (
+        events.assign(bucket=buckets)
+        .groupby(["pid", "comm", "bucket"], observed=True)
+        .size()
+        .rename("count")
+        .reset_index()
+    )
+    bounds = [bucket_bounds(int(b)) for b in df["bucket"]]
+    df["low_ns"] = [lo for lo, _ in bounds]
+    df["high_ns"] = [hi for _, hi in bounds]
+    df = df[HIST_COLUMNS]
+    return df.astype(
+        {"pid": "int64", "bucket": "int64", "low_ns": "int64", "high_ns": "int64", "count": "int64"}
+    )
+
+
+# ------------------------------------------------------------------------------------ plots
+
+
+def human_ns(ns: float) -> str:
+    """A duration in nanoseconds as short text: ``512 ns``, ``16.4 µs``, ``1.05 ms``, ``2.1 s``."""
+    ns = float(ns)
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if ns >= scale:
+            return f"{ns / scale:.3g} {unit}"
+    return f"{ns:.0f} ns"
+
+
+def plot_latency_histogram(
+    histogram: pd.DataFrame,
+    ax: Any = None,
+    *,
+    by: str | None = None,
+    top: int = 4,
+    title: str | None = None,
+) -> Any:
+    """Bar plot of a log2 latency histogram: one group of bars per slot, one colour per process.
+
+    Works for :func:`open_latency`'s histogram and for
+    :func:`ebpf_lab.run_queue_latency`'s (any frame with ``bucket``, ``low_ns``,
+    ``count``, and ``pid`` and ``comm`` unless ``by`` is given).
+
+    Args:
+        histogram: the frame; filter it first to the processes you want to see.
+        ax: a matplotlib Axes (default: a new figure).
+        by: a column whose values each get a colour (e.g. a ``scenario`` column you added to
+            compare runs); default: one colour per process, labelled ``comm (pid)``.
+        top: show at most this many groups, the ones with the most counts (in the frame's
+            order when ``by`` is given, else the largest first).
+        title: the plot's title (default: from ``attrs["syscall"]``).
+
+    Returns:
+        The matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ebpf_lab.show.plots import PROJECTOR_STYLE, _axes
+
+    needed = {"bucket", "low_ns", "count"} | ({by} if by is not None else {"pid", "comm"})
+    missing = needed - set(histogram.columns)
+    if missing:
+        raise ValueError(
+            f"plot_latency_histogram needs a latency histogram frame; missing {sorted(missing)}"
+        )
+    ax = _axes(ax)
+    if by is None:
+        labels_of = histogram["comm"].astype(str) + " (" + histogram["pid"].astype(str) + ")"
+        legend_title = "comm (pid)"
+    else:
+        labels_of = histogram[by].astype(str)
+        legend_title = by
+    with plt.rc_context(PROJECTOR_STYLE):
+        totals = histogram.groupby(labels_of.to_numpy(), sort=False)["count"].sum()
+        shown = list(totals.sort_values(ascending=False, kind="stable").head(top).index)
+        if by is not None:  # the groups in the order the frame has them (e.g. scenario order)
+            shown = [label for label in totals.index if label in shown]
+        buckets = sorted(histogram["bucket"].unique())
+        if buckets:
+            buckets = list(range(int(min(buckets)), int(max(buckets)) + 1))
+        x = np.arange(len(buckets))
+        width = 0.8 / max(1, len(shown))
+        for i, label in enumerate(shown):
+            rows = histogram[(labels_of == label).to_numpy()]
+            counts = rows.groupby("bucket")["count"].sum().reindex(buckets, fill_value=0)
+            bars = ax.bar(
+                x + (i - (len(shown) - 1) / 2) * width,
+                counts.to_numpy(),
+                width,
+                label=label,
+                edgecolor="black",
+                linewidth=0.5,
+            )
+            if len(shown) <= 2:
+                ax.bar_label(bars, [str(c) if c else "" for c in counts], padding=2, fontsize=9)
+        labels = [human_ns(bucket_bounds(int(b))[0]) for b in buckets]
+        ax.set_xticks(x, labels, rotation=45, ha="right")
+        syscall = histogram.attrs.get("syscall")
+        ax.set_title(
+            title
+            or (
+                f"{syscall}() latency, power-of-two slots"
+                if syscall
+                else "latency, power-of-two slots"
+            )
+        )
+        ax.set_xlabel("latency (slot's lower bound; each slot is twice as wide as the last)")
+        ax.set_ylabel("count")
+        ax.grid(True, axis="y", alpha=0.3)
+        if len(shown):
+            ax.legend(title=legend_title)
+    return ax
+
+
+# ------------------------------------------------------------------------------ tracing cost
+
+#: the ways :func:`tracing_cost` runs the workload, in the order of its frame
+COST_MODES = (
+    "plain",
+    "ebpf histogram",
+    "ebpf histogram + events",
+    "strace",
+    "strace --seccomp-bpf",
+)
+#: the most repeats :func:`tracing_cost` accepts
+MAX_REPEATS = 20
+
+
+def _strace_status() -> tuple[str | None, str]:
+    """(path of strace or None, why not)."""
+    path = shutil.which("strace")
+    if path is None:
+        return None, "strace is not installed (Debian/Ubuntu: apt-get install strace)"
+    return path, ""
+
+
+def _strace_seccomp_ok(strace: str) -> tuple[bool, str]:
+    """Whether this strace supports --seccomp-bpf (strace >= 5.3 and a kernel with seccomp)."""
+    try:
+        done = subprocess.run(
+            [
+                strace,
+                "--seccomp-bpf",
+                "-f",
+                "-qq",
+                "-e",
+                "trace=openat",
+                "-o",
+                os.devnull,
+                "/bin/true",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"strace --seccomp-bpf failed to run: {exc}"
+    if done.returncode != 0:
+        return False, f"strace --seccomp-bpf is not supported here: {done.stderr.strip()[-200:]}"
+    return True, ""
+
+
+def _strace_run(strace: str, seccomp: bool, path: str, opens: int, missing: int) -> float:
+    """Run the open loop as a child of strace (no gate); return the loop's own seconds."""
+    from ebpf_lab.workloads import opens_argv
+
+    missing_path = os.path.join(
+        tempfile.gettempdir(), f"ebpf-lab-missing-{os.getpid()}-{time.monotonic_ns():x}"
+    )
+    fd, report = tempfile.mkstemp(prefix="ebpf-lab-opens-", suffix=".txt")
+    os.close(fd)
+    try:
+        argv = [
+            strace,
+            *(["--seccomp-bpf"] if seccomp else []),
+            "-f",
+            "-qq",
+            "-e",
+            "trace=openat",
+            "-o",
+            os.devnull,
+            *opens_argv(path, missing_path, opens, missing, report, gate=False),
+        ]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"strace run failed ({done.returncode}): {done.stderr[-300:]}")
+        with open(report) as f:
+            return int(f.read()) / 1e9
+    finally:
+        os.unlink(report)
+
+
+def tracing_cost(
+    opens: int = 2000,
+    missing: int = 500,
+    repeats: int = 3,
+    *,
+    path: str = "/etc/hostname",
+    live: bool | None = False,
+) -> pd.DataFrame:
+    """Time one open() workload untraced, traced by :func:`open_latency`, and under strace.
+
+    Every run is the same child (:func:`ebpf_lab.workloads.opens_child`: ``opens`` opens of
+    ``path`` and ``missing`` opens that fail), which times its own open() loop, so Python's
+    start-up and exit are left out. The modes (:data:`COST_MODES`) take turns, ``repeats``
+    rounds, so a burst of load from elsewhere hits them all alike:
+
+    * ``plain``: nothing attached;
+    * ``ebpf histogram``: this lesson's two programs, histogram only (``events=False``);
+    * ``ebpf histogram + events``: plus one ring-buffer event per call;
+    * ``strace``: ``strace -f -e trace=openat``: ptrace stops the child at *every* system call
+      (its close() calls too) and strace decodes the openat ones;
+    * ``strace --seccomp-bpf``: a (classic) BPF filter in the child lets only openat stop it.
+
+    If strace is not installed, its rows say so (``available`` False) and the others still run.
+
+    Args:
+        opens, missing: the workload (1 .. 1,000,000 and 0 .. 1,000,000).
+        repeats: rounds (1 .. 20).
+        path: the file to open.
+        live: progress bar and Stop button for the eBPF runs (default: off, they are short).
+
+    Returns:
+        One row per mode and round: ``mode``, ``round``, ``available``, ``loop_seconds``,
+        ``ns_per_call`` (loop time / calls), ``slowdown`` (this mode's median over ``plain``'s
+        median, the same on every row of a mode), ``calls_seen`` (calls counted by the eBPF
+        program; <NA> for the others), ``note``. ``attrs["interrupted"]``: Stop or Ctrl-C
+        ended an eBPF run, and the call made no more (the rows are the runs that finished).
+
+    Raises:
+        ValueError: bad counts, repeats or path (before anything runs). PermissionError: not
+            root.
+    """
+    from ebpf_lab.workloads import opens_child
+
+    check_positive_int(opens, "opens", 1_000_000)
+    if opens is None:
+        raise ValueError("opens must be a positive whole number, e.g. 2000")
+    if isinstance(missing, bool) or not isinstance(missing, int) or not 0 <= missing <= 1_000_000:
+        raise ValueError(f"missing must be a whole number from 0 to 1000000, got {missing!r}")
+    check_positive_int(repeats, "repeats", MAX_REPEATS)
+    if repeats is None:
+        raise ValueError("repeats must be a positive whole number, e.g. 3")
+    if not isinstance(path, str) or not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise ValueError(f"path must be an existing, readable regular file, got {path!r}")
+    require_root()
+    strace, why_not = _strace_status()
+    seccomp_ok, seccomp_why = _strace_seccomp_ok(strace) if strace else (False, why_not)
+    calls = opens + missing
+    rows: list[dict[str, Any]] = []
+    interrupted = False
+    for rnd in range(repeats):
+        for mode in COST_MODES:
+            if interrupted:
+                break
+            row: dict[str, Any] = {
+                "mode": mode,
+                "round": rnd,
+                "available": True,
+                "loop_seconds": float("nan"),
+                "calls_seen": None,
+                "note": "",
+            }
+            if mode.startswith("strace"):
+                seccomp = mode.endswith("--seccomp-bpf")
+                if strace is None or (seccomp and not seccomp_ok):
+                    row.update(available=False, note=why_not if strace is None else seccomp_why)
+                else:
+                    row["loop_seconds"] = _strace_run(strace, seccomp, path, opens, missing)
+                    row["note"] = (
+                        "strace"
+                        + (" --seccomp-bpf" if seccomp else "")
+                        + " -f -e trace=openat -o /dev/null"
+                    )
+            else:
+                box: dict[str, pd.DataFrame] = {}
+                with opens_child(path, opens, missing) as child:
+                    if mode == "plain":
+                        box["done"] = child.run()
+                        row["note"] = "nothing attached"
+                    else:
+                        with_events = mode.endswith("events")
+                        hist, _ev = open_latency(
+                            duration=0.01,
+                            workload=lambda c=child, b=box: b.update(done=c.run()),
+                            pid=child.pid,
+                            events=with_events,
+                            live=live,
+                        )
+                        if ended_early(hist):  # Stop or Ctrl-C: no more runs
+                            interrupted = True
+                            continue
+                        row["calls_seen"] = int(hist.attrs["calls"])
+                        row["note"] = (
+                            f"2 tracepoint programs, pid filter in the kernel"
+                            f"{', one event per call' if with_events else ''}"
+                        )
+                row["loop_seconds"] = float(box["done"]["loop_seconds"].iloc[0])
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    df["ns_per_call"] = df["loop_seconds"] * 1e9 / calls
+    medians = df.groupby("mode")["loop_seconds"].median()
+    plain = medians.get("plain", float("nan"))
+    df["slowdown"] = df["mode"].map(medians) / plain
+    df = df[
+        [
+            "mode",
+            "round",
+            "available",
+            "loop_seconds",
+            "ns_per_call",
+            "slowdown",
+            "calls_seen",
+            "note",
+        ]
+    ]
+    df = df.astype(
+        {
+            "mode": pd.CategoricalDtype(COST_MODES, ordered=True),
+            "round": "int64",
+            "available": "bool",
+            "calls_seen": "Int64",
+        }
+    )
+    df.attrs.update(
+        {
+            "opens": opens,
+            "missing": missing,
+            "calls": calls,
+            "repeats": repeats,
+            "path": path,
+            "strace": strace,
+            "strace_note": why_not or seccomp_why,
+            "interrupted": interrupted,
+        }
+    )
+    return df
+
+
+def plot_tracing_cost(cost: pd.DataFrame, ax: Any = None) -> Any:
+    """Horizontal bars: microseconds per open() call in each mode of :func:`tracing_cost`.
+
+    Each bar is the median over the rounds; dots are the single rounds; the label says how many
+    times slower than ``plain``.
+    """
+    import matplotlib.pyplot as plt
+
+    from ebpf_lab.show.plots import PROJECTOR_STYLE, _axes
+
+    missing = {"mode", "ns_per_call", "available"} - set(cost.columns)
+    if missing:
+        raise ValueError(f"plot_tracing_cost needs a tracing_cost frame; missing {sorted(missing)}")
+    ax = _axes(ax, figsize=(10, 4))
+    with plt.rc_context(PROJECTOR_STYLE):
+        ran = cost[cost["available"]]
+        us = ran["ns_per_call"] / 1e3
+        med = us.groupby(ran["mode"], observed=True).median()
+        top = us.groupby(ran["mode"], observed=True).max()
+        modes = list(med.index)
+        plain = med.get("plain", float("nan"))
+        y = range(len(modes))
+        ax.barh(list(y), med.to_numpy(), color="tab:blue", edgecolor="black", alpha=0.8)
+        for i, mode in enumerate(modes):
+            pts = us[ran["mode"] == mode]
+            ax.plot(pts, [i] * len(pts), "o", color="black", markersize=4)
+            ax.annotate(f"  {med[mode] / plain:.1f}x", (max(med[mode], top[mode]), i), va="center")
+        ax.set_yticks(list(y), modes)
+        ax.invert_yaxis()
+        ax.set_xlabel("µs per open() call (bar: median of the rounds; dots: each round)")
+        ax.set_title("what tracing costs the traced program")
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.set_xlim(0, float(top.max()) * 1.2 if len(top) else 1)
+        absent = cost.loc[~cost["available"], "mode"].astype(str).unique()
+        if len(absent):
+            ax.annotate(
+                "not measured: " + ", ".join(absent) + f" ({cost.attrs.get('strace_note', '')})",
+                xy=(0, -0.3),
+                xycoords="axes fraction",
+                fontsize=10,
+                color="0.4",
+            )
+    return ax

@@ -1,0 +1,140 @@
+"""Lesson 10 (networking): checkable exercises."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pandas as pd
+
+from ebpf_lab.classroom.checks import Right, Wrong, exercise
+
+PLAN = {
+    "pings": 5,
+    "connections": 3,
+    "datagrams": 3,
+    "payload": 1000,
+    "ping_payload": 56,
+    "datagram_payload": 64,
+}
+
+
+def recorded_firewall(tcp_packets: int = 18, **tcp: int) -> pd.DataFrame:
+    """A frame shaped like :func:`ebpf_lab.xdp_firewall`'s (drop="icmp") for :data:`PLAN`.
+
+    ``tcp_packets`` sets the TCP packet count (which varies between honest runs); keywords
+    ``syns``, ``payload_bytes``, ``dropped`` override the TCP row of phase "on" (a wrong run).
+    """
+    p = PLAN
+    rows = []
+    for phase, dropping in (("off", "nothing"), ("on", "icmp")):
+        icmp_dropped = p["pings"] if phase == "on" else 0
+        tcp_row = {
+            "syns": p["connections"],
+            "payload_bytes": p["connections"] * p["payload"],
+            "dropped": 0,
+        }
+        if phase == "on":
+            tcp_row.update(tcp)
+        rows += [
+            (
+                phase,
+                dropping,
+                "icmp",
+                p["pings"],
+                p["pings"] - icmp_dropped,
+                icmp_dropped,
+                p["pings"] * p["ping_payload"],
+                0,
+            ),
+            (
+                phase,
+                dropping,
+                "tcp",
+                tcp_packets,
+                tcp_packets - tcp_row["dropped"],
+                tcp_row["dropped"],
+                tcp_row["payload_bytes"],
+                tcp_row["syns"],
+            ),
+            (
+                phase,
+                dropping,
+                "udp",
+                p["datagrams"],
+                p["datagrams"],
+                0,
+                p["datagrams"] * p["datagram_payload"],
+                0,
+            ),
+            (phase, dropping, "other", 0, 0, 0, 0, 0),
+        ]
+    df = pd.DataFrame(
+        rows,
+        columns=[
+            "phase",
+            "dropping",
+            "protocol",
+            "packets",
+            "passed",
+            "dropped",
+            "payload_bytes",
+            "syns",
+        ],
+    )
+    df.attrs.update({"drop": "icmp", "plan": dict(p)})
+    return df
+
+
+#: frames from honest runs: only the TCP packet count differs (retransmits, ACK timing)
+HONEST = [recorded_firewall(18), recorded_firewall(16), recorded_firewall(23)]
+#: frames where something that CAN be compared exactly is off, and what a test should notice
+BROKEN = [
+    (recorded_firewall(18, syns=2), "a lost connection (2 SYNs for 3 connections)"),
+    (recorded_firewall(18, syns=4), "a retried connection attempt (4 SYNs for 3 connections)"),
+    (recorded_firewall(18, payload_bytes=2000), "missing payload (2000 of 3000 bytes)"),
+    (recorded_firewall(18, dropped=1), "a TCP packet dropped by an ICMP-only rule"),
+]
+
+
+def _as_test(answer: Any) -> Callable[[pd.DataFrame], Any]:
+    if not callable(answer):
+        raise Wrong(
+            "give a function that takes the frame and returns True when the exact TCP numbers "
+            "match df.attrs['plan'], e.g. def tcp_exact(df): ..."
+        )
+    return answer
+
+
+@exercise(
+    "10.5",
+    title="Which TCP numbers a test can compare exactly",
+    asks="a function tcp_exact(df) -> bool for an xdp_firewall() frame: True when every TCP "
+    "number that can be exact matches df.attrs['plan'] in both phases, False otherwise",
+)
+def tcp_exact_numbers(answer: Any) -> Right:
+    test = _as_test(answer)
+    for df in HONEST:
+        try:
+            verdict = test(df.copy())
+        except Exception as exc:
+            raise Wrong(f"your function raised {type(exc).__name__}: {exc}") from None
+        if not bool(verdict):
+            n = int(df.loc[df.protocol == "tcp", "packets"].iloc[0])
+            raise Wrong(
+                f"your function rejected an honest run with {n} TCP packets: the packet count "
+                "depends on ACK timing and retransmits, so a test cannot demand an exact number"
+            )
+    for df, what in BROKEN:
+        try:
+            verdict = test(df.copy())
+        except Exception as exc:
+            raise Wrong(f"your function raised {type(exc).__name__}: {exc}") from None
+        if bool(verdict):
+            raise Wrong(
+                f"your function accepted a run with {what}: one SYN per connection, the bytes "
+                "each connection sent, and no TCP drop while only ICMP is dropped are exact"
+            )
+    return Right(
+        "right: SYNs (one per connection), payload bytes (what the clients sent) and TCP drops "
+        "(none under an ICMP rule) are exact; the packet count is not"
+    )

@@ -1,0 +1,1 @@
+"""Lesson 12: the code behind ``notebooks/12-performance.ipynb``."""

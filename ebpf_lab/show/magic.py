@@ -1,0 +1,383 @@
+"""``%%ebpf``: write BPF C in a notebook cell, run it for a bounded time, get its maps as frames.
+
+Load it with ``%load_ext ebpf_lab``. Then::
+
+    %%ebpf --tracepoint syscalls:sys_enter_execve count -d 3 --workload "lambda: execs({1000: 5})"
+    BPF_HASH(counts, u32, u64);
+    int count(void *ctx)
+    {
+        u32 uid = bpf_get_current_uid_gid();
+        counts.atomic_increment(uid);
+        return 0;
+    }
+
+The cell body is BPF C (BCC's dialect). The magic
+
+1. checks its options (a bad option is a ``UsageError`` and nothing loads);
+2. compiles the C and runs the verifier on every function it will attach, without attaching
+   (:func:`ebpf_lab.verify`). A compile or verifier error is shown with the *cell's* line numbers
+   (the ``%%ebpf`` line is line 1, as Jupyter numbers them) and nothing stays loaded;
+3. runs the program through the lab's bounded-run core for ``--duration`` seconds (and until the
+   ``--workload`` is done), with the progress bar and Stop button, and detaches on every exit path;
+4. returns the program's maps as DataFrames (:func:`ebpf_lab.show.frames.table_frame`): a dict
+   ``{map_name: frame}``, or the frame itself when there is one map. Perf and ring buffers are
+   event streams, not tables, and are skipped.
+
+Attach points (each takes the C function to run there; repeat an option for several):
+``--tracepoint CATEGORY:EVENT FN``, ``--raw-tracepoint NAME FN``, ``--uprobe LIBRARY:SYMBOL FN``,
+``--uretprobe LIBRARY:SYMBOL FN``, ``--perf-event software:cpu-clock FN`` (with ``--freq``),
+``--kprobe FUNCTION FN`` (only on kernels with kprobes). Functions written with BCC's own
+macros (``TRACEPOINT_PROBE(syscalls, sys_enter_execve) { ... }``) attach by themselves.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
+
+import pandas as pd
+
+from ebpf_lab.core import kernelfs as kernel
+from ebpf_lab.core.attach import _PERF_HW, _PERF_SW, Probe
+from ebpf_lab.core.errors import ProgramError, UnsupportedFeature
+from ebpf_lab.core.guards import check_duration, require_bcc
+from ebpf_lab.core.loader import table_names
+from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run
+from ebpf_lab.lessons.l04_verifier.verifier import VerifyResult, _verify, autoloaded
+from ebpf_lab.show.frames import table_frame
+
+try:  # IPython is a dependency of the lab (Jupyter), but keep the module importable without it
+    from IPython.core import magic_arguments
+    from IPython.core.error import UsageError
+    from IPython.core.magic import Magics, cell_magic, magics_class
+except ImportError:  # pragma: no cover
+    magic_arguments = None  # type: ignore[assignment]
+
+#: map types that are event streams (read with callbacks), not tables: skipped
+STREAM_MAP_TYPES = {4: "perf buffer", 27: "ring buffer"}
+
+#: what the first line of the cell adds: the C starts on line 2 of the cell
+LINE_OFFSET = 1
+
+
+class CellError(ProgramError):
+    """The cell's C did not compile or the verifier rejected it. Nothing was left loaded.
+
+    Attributes:
+        stage: ``"compile"`` or ``"verifier"``.
+        log: the compiler's diagnostics or the verifier's log.
+        result: the full :class:`ebpf_lab.VerifyResult` (``.log_lines`` is a frame).
+        lines: the cell line numbers the error is about.
+    """
+
+    def __init__(self, result: VerifyResult, readable: str) -> None:
+        super().__init__(result.stage, readable, "")
+        self.log = result.log
+        self.result = result
+        self.lines = list(result.error_lines)
+        self.readable = readable
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows this instead of a traceback
+        return [f"ProgramError ({self.stage}): " + self.readable]
+
+
+def _readable(result: VerifyResult, cell_lines: list[str]) -> str:
+    """The error in a few lines, naming the cell's own line numbers."""
+
+    def show(n: int) -> str:
+        text = cell_lines[n - 1] if 0 < n <= len(cell_lines) else ""
+        return f"  line {n:>3} | {text.rstrip()}"
+
+    out: list[str] = []
+    if result.stage == "compile":
+        out.append("%%ebpf: the C in this cell did not compile (nothing was loaded):")
+        for _, row in result.log_lines.iterrows():
+            if row["kind"] != "error":
+                continue
+            diag = row["text"].split(": error: ", 1)[-1]
+            if pd.notna(row["c_line"]):
+                out.append(show(int(row["c_line"])))
+            out.append(f"           error: {diag}")
+        if len(out) == 1:
+            out.append(result.message)
+    else:
+        where = f" at line {result.error_lines[0]}" if result.error_lines else ""
+        out.append(
+            f"%%ebpf: the verifier rejected {result.failed_fn}(){where} (nothing was loaded):"
+        )
+        for n in result.error_lines:
+            out.append(show(n))
+        errors = result.errors["text"].tolist() or [result.message]
+        out.extend(f"  verifier: {text}" for text in errors)
+        hints = result.log_lines[result.log_lines["text"].str.startswith("HINT: ")]
+        out.extend(f"  {text}" for text in hints["text"])
+        out.append("The verifier's whole log: the exception's .log (or .result.log_lines).")
+    return "\n".join(out)
+
+
+class _MapReader(Collector):
+    """Reads every key/value map of the program once the run is over."""
+
+    def __init__(self) -> None:
+        self.frames: dict[str, pd.DataFrame] = {}
+        self.skipped: dict[str, str] = {}
+
+    def finish(self, ctx: RunContext) -> pd.DataFrame:
+        for raw in table_names(ctx.bpf):
+            name = raw.decode()
+            table = ctx.bpf[raw]
+            ttype = int(getattr(table, "ttype", -1))
+            if ttype in STREAM_MAP_TYPES:
+                self.skipped[name] = STREAM_MAP_TYPES[ttype]
+                continue
+            try:
+                frame = table_frame(table)
+            except ValueError as exc:
+                self.skipped[name] = str(exc)
+                continue
+            frame.attrs["map"] = name
+            self.frames[name] = frame
+        return pd.DataFrame(
+            {"map": list(self.frames), "rows": [len(f) for f in self.frames.values()]}
+        )
+
+
+def _probes_from(args: Any) -> list[Probe]:
+    probes: list[Probe] = []
+
+    def pairs(option: str) -> list[list[str]]:
+        return getattr(args, option) or []
+
+    for target, fn in pairs("tracepoint"):
+        category, _, event = target.partition(":")
+        if not category or not event:
+            raise UsageError(
+                f"--tracepoint wants CATEGORY:EVENT FN, e.g. "
+                f"--tracepoint syscalls:sys_enter_execve count; got {target!r}"
+            )
+        root = kernel.tracefs_root()
+        if root is not None and not (root / "events" / category / event).is_dir():
+            raise UsageError(
+                f"no tracepoint {target} on this kernel (see {root}/events/"
+                f"{category if (root / 'events' / category).is_dir() else ''})"
+            )
+        probes.append(Probe("tracepoint", target, fn))
+    for target, fn in pairs("raw_tracepoint"):
+        probes.append(Probe("raw_tracepoint", target, fn))
+    for kind in ("uprobe", "uretprobe"):
+        for target, fn in pairs(kind):
+            library, _, symbol = target.rpartition(":")
+            if not library or not symbol:
+                raise UsageError(
+                    f"--{kind} wants LIBRARY:SYMBOL FN, e.g. --{kind} c:getpid "
+                    f"count; got {target!r}"
+                )
+            probes.append(Probe(kind, target, fn, pid=args.pid))
+    for target, fn in pairs("perf_event"):
+        family, _, event = target.partition(":")
+        table = _PERF_SW if family == "software" else _PERF_HW if family == "hardware" else {}
+        if event not in table:
+            raise UsageError(
+                f"unknown perf event {target!r}; use software:"
+                f"{'|'.join(_PERF_SW)} or hardware:{'|'.join(_PERF_HW)}"
+            )
+        if args.freq <= 0:
+            raise UsageError(
+                f"--freq must be a positive number of samples per second, got {args.freq}"
+            )
+        probes.append(Probe("perf_event", target, fn, pid=args.pid, sample_freq=args.freq))
+    for target, fn in pairs("kprobe"):
+        probes.append(Probe("kprobe", target, fn))
+    for probe in probes:
+        if not probe.fn.isidentifier():
+            raise UsageError(f"{probe.describe()}: {probe.fn!r} is not a C function name")
+    return probes
+
+
+def _require_kprobes(what: str) -> None:
+    have, why = kernel.kprobes_available()
+    if not have:
+        raise UnsupportedFeature(
+            "kprobe",
+            f"{what}: {why}",
+            "--tracepoint syscalls:sys_enter_NAME FN (or --raw-tracepoint NAME FN)",
+        )
+
+
+_VERIFY_TYPE = {
+    "tracepoint": "tracepoint",
+    "raw_tracepoint": "raw_tracepoint",
+    "uprobe": "uprobe",
+    "uretprobe": "uprobe",
+    "perf_event": "perf_event",
+    "kprobe": "kprobe",
+}
+
+
+def run_cell(line: str, cell: str, user_ns: dict[str, Any], args: Any) -> Any:
+    """The work of ``%%ebpf`` once its options are parsed (see the module docstring)."""
+    if not cell.strip():
+        raise UsageError("%%ebpf: the cell is empty; write BPF C below the %%ebpf line")
+    try:
+        duration = check_duration(args.duration, "--duration")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.out is not None and not args.out.isidentifier():
+        raise UsageError(f"--out wants a Python variable name, got {args.out!r}")
+    cflags = []
+    for define in args.define or []:
+        if not re.match(r"^[A-Za-z_]\w*(=.*)?$", define):
+            raise UsageError(f"-D wants NAME or NAME=VALUE, got {define!r}")
+        cflags.append(f"-D{define}")
+    probes = _probes_from(args)
+    workload = None
+    if args.workload is not None:
+        try:
+            workload = eval(args.workload, user_ns)  # noqa: S307 - the learner's own expression
+        except Exception as exc:
+            raise UsageError(
+                f"--workload {args.workload!r} could not be evaluated: {type(exc).__name__}: {exc}"
+            ) from None
+        if not callable(workload):
+            raise UsageError(
+                f"--workload must give a callable taking no arguments, e.g. "
+                f'--workload "lambda: execs({{1000: 5}})"; {args.workload!r} '
+                f"is of type {type(workload).__name__}"
+            )
+    for probe in probes:
+        if probe.kind == "kprobe":
+            _require_kprobes(f"--kprobe {probe.target} {probe.fn}")
+    require_bcc()
+
+    source = "\n" * LINE_OFFSET + cell  # so that line numbers are the cell's own
+    types = {p.fn: _VERIFY_TYPE[p.kind] for p in probes}
+    try:
+        result = _verify(source, "cell", types, None, cflags, 1)
+    except ValueError as exc:  # e.g. an option names a function the cell does not define
+        raise UsageError(f"%%ebpf: {exc}") from None
+    if not result.ok:
+        raise CellError(result, _readable(result, ("%%ebpf " + line + "\n" + cell).splitlines()))
+    auto = [fn for fn in result.functions if autoloaded(fn)]
+    if any(fn.startswith(("kprobe__", "kretprobe__")) for fn in auto):
+        _require_kprobes("the cell defines kprobe__ functions, which BCC attaches as kprobes")
+    if not probes and not auto:
+        raise UsageError(
+            "%%ebpf: say where to attach, e.g. --tracepoint syscalls:sys_enter_execve FN "
+            "(or use BCC's TRACEPOINT_PROBE(category, event) macro in the cell)"
+        )
+    label = ", ".join([p.describe() for p in probes] + [f"auto {fn}" for fn in auto])
+    reader = _MapReader()
+    summary = bounded_run(
+        name="%%ebpf",
+        source=source,
+        alternatives=[Alternative(label, probes, "%%ebpf options")],
+        collector=reader,
+        duration=duration,
+        workload=workload,
+        cflags=cflags,
+    )
+    run_attrs = {k: v for k, v in summary.attrs.items() if k != "program"}
+    frames = {}
+    for name, frame in reader.frames.items():
+        frame.attrs.update(run_attrs)
+        frame.attrs["skipped_maps"] = dict(reader.skipped)
+        frames[name] = frame
+    out: Any = next(iter(frames.values())) if len(frames) == 1 else frames
+    if args.out is not None:
+        user_ns[args.out] = out
+    return out
+
+
+if magic_arguments is not None:
+
+    @magics_class
+    class EbpfMagics(Magics):
+        """The lab's cell magics: ``%%ebpf``."""
+
+        @magic_arguments.magic_arguments()
+        @magic_arguments.argument(
+            "-d",
+            "--duration",
+            type=float,
+            default=5.0,
+            help="seconds to stay attached (default 5); the run also waits for --workload",
+        )
+        @magic_arguments.argument(
+            "--tracepoint",
+            nargs=2,
+            action="append",
+            metavar=("CATEGORY:EVENT", "FN"),
+            help="run FN at a tracepoint, e.g. syscalls:sys_enter_execve",
+        )
+        @magic_arguments.argument(
+            "--raw-tracepoint",
+            nargs=2,
+            action="append",
+            metavar=("NAME", "FN"),
+            help="run FN at a raw tracepoint",
+        )
+        @magic_arguments.argument(
+            "--uprobe",
+            nargs=2,
+            action="append",
+            metavar=("LIBRARY:SYMBOL", "FN"),
+            help="run FN when a user-space function is entered",
+        )
+        @magic_arguments.argument(
+            "--uretprobe",
+            nargs=2,
+            action="append",
+            metavar=("LIBRARY:SYMBOL", "FN"),
+            help="run FN when a user-space function returns",
+        )
+        @magic_arguments.argument(
+            "--perf-event",
+            nargs=2,
+            action="append",
+            metavar=("software:cpu-clock", "FN"),
+            help="run FN on a perf event, --freq times a second per CPU",
+        )
+        @magic_arguments.argument(
+            "--freq", type=int, default=99, help="samples per second per CPU for --perf-event (99)"
+        )
+        @magic_arguments.argument(
+            "--pid", type=int, default=-1, help="only this process, for uprobes and perf events"
+        )
+        @magic_arguments.argument(
+            "--kprobe",
+            nargs=2,
+            action="append",
+            metavar=("FUNCTION", "FN"),
+            help="run FN at a kernel function (kernels with kprobes only)",
+        )
+        @magic_arguments.argument(
+            "-D",
+            "--define",
+            action="append",
+            metavar="NAME[=VALUE]",
+            help="a C macro for the program, e.g. -D WATCH_UID=1000",
+        )
+        @magic_arguments.argument(
+            "--workload",
+            metavar="EXPR",
+            help="a Python expression giving a callable to run once "
+            'attached, e.g. "lambda: execs({1000: 5})"',
+        )
+        @magic_arguments.argument(
+            "--out", metavar="NAME", help="also store the result in this variable"
+        )
+        @cell_magic
+        def ebpf(self, line: str, cell: str) -> Any:
+            """Compile, verify and run the BPF C in this cell; return its maps as DataFrames."""
+            try:  # shell-like quoting: --workload "lambda: execs({1000: 5})"
+                argv = shlex.split(line)
+            except ValueError as exc:
+                raise UsageError(f"%%ebpf options: {exc} in {line!r}") from None
+            args = self.ebpf.parser.parse_args(argv)
+            return run_cell(line, cell, self.shell.user_ns, args)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext ebpf_lab`` (or ``ebpf_lab.show.magic``): register ``%%ebpf``."""
+    ipython.register_magics(EbpfMagics)

@@ -1,0 +1,122 @@
+"""User-space C helpers (fast, known workloads), built with the system's C compiler on first use.
+
+Some workloads must be faster than Python or a shell tool can be: lesson 08's stream of one-byte
+``read()`` calls (``workloads/c/read_loop.c``) is one. Their C ships in ``ebpf_lab/workloads/c/``
+and :func:`build` compiles it with gcc the first time it is needed, into a cache directory that
+only root can write (0700), keyed by a hash of the source and the compiler flags: an edited
+source gets a new binary, an unchanged one is reused. A binary is written under a temporary name
+and renamed into place, so a half-written file is never run, even with two builds at once.
+
+Without a compiler, :func:`build` raises :class:`~ebpf_lab.core.errors.HelperBuildError` saying what
+to install (``sudo make setup`` installs gcc and libc6-dev).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+from ebpf_lab.core.errors import HelperBuildError
+
+SOURCES_DIR = Path(__file__).resolve().parent / "c"
+#: flags every helper is built with (part of the cache key)
+CFLAGS = ("-O2", "-pthread", "-Wall")
+#: environment variable naming another cache directory (tests use it)
+CACHE_ENV = "EBPF_LAB_NATIVE_CACHE"
+
+INSTALL_HINT = (
+    "install a C compiler and the C library headers: `sudo apt-get install gcc libc6-dev` "
+    "(or `sudo make setup`, which installs them)"
+)
+
+
+def source_path(name: str) -> Path:
+    """The C source of the helper ``name`` (``"read_loop"`` -> ``workloads/c/read_loop.c``)."""
+    path = SOURCES_DIR / f"{name}.c"
+    if not path.is_file():
+        known = sorted(p.stem for p in SOURCES_DIR.glob("*.c"))
+        raise ValueError(f"no C helper called {name!r}; the lab ships: {', '.join(known)}")
+    return path
+
+
+def cache_dir() -> Path:
+    """Where built helpers are kept: ``$EBPF_LAB_NATIVE_CACHE``, else ``~/.cache/ebpf-lab/native``
+    (``$XDG_CACHE_HOME`` when set)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ebpf-lab" / "native"
+
+
+def _private_dir(path: Path) -> Path:
+    """Create ``path`` (0700) or check that it is a real directory only this user can write."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise PermissionError(
+            f"{path} must be a directory owned by uid {os.geteuid()} (the lab runs programs "
+            f"built there); remove it or set {CACHE_ENV} to another directory"
+        )
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def compiler() -> str | None:
+    """The C compiler to use: ``$CC`` if set, else ``gcc``, else ``cc`` on PATH (None: none)."""
+    cc = os.environ.get("CC")
+    if cc:
+        return shutil.which(cc)
+    return shutil.which("gcc") or shutil.which("cc")
+
+
+def build(name: str) -> Path:
+    """Return the path of the helper ``name``, compiling it first if it is not in the cache.
+
+    Raises:
+        ValueError: no such helper.
+        HelperBuildError: no C compiler, or the source did not compile (with the log).
+        PermissionError: the cache directory is not a private directory of this user.
+    """
+    source = source_path(name)
+    text = source.read_bytes()
+    key = hashlib.sha256(text + b"\0" + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    directory = cache_dir()
+    binary = directory / f"{name}-{key}"
+    if binary.is_file() and os.access(binary, os.X_OK):
+        _private_dir(directory)  # never run a binary from a directory others can write
+        return binary
+    cc = compiler()
+    if cc is None:
+        raise HelperBuildError(
+            f"the lab's C helper {source.name} must be compiled, but no C compiler (gcc or cc) "
+            f"is on PATH: {INSTALL_HINT}"
+        )
+    _private_dir(directory)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}-", suffix=".tmp")
+    os.close(fd)
+    try:
+        out = subprocess.run(
+            [cc, *CFLAGS, "-o", tmp, str(source)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+        if out.returncode != 0:
+            raise HelperBuildError(
+                f"compiling the lab's C helper {source.name} with {cc} failed; if headers such as "
+                f"stdio.h are missing, {INSTALL_HINT}",
+                out.stderr + out.stdout,
+            )
+        os.chmod(tmp, 0o700)
+        os.replace(tmp, binary)  # atomic: a reader sees no binary or a whole one
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return binary
