@@ -55,17 +55,52 @@ def process_columns(
     return columns
 
 
+class Schema:
+    """A frame's shape, written once: its columns in order, each with its dtype.
+
+    ``"time"`` means wall-clock ``datetime64[ns]``; ``None`` keeps the column as built (objects
+    such as lists). Every lesson's frame is made by its schema, so its columns and dtypes are the
+    same whether the run saw a thousand events or none::
+
+        EVENTS = Schema(time="time", pid="int64", comm="category")
+        df = EVENTS.frame(rows)          # exactly these columns, in this order, these dtypes
+        EVENTS.columns                   # ["time", "pid", "comm"]
+    """
+
+    def __init__(self, **dtypes: str | None) -> None:
+        self.dtypes: dict[str, str | None] = dict(dtypes)
+
+    @property
+    def columns(self) -> list[str]:
+        """The column names, in order."""
+        return list(self.dtypes)
+
+    def frame(self, rows: Sequence[dict[str, Any]] | dict[str, Any] = ()) -> pd.DataFrame:
+        """A frame of ``rows`` (dicts, or a dict of columns) with exactly this schema."""
+        df = pd.DataFrame(rows, columns=self.columns)
+        for col, dtype in self.dtypes.items():
+            if dtype == "time":
+                df[col] = pd.to_datetime(df[col]).astype("datetime64[ns]")
+            elif dtype is not None:
+                df[col] = df[col].astype(dtype)
+        return df
+
+    def extend(self, **dtypes: str | None) -> Schema:
+        """This schema with more columns after its own."""
+        return Schema(**{**self.dtypes, **dtypes})
+
+    def __repr__(self) -> str:
+        return f"Schema({', '.join(f'{c}={t!r}' for c, t in self.dtypes.items())})"
+
+
 def typed_frame(
     rows: Sequence[dict[str, Any]] | dict[str, Any], columns: Sequence[str], dtypes: dict[str, str]
 ) -> pd.DataFrame:
-    """Build a frame with exactly ``columns`` in order and the given dtypes (also when empty)."""
-    df = pd.DataFrame(rows, columns=list(columns))
-    for col, dtype in dtypes.items():
-        if dtype == "time":
-            df[col] = pd.to_datetime(df[col])
-        else:
-            df[col] = df[col].astype(dtype)
-    return df
+    """Build a frame with exactly ``columns`` in order and the given dtypes (also when empty).
+
+    (Older spelling of :meth:`Schema.frame`; new code declares a :class:`Schema`.)
+    """
+    return Schema(**{c: dtypes.get(c) for c in columns}).frame(rows)
 
 
 def _flatten(value: Any, name: str) -> dict[str, Any]:
