@@ -358,6 +358,6 @@ def test_bad_input_is_refused_before_anything_loads(call, monkeypatch, no_leaks)
     def must_not_compile(*args, **kwargs):
         raise AssertionError("compiled a program despite bad input")
 
-    monkeypatch.setattr(ebpf_lab.run, "compile_program", must_not_compile)
+    monkeypatch.setattr(ebpf_lab.core.run, "compile_program", must_not_compile)
     with pytest.raises(ValueError):
         call()
