@@ -33,7 +33,7 @@ class Held:
                 parts.append(f"new {name}: {sorted(new)}")
         if other.perf_events != self.perf_events:
             parts.append(f"perf events {self.perf_events} -> {other.perf_events}")
-        # only new ones are leaks: any run removes what killed processes left (ebpf_lab.core.leftovers)
+        # only new ones are leaks: any run removes what killed processes left (core.leftovers)
         for name, label in (("instances", "tracefs instances"), ("netns", "netns")):
             new = sorted(set(getattr(other, name)) - set(getattr(self, name)))
             if new:

@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ebpf_lab.core import replay
 from ebpf_lab.core.attach import Probe
 from ebpf_lab.core.errors import BccMissing, ProgramError, UnsupportedFeature
 from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run
@@ -220,11 +221,9 @@ def check(exercise_id: str, answer: Any = _MISSING, **options: Any) -> CheckResu
         return CheckResult(
             ex.id, False, f"no answer yet. This exercise asks for {ex.asks}.", {}, ex.title, False
         )
-    from ebpf_lab.classroom import recordings
-
     try:
         if ex.needs_kernel:
-            with recordings.bypass():
+            with replay.bypass():
                 outcome = ex.fn(answer, **options)
         else:
             outcome = ex.fn(answer, **options)

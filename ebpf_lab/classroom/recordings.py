@@ -10,7 +10,7 @@ A whole notebook: record it where eBPF works, replay it anywhere::
     ebpf_lab.record("recordings/02")   # from now on every bounded run is saved, in call order
     ...                                # run the notebook as usual
     ebpf_lab.replay("recordings/02")   # on the projector: the same calls return those frames
-    ebpf_lab.classroom.recordings.off()          # back to the live kernel
+    ebpf_lab.recordings.off()          # back to the live kernel
 
 or, without touching the notebook, set ``EBPF_LAB_RECORD=dir`` or ``EBPF_LAB_REPLAY=dir`` in the
 environment of the Jupyter server (``sudo env EBPF_LAB_REPLAY=/abs/dir make lab``). When the
@@ -40,230 +40,63 @@ What is not replayed: things that probe the kernel directly rather than through 
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import datetime as _dt
-import functools
-import html
-import io
 import json
 import os
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
+from ebpf_lab.classroom.replay_banner import banner_text, install_display, uninstall_display
+from ebpf_lab.classroom.saved import (
+    FORMAT,
+    _decode,
+    _encode,
+    _kernel_release,
+    _now_iso,
+    _read_parquet,
+    _write_parquet,
+    load,
+    save,
+)
+from ebpf_lab.core import replay as _replay
+from ebpf_lab.core.live import make_live
+from ebpf_lab.core.replay import bypass, current, mode, replayable
+from ebpf_lab.core.run import WorkloadThread
+
 #: the lab's known workloads (in :mod:`ebpf_lab.workloads`) that a recording keeps and a replay
 #: returns instead of running them; add a name here when a new workload returns a DataFrame
 
 #: the manifest of a recording directory
 MANIFEST = "recording.json"
-#: the key of the lab's own metadata in a Parquet file's schema metadata
-PARQUET_KEY = b"ebpf_lab"
-FORMAT = 1
 
 ENV_RECORD = "EBPF_LAB_RECORD"
 ENV_REPLAY = "EBPF_LAB_REPLAY"
+
+
+__all__ = [
+    "ReplayError",
+    "Recording",
+    "bypass",
+    "current",
+    "load",
+    "mode",
+    "off",
+    "record",
+    "replay",
+    "replayable",
+    "save",
+]
 
 
 class ReplayError(RuntimeError):
     """A replay cannot go on: the notebook asks for a run the recording does not have."""
 
 
-# ---------------------------------------------------------------- df.attrs <-> JSON
-
-
-def _frame_bytes(df: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    _write_parquet(df, buf)
-    return buf.getvalue()
-
-
-def _encode(value: Any) -> Any:
-    """``value`` as JSON, with tagged objects for what JSON lacks (decoded by :func:`_decode`)."""
-    import numpy as np
-
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, np.generic):
-        return _encode(value.item())
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, pd.Timestamp) or isinstance(value, _dt.datetime):
-        return {"__timestamp__": pd.Timestamp(value).isoformat()}
-    if isinstance(value, (pd.Timedelta, _dt.timedelta)):
-        return {"__timedelta__": int(pd.Timedelta(value).value)}
-    if isinstance(value, pd.DataFrame):
-        return {"__frame__": base64.b64encode(_frame_bytes(value)).decode()}
-    if isinstance(value, pd.Series):
-        frame = value.to_frame(name="__series__")
-        return {"__series__": base64.b64encode(_frame_bytes(frame)).decode(), "name": value.name}
-    if isinstance(value, (bytes, bytearray)):
-        return {"__bytes__": base64.b64encode(bytes(value)).decode()}
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return {"__tuple__": [_encode(v) for v in value]}
-    if isinstance(value, (set, frozenset)):
-        return {"__set__": [_encode(v) for v in sorted(value, key=repr)]}
-    if isinstance(value, list):
-        return [_encode(v) for v in value]
-    if isinstance(value, dict):
-        if all(isinstance(k, str) for k in value):
-            return {k: _encode(v) for k, v in value.items()}
-        return {"__dict__": [[_encode(k), _encode(v)] for k, v in value.items()]}
-    return {"__repr__": repr(value)}
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    if "__timestamp__" in value:
-        return pd.Timestamp(value["__timestamp__"])
-    if "__timedelta__" in value:
-        return pd.Timedelta(value["__timedelta__"], unit="ns")
-    if "__frame__" in value:
-        return _read_parquet(io.BytesIO(base64.b64decode(value["__frame__"])))
-    if "__series__" in value:
-        frame = _read_parquet(io.BytesIO(base64.b64decode(value["__series__"])))
-        return frame["__series__"].rename(value.get("name"))
-    if "__bytes__" in value:
-        return base64.b64decode(value["__bytes__"])
-    if "__tuple__" in value:
-        return tuple(_decode(v) for v in value["__tuple__"])
-    if "__set__" in value:
-        return {_decode(v) for v in value["__set__"]}
-    if "__dict__" in value:
-        return {_decode(k): _decode(v) for k, v in value["__dict__"]}
-    if "__repr__" in value:
-        return value["__repr__"]
-    return {k: _decode(v) for k, v in value.items()}
-
-
-# ---------------------------------------------------------------- one frame
-
-
-def _write_parquet(df: pd.DataFrame, target: Any, extra: dict[str, Any] | None = None) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    plain = df.copy(deep=False)
-    plain.attrs = {}
-    try:
-        table = pa.Table.from_pandas(plain)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as exc:
-        raise ValueError(
-            f"this frame cannot be stored as Parquet ({exc}); column names must be text and each "
-            "column must hold one kind of value"
-        ) from None
-    meta = {
-        "format": FORMAT,
-        "attrs": _encode(dict(df.attrs)),
-        "saved_at": _now_iso(),
-        **(extra or {}),
-    }
-    schema_meta = dict(table.schema.metadata or {})
-    schema_meta[PARQUET_KEY] = json.dumps(meta).encode()
-    table = table.replace_schema_metadata(schema_meta)
-    # coerce nothing: nanosecond timestamps stay nanoseconds (Parquet format 2.6)
-    pq.write_table(table, target, version="2.6", coerce_timestamps=None)
-
-
-def _read_parquet(source: Any) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(source)
-    df = table.to_pandas()
-    df.attrs = {}
-    raw = (table.schema.metadata or {}).get(PARQUET_KEY)
-    if raw is not None:
-        meta = json.loads(raw)
-        df.attrs = _decode(meta.get("attrs", {}))
-    return df
-
-
-def save(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Save one lesson frame as a Parquet file, keeping its dtypes and ``df.attrs``.
-
-    Categories, datetimes (to the nanosecond), nullable and string columns come back as they
-    were; ``df.attrs`` (what ran, on which kernel, how long...) is stored in the file's schema
-    metadata, including nested frames, timestamps and tuples. Attribute values of other types
-    come back as their ``repr`` text.
-
-    Args:
-        df: the frame, e.g. from :func:`ebpf_lab.exec_counts`.
-        path: the file to write (conventionally ``*.parquet``); its directory must exist.
-
-    Returns:
-        The path written.
-
-    Example::
-
-        df = ebpf_lab.exec_counts(duration=5)
-        ebpf_lab.save(df, "exec-counts.parquet")
-        same = ebpf_lab.load("exec-counts.parquet")   # same.attrs["kernel"], same dtypes
-    """
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"save() stores a pandas DataFrame, got {type(df).__name__}")
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path} is a directory; give a file name such as {path}/run.parquet")
-    if not path.parent.is_dir():
-        raise ValueError(f"the directory {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        _write_parquet(df, str(tmp), {"kernel": _kernel_release()})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def load(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Load a frame written by :func:`save`: the same columns, dtypes and ``df.attrs``.
-
-    Raises:
-        FileNotFoundError: no such file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no saved frame at {path}")
-    return _read_parquet(str(path))
-
-
 # ---------------------------------------------------------------- recordings
-
-
-def _now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _kernel_release() -> str:
-    return os.uname().release
-
-
-def _pretty_time(iso: str | None) -> str:
-    if not iso:
-        return "an unknown time"
-    try:
-        t = _dt.datetime.fromisoformat(iso)
-    except ValueError:
-        return iso
-    if t.tzinfo is not None:
-        t = t.astimezone(_dt.timezone.utc)
-        return t.strftime("%Y-%m-%d %H:%M:%S UTC")
-    return t.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def banner_text(kernel: str | None, recorded_at: str | None) -> str:
-    """The line a replayed output shows: ``REPLAY of a run recorded on <kernel> at <time>``."""
-    where = kernel or "an unknown kernel"
-    return f"REPLAY of a run recorded on {where} at {_pretty_time(recorded_at)}"
 
 
 @dataclass
@@ -401,9 +234,6 @@ class Recording:
         on_workload_result: Callable[[Any], None] | None,
     ) -> pd.DataFrame:
         """The next recorded frame of ``name``, after running ``workload`` (replayed helpers)."""
-        from ebpf_lab.core.live import make_live
-        from ebpf_lab.core.run import _WorkloadThread
-
         entry = self._next("run", name)
         kernel = self.manifest.get("kernel")
         banner = banner_text(kernel, self.manifest.get("recorded_at"))
@@ -411,7 +241,7 @@ class Recording:
         view.open()
         view.update(0.0, "REPLAY: replaying the workload")
         if workload is not None and entry.get("workload_ran", True):
-            worker = _WorkloadThread(workload, view.stop)
+            worker = WorkloadThread(workload, view.stop)
             worker.start()
             try:
                 while worker.is_alive():
@@ -478,35 +308,6 @@ def _rebuild_exception(record: dict[str, Any]) -> BaseException:
     return exc
 
 
-_LOCK = threading.Lock()
-_SESSION: Recording | None = None
-_BYPASS = 0
-
-
-def current() -> Recording | None:
-    """The recording or replay in force (None: live, or inside :func:`bypass`)."""
-    return None if _BYPASS else _SESSION
-
-
-def mode() -> str:
-    """``"live"``, ``"record"`` or ``"replay"``."""
-    session = current()
-    return "live" if session is None else session.mode
-
-
-@contextlib.contextmanager
-def bypass() -> Iterator[None]:
-    """Run the block on the live kernel even while recording or replaying (used by checks)."""
-    global _BYPASS
-    with _LOCK:
-        _BYPASS += 1
-    try:
-        yield
-    finally:
-        with _LOCK:
-            _BYPASS -= 1
-
-
 def record(path: str | os.PathLike[str]) -> Recording:
     """From now on save every bounded run (and known workload) into the directory ``path``.
 
@@ -514,7 +315,6 @@ def record(path: str | os.PathLike[str]) -> Recording:
     usual; each lesson call adds a Parquet file and a line in ``path/recording.json``. Replay it
     with :func:`replay` (or ``EBPF_LAB_REPLAY=path``); stop with :func:`off`.
     """
-    global _SESSION
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     old = root / MANIFEST
@@ -534,9 +334,8 @@ def record(path: str | os.PathLike[str]) -> Recording:
         },
     )
     session._write_manifest()
-    with _LOCK:
-        _SESSION = session
-    _uninstall_display()
+    _replay.install(session)
+    uninstall_display()
     return session
 
 
@@ -551,7 +350,6 @@ def replay(path: str | os.PathLike[str]) -> Recording:
     Raises:
         FileNotFoundError: ``path`` holds no recording (no ``recording.json``).
     """
-    global _SESSION
     root = Path(path)
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
@@ -561,186 +359,17 @@ def replay(path: str | os.PathLike[str]) -> Recording:
         )
     manifest = json.loads(manifest_path.read_text())
     session = Recording(root, "replay", manifest)
-    with _LOCK:
-        _SESSION = session
-    _install_display()
+    _replay.install(session)
+    install_display()
     return session
 
 
 def off() -> Recording | None:
     """Stop recording or replaying; the lesson functions use the kernel again. Returns the
     recording that was in force (None if there was none)."""
-    global _SESSION
-    with _LOCK:
-        session, _SESSION = _SESSION, None
-    _uninstall_display()
-    return session
-
-
-# ---------------------------------------------------------------- known workloads
-
-
-def replayable(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator for a known workload: while recording it saves its result, while replaying it
-    returns the recorded result instead of running (so notebooks can still compare the
-    kernel's story with the truth), and live it just runs."""
-    name = fn.__name__
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        session = current()
-        if session is None:
-            return fn(*args, **kwargs)
-        if session.mode == "replay":
-            return session.replay_workload(name)
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as exc:
-            session.record_workload(name, None, exc)
-            raise
-        session.record_workload(name, result, None)
-        return result
-
-    wrapper.__ebpf_lab_replayable__ = True  # type: ignore[attr-defined]
-    return wrapper
-
-
-# ---------------------------------------------------------------- the banner in Jupyter
-
-_DISPLAY: dict[str, Any] = {}
-_FIGURE_MIMES = ("image/png", "image/jpeg", "image/svg+xml", "application/pdf")
-_STYLE = (
-    "background:#b22222;color:#fff;font-weight:bold;padding:3px 8px;margin:2px 0 4px 0;"
-    "border-radius:3px;display:inline-block;font-family:sans-serif;font-size:12px"
-)
-
-
-def _banner_for(obj: Any) -> str:
-    info = getattr(obj, "attrs", {}).get("replay") if hasattr(obj, "attrs") else None
-    if isinstance(info, dict) and info.get("banner"):
-        return str(info["banner"])
-    session = _SESSION
-    return session.banner if session is not None else banner_text(None, None)
-
-
-def _html_banner(text: str) -> str:
-    return f'<div class="ebpf-lab-replay" style="{_STYLE}">{html.escape(text)}</div>'
-
-
-def _frame_html(df: pd.DataFrame) -> str:
-    inner = df._repr_html_()
-    if inner is None:
-        inner = f"<pre>{html.escape(repr(df))}</pre>"
-    return _html_banner(_banner_for(df)) + inner
-
-
-def _series_html(s: pd.Series) -> str:
-    return _html_banner(_banner_for(s)) + f"<pre>{html.escape(repr(s))}</pre>"
-
-
-def _plain(obj: Any, p: Any, cycle: bool) -> None:
-    p.text(f"[{_banner_for(obj)}]\n{obj!r}")
-
-
-def _stamp_figure(fig: Any) -> None:
-    text = _banner_for(None)
-    if getattr(fig, "_ebpf_lab_replay_banner", None) == text:
-        return
-    fig.text(
-        0.5,
-        1.0,
-        text,
-        ha="center",
-        va="bottom",
-        fontsize=9,
-        fontweight="bold",
-        color="white",
-        bbox={"facecolor": "#b22222", "edgecolor": "none", "pad": 3},
-    )
-    fig._ebpf_lab_replay_banner = text
-
-
-def _figure_printer(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def printer(fig: Any) -> Any:
-        _stamp_figure(fig)
-        return original(fig)
-
-    printer.__ebpf_lab_banner__ = True  # type: ignore[attr-defined]
-    return printer
-
-
-def _ensure_figure_banner(*_args: Any) -> None:
-    """Wrap whatever prints matplotlib figures now (``%matplotlib inline`` may set it later)."""
-    import sys
-
-    if "matplotlib.figure" not in sys.modules or "shell" not in _DISPLAY:
-        return
-    from matplotlib.figure import Figure
-
-    formatters = _DISPLAY["shell"].display_formatter.formatters
-    for mime in _FIGURE_MIMES:
-        fmt = formatters.get(mime)
-        if fmt is None:
-            continue
-        try:
-            current_printer = fmt.lookup_by_type(Figure)
-        except KeyError:
-            continue
-        if getattr(current_printer, "__ebpf_lab_banner__", False):
-            continue
-        _DISPLAY.setdefault("figure", []).append((mime, current_printer))
-        fmt.for_type(Figure, _figure_printer(current_printer))
-    plain = formatters["text/plain"]
-    if "figure_plain" not in _DISPLAY:
-        _DISPLAY["figure_plain"] = plain.for_type(Figure, _plain)
-
-
-def _install_display() -> None:
-    """Register the REPLAY banner for frames, Series and figures in the running IPython."""
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython is a dependency
-        return
-    shell = get_ipython()
-    if shell is None or "shell" in _DISPLAY:
-        return
-    formatters = shell.display_formatter.formatters
-    _DISPLAY["shell"] = shell
-    _DISPLAY["types"] = []
-    for mime, typ, fn in (
-        ("text/html", pd.DataFrame, _frame_html),
-        ("text/html", pd.Series, _series_html),
-        ("text/plain", pd.DataFrame, _plain),
-        ("text/plain", pd.Series, _plain),
-    ):
-        _DISPLAY["types"].append((mime, typ, formatters[mime].for_type(typ, fn)))
-    shell.events.register("pre_execute", _ensure_figure_banner)
-    _ensure_figure_banner()
-
-
-def _uninstall_display() -> None:
-    shell = _DISPLAY.pop("shell", None)
-    if shell is None:
-        return
-    formatters = shell.display_formatter.formatters
-    for mime, typ, old in _DISPLAY.pop("types", []):
-        _restore(formatters[mime], typ, old)
-    if "figure" in _DISPLAY or "figure_plain" in _DISPLAY:
-        from matplotlib.figure import Figure
-
-        for mime, old in _DISPLAY.pop("figure", []):
-            _restore(formatters[mime], Figure, old)
-        if "figure_plain" in _DISPLAY:
-            _restore(formatters["text/plain"], Figure, _DISPLAY.pop("figure_plain"))
-    with contextlib.suppress(ValueError):
-        shell.events.unregister("pre_execute", _ensure_figure_banner)
-
-
-def _restore(fmt: Any, typ: type, old: Any) -> None:
-    if old is None:
-        fmt.type_printers.pop(typ, None)
-    else:
-        fmt.for_type(typ, old)
+    session = _replay.install(None)
+    uninstall_display()
+    return session  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- start-up

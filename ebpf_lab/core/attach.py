@@ -9,10 +9,12 @@ syscall) and falls back to the ``syscalls:sys_enter_execve`` tracepoint, recordi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ebpf_lab.core import kernelfs as kernel
+from ebpf_lab.core import replay
 from ebpf_lab.core.errors import UnsupportedFeature
 from ebpf_lab.core.guards import check_choice, require_root
 
@@ -57,6 +59,19 @@ class Probe:
     def describe(self) -> str:
         """A short human name, e.g. ``"tracepoint syscalls:sys_enter_execve"``."""
         return f"{self.kind} {self.target}"
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """One way to attach a program: a label for ``df.attrs["attach"]`` and the probes.
+
+    :func:`ebpf_lab.core.run.bounded_run` tries a run's alternatives in order and uses the first
+    whose probes all attach.
+    """
+
+    label: str
+    probes: Sequence[Probe]
+    reason: str = ""
 
 
 _PERF_SW = {"cpu-clock": 0, "task-clock": 1, "page-faults": 2, "context-switches": 3}
@@ -188,18 +203,15 @@ def choose_exec_attach(attach: str) -> ExecAttach:
     )
 
 
-def exec_alternatives(attach: str, kprobe_fn: str, tracepoint_fn: str) -> list[Any]:
+def exec_alternatives(attach: str, kprobe_fn: str, tracepoint_fn: str) -> list[Alternative]:
     """The ordered ways to hook execve for ``attach``, as the core's ``Alternative`` list.
 
     ``kprobe_fn`` runs on the execve syscall's kernel entry (the seed's way);
     ``tracepoint_fn`` on ``syscalls:sys_enter_execve``. With ``"auto"`` the kprobe is tried first
     when the kernel has kprobes, and the tracepoint is the fallback.
     """
-    from ebpf_lab.classroom.recordings import mode
-    from ebpf_lab.core.run import Alternative  # the core imports this module
-
     check_choice(attach, "attach", EXEC_ATTACH_CHOICES)
-    if mode() == "replay":  # the recorded frame says what was attached; the kernel is not asked
+    if replay.replaying():  # the recorded frame says what was attached; the kernel is not asked
         return [Alternative("replay", [])]
     require_root()  # tracefs, where the attach points are listed, is readable by root only
     choice = choose_exec_attach(attach)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from types import ModuleType
 from typing import Any, Callable
 
+from ebpf_lab.core import replay
 from ebpf_lab.core.errors import ROOT_HINT, BccMissing
 
 #: The longest bounded run the lab accepts, in seconds (one hour). Longer runs belong in a
@@ -101,9 +102,8 @@ def require_root() -> None:
     While replaying a recording (:func:`ebpf_lab.replay`) nothing touches the kernel, so
     nothing needs root.
     """
-    from ebpf_lab.classroom.recordings import mode
 
-    if os.geteuid() != 0 and mode() != "replay":
+    if os.geteuid() != 0 and not replay.replaying():
         raise PermissionError(ROOT_HINT)
 
 

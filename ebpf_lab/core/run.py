@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
-from ebpf_lab.core import leftovers
-from ebpf_lab.core.attach import Probe, detach_all, prog_type, try_attach
+from ebpf_lab.core import leftovers, replay
+from ebpf_lab.core.attach import Alternative, detach_all, prog_type, try_attach
 from ebpf_lab.core.errors import ProgramError, UnsupportedFeature
 from ebpf_lab.core.guards import require_bcc, require_root
 from ebpf_lab.core.live import Live, make_live
@@ -155,15 +155,6 @@ class Collector:
         """Release resources opened in ``start``; called on every exit path."""
 
 
-@dataclass(frozen=True)
-class Alternative:
-    """One way to attach a program: a label for ``df.attrs["attach"]`` and the probes."""
-
-    label: str
-    probes: Sequence[Probe]
-    reason: str = ""
-
-
 @contextlib.contextmanager
 def sigint_deferred() -> Iterator[list[int]]:
     """Hold off Ctrl-C / Jupyter interrupts for the block (main thread only); yield what arrived."""
@@ -182,7 +173,12 @@ def sigint_deferred() -> Iterator[list[int]]:
         signal.signal(signal.SIGINT, previous)
 
 
-class _WorkloadThread(threading.Thread):
+class WorkloadThread(threading.Thread):
+    """A run's workload in its own thread: keeps its result or the exception it raised.
+
+    ``stop`` is the run's Stop event (:func:`stop_requested` in the workload sees it).
+    """
+
     def __init__(self, workload: Callable[[], Any], stop: threading.Event) -> None:
         super().__init__(name="ebpf-lab-workload", daemon=True)
         self.workload = workload
@@ -241,8 +237,8 @@ def bounded_run(
 ) -> pd.DataFrame:
     """Run one BPF program for a bounded time and return the collector's DataFrame.
 
-    This is the one place where recording and replay are hooked
-    (:mod:`ebpf_lab.classroom.recordings`):
+    This is the one place where a run is recorded or replayed (:mod:`ebpf_lab.core.replay`;
+    sessions come from :mod:`ebpf_lab.classroom.recordings`):
     while recording (``ebpf_lab.record(dir)`` / ``EBPF_LAB_RECORD``) the frame returned, or the
     exception raised, is also saved; while replaying (``ebpf_lab.replay(dir)`` /
     ``EBPF_LAB_REPLAY``) nothing is compiled, loaded or attached: the ``workload`` runs (the
@@ -265,9 +261,7 @@ def bounded_run(
         The collector's frame with ``attrs``: ``attach``, ``attach_reason``, ``duration``,
         ``elapsed``, ``kernel``, ``interrupted``, ``stopped_by`` and the lesson's own.
     """
-    from ebpf_lab.classroom import recordings
-
-    session = recordings.current()
+    session = replay.current()
     if session is not None and session.mode == "replay":
         return session.replay_run(
             name=name,
@@ -310,7 +304,7 @@ def _poll_until_done(
     ctx: RunContext,
     collector: Collector,
     view: Live,
-    worker: _WorkloadThread | None,
+    worker: WorkloadThread | None,
     deadline: float,
     interrupts: list[int],
 ) -> str | None:
@@ -360,7 +354,7 @@ def _run_live(
         _ACTIVE.append(view)
     bpf = None
     ctx: RunContext | None = None
-    worker: _WorkloadThread | None = None
+    worker: WorkloadThread | None = None
     stopped_by: str | None = None
     failed: str | None = None  # how an exception ended the run (not the exception: no cycle)
     try:
@@ -378,7 +372,7 @@ def _run_live(
         view.open()
         view.attached.set()
         if workload is not None:
-            worker = _WorkloadThread(workload, stop)
+            worker = WorkloadThread(workload, stop)
             worker.start()
         deadline = time.monotonic() + duration
         # While polling, Ctrl-C only raises a flag checked between polls: raised as an exception

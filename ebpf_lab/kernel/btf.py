@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 
+from ebpf_lab.core import replay
 from ebpf_lab.core.errors import UnsupportedFeature
 from ebpf_lab.core.kernelfs import BTF_VMLINUX
 
@@ -89,9 +90,8 @@ def task_offsets_cflags() -> list[str]:
 
     While replaying a recording nothing is compiled, and the kernel's BTF is not read.
     """
-    from ebpf_lab.classroom.recordings import mode
 
-    if mode() == "replay":
+    if replay.replaying():
         return []
     return [
         f"-DTASK_REAL_PARENT_OFF={member_offset('task_struct', 'real_parent')}",

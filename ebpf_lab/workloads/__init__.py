@@ -30,8 +30,8 @@ from typing import Any, Callable, TypeVar
 
 import pandas as pd
 
-from ebpf_lab.classroom.recordings import replayable
 from ebpf_lab.core.guards import check_uid
+from ebpf_lab.core.replay import replayable
 from ebpf_lab.core.run import stop_requested
 
 #: at most this many execs per call (a bounded lab, not a fork bomb)

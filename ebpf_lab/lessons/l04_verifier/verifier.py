@@ -37,7 +37,6 @@ from typing import Any, Union
 
 import pandas as pd
 
-from ebpf_lab.classroom.recordings import replayable
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core.guards import require_bcc, require_root
 from ebpf_lab.core.loader import (
@@ -47,6 +46,7 @@ from ebpf_lab.core.loader import (
     program_path,
     release,
 )
+from ebpf_lab.core.replay import replayable
 
 #: program types :func:`verify` knows (the name -> BCC's constant name)
 PROG_TYPES = {
