@@ -20,6 +20,7 @@ An exception in the workload is re-raised after everything is detached.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import threading
 import time
@@ -222,20 +223,27 @@ def _attach_first_working(
     raise ValueError("bounded_run needs at least one attach alternative")  # pragma: no cover
 
 
-def bounded_run(
-    *,
-    name: str,
-    source: str,
-    alternatives: Sequence[Alternative],
-    collector: Collector,
-    duration: float,
-    workload: Callable[[], Any] | None = None,
-    cflags: Sequence[str] = (),
-    live: bool | None = None,
-    attrs: dict[str, Any] | None = None,
-    on_workload_result: Callable[[Any], None] | None = None,
-) -> pd.DataFrame:
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one bounded run needs, written once (see :func:`bounded_run` for each field)."""
+
+    name: str
+    source: str
+    alternatives: Sequence[Alternative]
+    collector: Collector
+    duration: float
+    workload: Callable[[], Any] | None = None
+    cflags: Sequence[str] = ()
+    live: bool | None = None
+    attrs: dict[str, Any] | None = None
+    on_workload_result: Callable[[Any], None] | None = None
+
+
+def bounded_run(spec: RunSpec | None = None, /, **fields: Any) -> pd.DataFrame:
     """Run one BPF program for a bounded time and return the collector's DataFrame.
+
+    Called with a :class:`RunSpec`, or with its fields as keywords
+    (``bounded_run(name=..., source=..., alternatives=..., collector=..., duration=...)``).
 
     This is the one place where a run is recorded or replayed (:mod:`ebpf_lab.core.replay`;
     sessions come from :mod:`ebpf_lab.classroom.recordings`):
@@ -261,42 +269,36 @@ def bounded_run(
         The collector's frame with ``attrs``: ``attach``, ``attach_reason``, ``duration``,
         ``elapsed``, ``kernel``, ``interrupted``, ``stopped_by`` and the lesson's own.
     """
+    if spec is None:
+        spec = RunSpec(**fields)
+    elif fields:
+        raise TypeError("bounded_run takes a RunSpec or keywords, not both")
     session = replay.current()
     if session is not None and session.mode == "replay":
         return session.replay_run(
-            name=name,
-            duration=duration,
-            workload=workload,
-            live=live,
-            on_workload_result=on_workload_result,
+            name=spec.name,
+            duration=spec.duration,
+            workload=spec.workload,
+            live=spec.live,
+            on_workload_result=spec.on_workload_result,
         )
     started: list[bool] = []
-    if session is not None and workload is not None:  # remember whether the workload ran
-        inner = workload
+    if session is not None and spec.workload is not None:  # remember whether the workload ran
+        inner = spec.workload
 
-        def workload() -> Any:
+        def noted() -> Any:
             started.append(True)
             return inner()
 
+        spec = dataclasses.replace(spec, workload=noted)
     try:
-        frame = _run_live(
-            name=name,
-            source=source,
-            alternatives=alternatives,
-            collector=collector,
-            duration=duration,
-            workload=workload,
-            cflags=cflags,
-            live=live,
-            attrs=attrs,
-            on_workload_result=on_workload_result,
-        )
+        frame = _run_live(spec)
     except Exception as exc:
         if session is not None:
-            session.record_run(name, None, exc, workload_ran=bool(started))
+            session.record_run(spec.name, None, exc, workload_ran=bool(started))
         raise
     if session is not None:
-        session.record_run(name, frame, None, workload_ran=bool(started))
+        session.record_run(spec.name, frame, None, workload_ran=bool(started))
     return frame
 
 
@@ -330,20 +332,15 @@ def _poll_until_done(
         view.pump()
 
 
-def _run_live(
-    *,
-    name: str,
-    source: str,
-    alternatives: Sequence[Alternative],
-    collector: Collector,
-    duration: float,
-    workload: Callable[[], Any] | None = None,
-    cflags: Sequence[str] = (),
-    live: bool | None = None,
-    attrs: dict[str, Any] | None = None,
-    on_workload_result: Callable[[Any], None] | None = None,
-) -> pd.DataFrame:
+def _run_live(spec: RunSpec) -> pd.DataFrame:
     """:func:`bounded_run` on the kernel (no recording or replay): see its docstring."""
+    name, source, alternatives, collector = (
+        spec.name,
+        spec.source,
+        spec.alternatives,
+        spec.collector,
+    )
+    duration, workload, live = spec.duration, spec.workload, spec.live
     require_root()
     bcc = require_bcc()
     # what runs killed mid-run left (tracefs instances, network namespaces) goes before we load
@@ -361,7 +358,7 @@ def _run_live(
         # Ctrl-C is held off while BCC builds maps and programs: interrupted half-way, they
         # would belong to no Python object and stay until the process exits.
         with sigint_deferred() as arrived:
-            bpf = compile_program(source, cflags, name=name)
+            bpf = compile_program(source, spec.cflags, name=name)
             chosen, failures = _attach_first_working(bcc, bpf, alternatives, name)
         if arrived:
             raise KeyboardInterrupt
@@ -412,15 +409,15 @@ def _run_live(
     if worker is not None and worker.error is not None and stopped_by is None:
         view.close("workload failed")
         raise worker.error
-    if worker is not None and on_workload_result is not None and worker.error is None:
-        on_workload_result(worker.result)
+    if worker is not None and spec.on_workload_result is not None and worker.error is None:
+        spec.on_workload_result(worker.result)
     elapsed = ctx.elapsed()
     view.close(
         f"stopped ({stopped_by}) after {elapsed:.1f} s"
         if stopped_by
         else f"done: {len(frame)} rows in {elapsed:.1f} s"
     )
-    frame.attrs.update(attrs or {})
+    frame.attrs.update(spec.attrs or {})
     frame.attrs.update(ctx.attrs)
     frame.attrs.update(
         {
