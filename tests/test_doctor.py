@@ -30,6 +30,7 @@ from pathlib import Path
 import kernel_facts as facts
 import pytest
 from conftest import IS_ROOT, REPO, needs_root
+from forced_kernel import hide_kprobes
 from kernel_state import held, settle
 
 import ebpf_lab
@@ -104,6 +105,20 @@ def test_columns_rows_and_dtypes(table):
     assert all(isinstance(d, str) and d for d in table["detail"])
     assert table.attrs["kernel"] == os.uname().release
     assert table.attrs["pid"] == os.getpid()
+
+
+@needs_root
+def test_every_row_is_decided_and_its_outcome_agrees(table):
+    """As root with a working BCC every probe decides: nothing is inconclusive (a probe that
+    cannot tell on a kernel is a doctor bug), and each outcome matches its row."""
+    outcomes = table.attrs["outcomes"]
+    assert list(outcomes) == FEATURES
+    assert table.attrs["inconclusive"] == [], [row(table, f).detail for f in outcomes]
+    for r in table.itertuples():
+        assert outcomes[r.feature] == ("supported" if r.supported else "unsupported"), r
+        assert not r.detail.startswith("inconclusive")
+        # the doctor's rows are the features' own (cached) outcomes
+        assert features.probe(r.feature)[r.feature].state == outcomes[r.feature], r
 
 
 # --- each row against the kernel's own files ---------------------------------------------------
@@ -377,9 +392,7 @@ def fresh(monkeypatch):
 @pytest.fixture
 def no_kprobe_files(tmp_path, monkeypatch):
     """The doctor's view of a kernel without kprobes: no PMU, a tracefs without kprobe_events."""
-    monkeypatch.setattr(kernel, "KPROBE_PMU", tmp_path / "no-kprobe-pmu")
-    monkeypatch.setattr(kernel, "DEBUGFS_KPROBES", tmp_path / "no-debugfs-kprobes")
-    monkeypatch.setattr(kernel, "tracefs_root", lambda: tmp_path)
+    hide_kprobes(monkeypatch, tmp_path)
     return tmp_path
 
 
