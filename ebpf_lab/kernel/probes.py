@@ -409,7 +409,7 @@ def check_xdp(bcc: Any, bpf: Any) -> str:
     fn = load_function(bpf, "doctor_xdp", bcc.BPF.XDP, name="doctor")
     flags = int(bcc.BPF.XDP_FLAGS_SKB_MODE)
     name = f"{NETNS_PREFIX}{os.getpid()}"
-    netns.delete(name)  # ours from an earlier process with this pid; we hold the doctor lock
+    netns.delete(name)  # ours from an earlier process with this pid; we hold the probe lock
     with netns.temporary_netns(name) as ns:
         netns.run_in_netns(ns, _xdp_in_netns, bcc, fn, flags, timeout=10.0)
     n = _hits(bpf, "xdp")
