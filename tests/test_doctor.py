@@ -387,6 +387,7 @@ def fresh(monkeypatch):
     cached answers are put back afterwards."""
     monkeypatch.setattr(doctor_mod, "_CACHE", None)
     monkeypatch.setattr(features, "_CACHE", {})
+    monkeypatch.setattr(features, "_STATE", dict(features._STATE))  # what the bcc row found
 
 
 @pytest.fixture
