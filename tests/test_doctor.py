@@ -448,6 +448,23 @@ def test_fentry_and_lsm_without_btf_say_so_before_loading(feature, tmp_path, mon
     assert "CONFIG_DEBUG_INFO_BTF" in detail and "tracepoint" in detail
 
 
+@pytest.mark.parametrize("feature", ["fentry", "lsm"])
+def test_without_btf_what_depends_on_it_is_unsupported(feature, tmp_path, monkeypatch, fresh):
+    """The table says fentry and LSM depend on btf: without it they are not probed at all."""
+
+    def must_not_compile(*args, **kwargs):
+        raise AssertionError("nothing may be compiled or loaded without BTF")
+
+    monkeypatch.setattr(probes, "compile_program", must_not_compile)
+    monkeypatch.setattr(kernel, "BTF_VMLINUX", tmp_path / "no-btf")
+    found = features.probe(feature)
+    assert list(found) == ["root", "bcc", "btf", feature]
+    assert found["btf"].state == "unsupported" and "CONFIG_DEBUG_INFO_BTF" in found["btf"].reason
+    assert found[feature].state == "unsupported"
+    assert found[feature].reason.endswith(f"needs the kernel's BTF: {found['btf'].reason}")
+    assert features._CACHE[feature] == found[feature]  # a conclusive answer is kept
+
+
 def test_lsm_without_the_bpf_lsm_names_the_boot_parameter(monkeypatch):
     def must_not_compile(*args, **kwargs):
         raise AssertionError("an LSM program would never be called: nothing may load")
