@@ -642,6 +642,25 @@ def test_an_inconclusive_probe_is_marked_and_probed_again(table, fresh, monkeypa
 # --- the one feature table ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "state, verdict",
+    [
+        ("supported", "**`kprobe`: supported on this kernel"),
+        ("unsupported", "**`kprobe`: not available on this kernel"),
+        ("inconclusive", "**`kprobe`: could not be decided on this kernel"),
+    ],
+)
+def test_prose_states_the_features_outcome(state, verdict, monkeypatch):
+    from ebpf_lab.kernel import prose
+
+    outcome = features.Outcome("kprobe", state, "the reason `here`")
+    monkeypatch.setattr(features, "probe", lambda name: {name: outcome})
+    text = prose.feature("kprobe", yes="YES", no="NO")
+    assert text.startswith(f"{verdict} ({os.uname().release})")
+    assert "The doctor: the reason \\`here\\`." in text
+    assert text.endswith("YES" if state == "supported" else "NO")
+
+
 def test_every_lesson_need_names_a_feature():
     from ebpf_lab.classroom.registry import CATALOGUE
 
