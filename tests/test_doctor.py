@@ -30,42 +30,25 @@ from pathlib import Path
 import kernel_facts as facts
 import pytest
 from conftest import IS_ROOT, REPO, needs_root
+from forced_kernel import hide_kprobes
 from kernel_state import held, settle
 
 import ebpf_lab
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core import netns
 from ebpf_lab.core.errors import BccMissing, ProgramError
+from ebpf_lab.kernel import features, probes
 
 # ``ebpf_lab.doctor`` is the function (re-exported); the module is reached through importlib.
 doctor_mod = importlib.import_module("ebpf_lab.kernel.doctor")
 
-FEATURES = [
-    "root",
-    "bcc",
-    "btf",
-    "kernel_headers",
-    "tracefs",
-    "kprobe",
-    "tracepoint",
-    "raw_tracepoint",
-    "uprobe",
-    "perf_event",
-    "xdp",
-    "fentry",
-    "lsm",
-    "hash_map",
-    "array_map",
-    "percpu_array",
-    "lru_hash",
-    "perf_buffer",
-    "ring_buffer",
-]
+#: the rows, from the one feature table (each has a cross-check below: see
+#: test_every_feature_has_a_cross_check)
+FEATURES = list(features.feature_names())
 MAP_ROWS = ["hash_map", "array_map", "percpu_array", "lru_hash"]
-NEEDS_LOADING = [
-    f for f in FEATURES if f not in ("root", "bcc", "btf", "kernel_headers", "tracefs")
-]
-CALLS = doctor_mod.CALLS
+#: the rows decided by loading a program (the others are read from files)
+NEEDS_LOADING = [f.name for f in features.TABLE if isinstance(f.probe, probes.Check)]
+CALLS = probes.CALLS
 FIRED = f"fired {CALLS}/{CALLS}"
 
 # What bcc.BPF() raised on a kernel that refused a KFUNC_PROBE and an LSM_PROBE with EPERM
@@ -122,6 +105,20 @@ def test_columns_rows_and_dtypes(table):
     assert all(isinstance(d, str) and d for d in table["detail"])
     assert table.attrs["kernel"] == os.uname().release
     assert table.attrs["pid"] == os.getpid()
+
+
+@needs_root
+def test_every_row_is_decided_and_its_outcome_agrees(table):
+    """As root with a working BCC every probe decides: nothing is inconclusive (a probe that
+    cannot tell on a kernel is a doctor bug), and each outcome matches its row."""
+    outcomes = table.attrs["outcomes"]
+    assert list(outcomes) == FEATURES
+    assert table.attrs["inconclusive"] == [], [row(table, f).detail for f in outcomes]
+    for r in table.itertuples():
+        assert outcomes[r.feature] == ("supported" if r.supported else "unsupported"), r
+        assert not r.detail.startswith("inconclusive")
+        # the doctor's rows are the features' own (cached) outcomes
+        assert features.probe(r.feature)[r.feature].state == outcomes[r.feature], r
 
 
 # --- each row against the kernel's own files ---------------------------------------------------
@@ -262,7 +259,7 @@ def _check_xdp(r):
     _program_row(r, expected, "generic XDP (4.12+) in a network namespace")
     if r.supported:
         assert "fired 1/1" in r.detail
-        assert f"{doctor_mod.NETNS_PREFIX}{os.getpid()}" in r.detail
+        assert f"{probes.NETNS_PREFIX}{os.getpid()}" in r.detail
 
 
 def _fentry_missing() -> list[str]:
@@ -381,26 +378,32 @@ def _cflags() -> list[str]:
 
 
 def _check_named(feature):
-    shared, alone = doctor_mod._checks()
-    return next(c for c in shared + alone if c.feature == feature)
+    return features.feature(feature).probe
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """No cached answer, neither the doctor's table nor any feature's outcome; the process's
+    cached answers are put back afterwards."""
+    monkeypatch.setattr(doctor_mod, "_CACHE", None)
+    monkeypatch.setattr(features, "_CACHE", {})
+    monkeypatch.setattr(features, "_STATE", dict(features._STATE))  # what the bcc row found
 
 
 @pytest.fixture
 def no_kprobe_files(tmp_path, monkeypatch):
     """The doctor's view of a kernel without kprobes: no PMU, a tracefs without kprobe_events."""
-    monkeypatch.setattr(kernel, "KPROBE_PMU", tmp_path / "no-kprobe-pmu")
-    monkeypatch.setattr(kernel, "DEBUGFS_KPROBES", tmp_path / "no-debugfs-kprobes")
-    monkeypatch.setattr(kernel, "tracefs_root", lambda: tmp_path)
+    hide_kprobes(monkeypatch, tmp_path)
     return tmp_path
 
 
 @needs_root
 def test_kprobe_reason_names_the_kernel_config(no_kprobe_files, no_leaks):
-    results = doctor_mod._run_group(
+    results = probes.run_group(
         ebpf_lab.core.guards.require_bcc(), [_check_named("kprobe")], _cflags()
     )
-    ok, detail = results["kprobe"]
-    assert ok is False
+    state, detail = results["kprobe"]
+    assert state == "unsupported"
     assert "CONFIG_KPROBES" in detail
     assert "tracepoint" in detail  # and what to use instead
 
@@ -409,11 +412,11 @@ def test_kprobe_reason_names_the_kernel_config(no_kprobe_files, no_leaks):
 def test_kprobes_without_kprobe_events_name_that_option(no_kprobe_files, monkeypatch, no_leaks):
     (no_kprobe_files / "debugfs-kprobes").mkdir()
     monkeypatch.setattr(kernel, "DEBUGFS_KPROBES", no_kprobe_files / "debugfs-kprobes")
-    results = doctor_mod._run_group(
+    results = probes.run_group(
         ebpf_lab.core.guards.require_bcc(), [_check_named("kprobe")], _cflags()
     )
-    ok, detail = results["kprobe"]
-    assert ok is False
+    state, detail = results["kprobe"]
+    assert state == "unsupported"
     assert "CONFIG_KPROBE_EVENTS" in detail and "tracepoint" in detail
 
 
@@ -423,12 +426,12 @@ def test_fentry_and_lsm_say_errno_context_and_alternative(feature, monkeypatch, 
     def refuse(*args, **kwargs):
         raise RECORDED_EPERM
 
-    monkeypatch.setattr(doctor_mod, "compile_program", refuse)
+    monkeypatch.setattr(probes, "compile_program", refuse)
     check = dataclasses.replace(_check_named(feature), precheck=None)
-    ok, detail = doctor_mod._run_group(ebpf_lab.core.guards.require_bcc(), [check], _cflags())[
+    state, detail = probes.run_group(ebpf_lab.core.guards.require_bcc(), [check], _cflags())[
         feature
     ]
-    assert ok is False
+    assert state == "unsupported"  # the kernel said no: EPERM from bpf(BPF_PROG_LOAD)
     assert "EPERM" in detail and "although running as root" in detail
     assert_refusal_explained(detail)
 
@@ -438,22 +441,39 @@ def test_fentry_and_lsm_without_btf_say_so_before_loading(feature, tmp_path, mon
     def must_not_compile(*args, **kwargs):
         raise AssertionError("nothing may be compiled or loaded without BTF")
 
-    monkeypatch.setattr(doctor_mod, "compile_program", must_not_compile)
+    monkeypatch.setattr(probes, "compile_program", must_not_compile)
     monkeypatch.setattr(kernel, "BTF_VMLINUX", tmp_path / "no-btf")
-    ok, detail = doctor_mod._run_group(None, [_check_named(feature)], _cflags())[feature]
-    assert ok is False
+    state, detail = probes.run_group(None, [_check_named(feature)], _cflags())[feature]
+    assert state == "unsupported"
     assert "CONFIG_DEBUG_INFO_BTF" in detail and "tracepoint" in detail
+
+
+@pytest.mark.parametrize("feature", ["fentry", "lsm"])
+def test_without_btf_what_depends_on_it_is_unsupported(feature, tmp_path, monkeypatch, fresh):
+    """The table says fentry and LSM depend on btf: without it they are not probed at all."""
+
+    def must_not_compile(*args, **kwargs):
+        raise AssertionError("nothing may be compiled or loaded without BTF")
+
+    monkeypatch.setattr(probes, "compile_program", must_not_compile)
+    monkeypatch.setattr(kernel, "BTF_VMLINUX", tmp_path / "no-btf")
+    found = features.probe(feature)
+    assert list(found) == ["root", "bcc", "btf", feature]
+    assert found["btf"].state == "unsupported" and "CONFIG_DEBUG_INFO_BTF" in found["btf"].reason
+    assert found[feature].state == "unsupported"
+    assert found[feature].reason.endswith(f"needs the kernel's BTF: {found['btf'].reason}")
+    assert features._CACHE[feature] == found[feature]  # a conclusive answer is kept
 
 
 def test_lsm_without_the_bpf_lsm_names_the_boot_parameter(monkeypatch):
     def must_not_compile(*args, **kwargs):
         raise AssertionError("an LSM program would never be called: nothing may load")
 
-    monkeypatch.setattr(doctor_mod, "compile_program", must_not_compile)
+    monkeypatch.setattr(probes, "compile_program", must_not_compile)
     monkeypatch.setattr(kernel, "BTF_VMLINUX", Path(__file__))  # any file: BTF "present"
     monkeypatch.setattr(kernel, "active_lsms", lambda: ["lockdown", "capability", "apparmor"])
-    ok, detail = doctor_mod._run_group(None, [_check_named("lsm")], _cflags())["lsm"]
-    assert ok is False
+    state, detail = probes.run_group(None, [_check_named("lsm")], _cflags())["lsm"]
+    assert state == "unsupported"
     assert "lsm=lockdown,capability,apparmor,bpf" in detail
 
 
@@ -497,17 +517,16 @@ def _recorded_platform(os_release: str, bcc: str, llvm: str):
     )
 
 
-def test_a_platform_that_cannot_compile_blocks_the_program_rows_with_the_fix(monkeypatch):
+def test_a_platform_that_cannot_compile_blocks_the_program_rows_with_the_fix(monkeypatch, fresh):
     def must_not_compile(*args, **kwargs):
         raise AssertionError("BCC 0.18 on Ubuntu 22.04 fails in clang: nothing may be compiled")
 
-    monkeypatch.setattr(doctor_mod, "compile_program", must_not_compile)
+    monkeypatch.setattr(probes, "compile_program", must_not_compile)
     monkeypatch.setattr(
-        doctor_mod.platforms,
+        features.platforms,
         "check",
         lambda bcc=None: _recorded_platform(UBUNTU_2204, "0.18.0+ds-2", "14"),
     )
-    monkeypatch.setattr(doctor_mod, "_CACHE", None)
     frame = doctor_mod.doctor()
     bcc_row = row(frame, "bcc")
     assert not bcc_row.supported
@@ -518,8 +537,9 @@ def test_a_platform_that_cannot_compile_blocks_the_program_rows_with_the_fix(mon
     for feature in NEEDS_LOADING:
         r = row(frame, feature)
         assert not r.supported
+        assert frame.attrs["outcomes"][feature] == "inconclusive"  # the kernel was not asked
         if IS_ROOT:
-            assert "needs a BCC that compiles programs here" in r.detail, r.detail
+            assert r.detail.startswith("inconclusive: needs a BCC that compiles programs here")
             assert "BCC 0.25 or newer" in r.detail
 
 
@@ -532,8 +552,8 @@ def test_a_known_risky_bcc_llvm_pair_is_a_warning_in_the_bcc_row():
         "0.26.0",
         "16",
     )
-    ok, detail = doctor_mod._bcc_row(fake_bcc, platform)
-    assert ok is True  # it may work: say what is known to fail, do not block
+    assert not platform.errors  # it may work: say what is known to fail, do not block
+    detail = features.bcc_detail(fake_bcc, platform)
     assert detail.startswith("bcc 0.26.0 with LLVM 16 (")
     assert "WARNING" in detail and "BCC 0.27 or newer" in detail
 
@@ -562,6 +582,112 @@ def test_supports_reads_the_cached_doctor(table):
     assert ebpf_lab.doctor().attrs["probed_at"] == cached.attrs["probed_at"]  # no new probe
     with pytest.raises(ValueError, match="unknown feature"):
         ebpf_lab.supports("kprobes")
+
+
+@needs_root
+def test_supports_probes_that_feature_only(table, fresh, monkeypatch):
+    compiled = []
+    real_compile = probes.compile_program
+
+    def counting_compile(text, *args, **kwargs):
+        compiled.append(text)
+        return real_compile(text, *args, **kwargs)
+
+    monkeypatch.setattr(probes, "compile_program", counting_compile)
+    assert ebpf_lab.supports("uprobe") is bool(row(table, "uprobe").supported)
+    # uprobe and what it depends on, nothing else: one program, with the uprobe's C only
+    assert sorted(features._CACHE) == ["bcc", "root", "uprobe"]
+    assert len(compiled) == 1 and "doctor_uprobe" in compiled[0]
+    assert "doctor_kprobe" not in compiled[0] and "doctor_hash" not in compiled[0]
+    # asked again: answered from the cache, nothing compiled
+    assert ebpf_lab.supports("uprobe") is bool(row(table, "uprobe").supported)
+    assert len(compiled) == 1
+    with pytest.raises(ValueError, match="unknown feature"):
+        features.probe("uprobes")
+    assert len(compiled) == 1
+
+
+@needs_root
+def test_an_inconclusive_probe_is_marked_and_probed_again(table, fresh, monkeypatch):
+    """A program that loads and attaches but fires a wrong number of times decides nothing: the
+    row says so, and the next question probes again. Forced by a uprobe check that makes no
+    getppid() calls (0 of the expected 3)."""
+
+    def silent(bcc, bpf):
+        probe = ebpf_lab.core.attach.Probe("uprobe", "c:getppid", "doctor_uprobe", pid=os.getpid())
+        probes._attach(bcc, bpf, probe)
+        return probes._expect(bpf, "uprobe", "a uprobe on libc's getppid()", "getppid() calls")
+
+    uprobe = features.feature("uprobe")
+    forced = dataclasses.replace(uprobe, probe=dataclasses.replace(uprobe.probe, run=silent))
+    monkeypatch.setitem(features._BY_NAME, "uprobe", forced)
+    if not row(table, "uprobe").supported:
+        pytest.skip(f"uprobes do not attach on this kernel: {row(table, 'uprobe').detail}")
+    outcome = features.probe("uprobe")["uprobe"]
+    assert outcome.state == "inconclusive" and not outcome.supported
+    assert "fired 0/3 times for 3 getppid() calls" in outcome.reason
+    assert "uprobe" not in features._CACHE  # not cached: asked again, probed again
+    assert ebpf_lab.supports("uprobe") is False
+    frame = ebpf_lab.doctor()
+    assert frame.attrs["inconclusive"] == ["uprobe"]
+    assert frame.attrs["outcomes"]["uprobe"] == "inconclusive"
+    assert row(frame, "uprobe").detail.startswith("inconclusive: uprobe on libc getppid(): ")
+    assert not row(frame, "uprobe").supported
+    others = [f for f in FEATURES if f != "uprobe"]
+    assert list(frame.set_index("feature").loc[others, "supported"]) == list(
+        table.set_index("feature").loc[others, "supported"]
+    )
+
+
+# --- the one feature table ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "state, verdict",
+    [
+        ("supported", "**`kprobe`: supported on this kernel"),
+        ("unsupported", "**`kprobe`: not available on this kernel"),
+        ("inconclusive", "**`kprobe`: could not be decided on this kernel"),
+    ],
+)
+def test_prose_states_the_features_outcome(state, verdict, monkeypatch):
+    from ebpf_lab.kernel import prose
+
+    outcome = features.Outcome("kprobe", state, "the reason `here`")
+    monkeypatch.setattr(features, "probe", lambda name: {name: outcome})
+    text = prose.feature("kprobe", yes="YES", no="NO")
+    assert text.startswith(f"{verdict} ({os.uname().release})")
+    assert "The doctor: the reason \\`here\\`." in text
+    assert text.endswith("YES" if state == "supported" else "NO")
+
+
+def test_every_lesson_need_names_a_feature():
+    from ebpf_lab.classroom.registry import CATALOGUE
+
+    names = set(features.feature_names())
+    unknown = [
+        (lesson.number, name)
+        for lesson in CATALOGUE
+        for need in (*lesson.needs, *lesson.adapts)
+        for name in need.split("|")
+        if name not in names
+    ]
+    assert unknown == []
+    assert len(CATALOGUE) == 13  # 00..12: every notebook was checked
+
+
+def test_the_table_gives_the_doctor_its_rows_meanings_and_dependencies():
+    assert doctor_mod.FEATURES == features.feature_names()
+    assert list(doctor_mod.MEANINGS) == FEATURES
+    assert all(meaning.endswith(".") for meaning in doctor_mod.MEANINGS.values())
+    for f in features.TABLE:
+        assert all(FEATURES.index(d) < FEATURES.index(f.name) for d in f.depends), f.name
+        if isinstance(f.probe, probes.Check):
+            assert f.probe.feature == f.name
+            assert {"root", "bcc"} <= set(f.depends), f.name
+    assert features.feature("fentry").depends == ("root", "bcc", "btf")
+    with pytest.raises(ValueError, match="unknown feature"):
+        features.feature("kprobes")
 
 
 # --- nothing left behind -----------------------------------------------------------------------
@@ -593,7 +719,7 @@ def test_no_programs_maps_or_netns_left_after_a_refresh(table):
         mine = _bpftool_progs_of(os.getpid())
     assert not mine, f"programs of pid {os.getpid()} still loaded: {mine}"
     # no throw-away namespace of ours, and none orphaned by a dead doctor
-    pattern = re.compile(re.escape(doctor_mod.NETNS_PREFIX) + r"(\d+)$")
+    pattern = re.compile(re.escape(probes.NETNS_PREFIX) + r"(\d+)$")
     leftover = [
         n
         for n in netns.list_netns()
@@ -639,9 +765,8 @@ def test_cli_unknown_command_prints_usage_and_exits_2():
 # --- without root, without bcc: no crash, and a way forward -------------------------------------
 
 
-def test_not_root_marks_the_rest_with_how_to_start(monkeypatch):
+def test_not_root_marks_the_rest_with_how_to_start(monkeypatch, fresh):
     monkeypatch.setattr(doctor_mod.os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(doctor_mod, "_CACHE", None)
     frame = doctor_mod.doctor()
     assert list(frame["feature"]) == FEATURES
     assert not row(frame, "root").supported
@@ -649,15 +774,15 @@ def test_not_root_marks_the_rest_with_how_to_start(monkeypatch):
     for feature in ["tracefs", *NEEDS_LOADING]:
         r = row(frame, feature)
         assert not r.supported
-        assert r.detail.startswith("needs root") and "sudo make lab" in r.detail
+        assert r.detail.startswith("inconclusive: needs root") and "sudo make lab" in r.detail
+    assert frame.attrs["inconclusive"] == ["tracefs", *NEEDS_LOADING]
 
 
-def test_missing_bcc_marks_the_rest_with_how_to_install(monkeypatch):
+def test_missing_bcc_marks_the_rest_with_how_to_install(monkeypatch, fresh):
     def no_bcc():
         raise BccMissing("No module named 'bcc' (simulated)")
 
-    monkeypatch.setattr(doctor_mod, "require_bcc", no_bcc)
-    monkeypatch.setattr(doctor_mod, "_CACHE", None)
+    monkeypatch.setattr(features, "require_bcc", no_bcc)
     frame = doctor_mod.doctor()
     assert not row(frame, "bcc").supported
     assert "python3-bpfcc" in row(frame, "bcc").detail
@@ -672,9 +797,8 @@ def test_missing_bcc_marks_the_rest_with_how_to_install(monkeypatch):
 
 @needs_root
 def test_a_group_that_does_not_compile_is_probed_one_by_one():
-    shared, _ = doctor_mod._checks()
-    hash_check = next(c for c in shared if c.feature == "hash_map")
-    broken = doctor_mod._Check(
+    hash_check = _check_named("hash_map")
+    broken = probes.Check(
         "broken",
         "int broken(void *ctx) { return no_such_thing; }\n",
         lambda bcc, bpf: "unreachable",
@@ -682,11 +806,9 @@ def test_a_group_that_does_not_compile_is_probed_one_by_one():
     )
     cflags = [f"-DDOCTOR_TGID={os.getpid()}", "-DDOCTOR_TID=0"]
     before = held()
-    results = doctor_mod._run_group(
-        ebpf_lab.core.guards.require_bcc(), [hash_check, broken], cflags
-    )
-    assert results["hash_map"][0] is True, results["hash_map"]
-    assert results["broken"][0] is False
+    results = probes.run_group(ebpf_lab.core.guards.require_bcc(), [hash_check, broken], cflags)
+    assert results["hash_map"][0] == "supported", results["hash_map"]
+    assert results["broken"][0] == "inconclusive"  # our C did not build: the kernel was not asked
     assert "compile failed" in results["broken"][1] and "no_such_thing" in results["broken"][1]
     after = settle(before)
     assert not before.diff(after), f"left behind: {before.diff(after)}"

@@ -98,6 +98,21 @@ def test_long_frame_one_row_per_helper_call(fresh_uids, no_leaks):
     assert df["returned"].map(type).eq(int).all()
 
 
+def test_a_run_without_events_keeps_the_schemas(fresh_uids, no_leaks):
+    """A UID nobody uses execs nothing: both frames are empty, with their declared columns and
+    dtypes."""
+    (who,) = fresh_uids(1)
+    wide = ebpf_lab.helper_calls(duration=0.1, uid=who, wide=True)
+    assert len(wide) == 0 and list(wide.columns) == hc.WIDE_COLUMNS
+    assert {c: str(t) for c, t in wide.dtypes.items()} == {
+        c: ("datetime64[ns]" if t == "time" else t) for c, t in hc.WIDE.dtypes.items()
+    }
+    long = ebpf_lab.helper_calls(duration=0.1, uid=who)
+    assert len(long) == 0 and list(long.columns) == hc.LONG_COLUMNS
+    assert list(long["helper"].cat.categories) == list(HELPERS_CALLED)
+    assert str(long["value"].dtype) == "string" and str(long["event"].dtype) == "int64"
+
+
 def test_max_events_ends_the_run_early(fresh_uids, no_leaks):
     (who,) = fresh_uids(1)
     df = ebpf_lab.helper_calls(
@@ -163,6 +178,7 @@ def test_helper_support_detail_for_chosen_types(no_leaks):
         detail=True,
     )
     assert list(df.columns) == ["helper", "program_type", "allowed", "reason"]
+    assert str(df["allowed"].dtype) == "bool" and str(df["reason"].dtype) == "string"
     got = {(str(r.helper), str(r.program_type)): (r.allowed, r.reason) for r in df.itertuples()}
     assert got[("bpf_get_socket_uid", "socket_filter")] == (True, "")
     assert got[("bpf_get_socket_uid", "sched_cls")] == (True, "")

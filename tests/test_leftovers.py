@@ -28,7 +28,7 @@ from conftest import REPO, needs_root
 from kernel_state import global_prog_ids
 
 from ebpf_lab.core import leftovers, netns, tracefs
-from ebpf_lab.kernel.doctor import NETNS_PREFIX as DOCTOR_NETNS_PREFIX
+from ebpf_lab.kernel.probes import NETNS_PREFIX as DOCTOR_NETNS_PREFIX
 from ebpf_lab.lessons.l10_networking.xdp_firewall import NETNS_PREFIX_A, NETNS_PREFIX_B
 
 #: what each runner subprocess runs: the lesson with a long duration and a workload

@@ -1,11 +1,12 @@
 """The kernel in front of you: what it can do, and facts read from it.
 
-``doctor`` (the feature table, each feature probed on its own: supported, unsupported or
-inconclusive, with the reason), ``btf`` (struct offsets from the kernel's own BTF), ``prose``
-(sentences about this kernel computed at run time for the notebooks), ``platforms`` (known-bad
-distribution/BCC/LLVM combinations). The raw facts (release, tracefs, kprobes, lockdown, LSMs,
-config options, emulated CPU) are re-exported here from :mod:`ebpf_lab.core.kernelfs`, so
-``ebpf_lab.kernel.release()`` works.
+``features`` (the feature table: each feature's meaning, probe and dependencies, probed and
+cached on its own: supported, unsupported or inconclusive, with the reason), ``probes`` (the tiny
+programs those probes load), ``doctor`` (the table as a DataFrame), ``btf`` (struct offsets from
+the kernel's own BTF), ``prose`` (sentences about this kernel computed at run time for the
+notebooks), ``platforms`` (known-bad distribution/BCC/LLVM combinations). The raw facts (release,
+tracefs, kprobes, lockdown, LSMs, config options, emulated CPU) are re-exported here from
+:mod:`ebpf_lab.core.kernelfs`, so ``ebpf_lab.kernel.release()`` works.
 
 May import: :mod:`ebpf_lab.core`.
 """

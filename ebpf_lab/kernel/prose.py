@@ -9,8 +9,8 @@ every kernel it runs on::
     markdown(tick_rate())
 
 Each function returns plain Markdown text (a str), built from :mod:`ebpf_lab.core.kernelfs` file
-checks, the kernel's build configuration, and :func:`ebpf_lab.doctor` rows (which load real
-programs).
+checks, the kernel's build configuration, and the doctor's feature outcomes
+(:mod:`ebpf_lab.kernel.features`, which load real programs).
 """
 
 from __future__ import annotations
@@ -118,19 +118,26 @@ def lockdown() -> str:
 def feature(name: str, *, yes: str = "", no: str = "") -> str:
     """The doctor's verdict on ``name`` (a ``doctor.FEATURES`` row), as a sentence.
 
+    The verdict is the feature's outcome (:func:`ebpf_lab.kernel.features.probe`, the same
+    cached answer the doctor's row shows): supported, not available, or not decided here (an
+    inconclusive probe, which the lessons treat as not available).
+
     Args:
         name: the feature, e.g. ``"kprobe"``, ``"fentry"``, ``"lsm"``.
         yes: text added when the kernel supports it (what the chapter does with it).
-        no: text added when it does not (what the chapter does instead).
+        no: text added when it does not, or when that could not be decided (what the chapter
+            does instead).
     """
-    from ebpf_lab.kernel.doctor import doctor
+    from ebpf_lab.kernel import features
 
-    frame = doctor()
-    row = frame[frame["feature"] == name].iloc[0]
+    outcome = features.probe(name)[name]
     release = kernel.release()
-    said = f"The doctor: {as_sentence(row['detail'])}"
-    if bool(row["supported"]):
+    said = f"The doctor: {as_sentence(outcome.reason)}"
+    if outcome.state == features.SUPPORTED:
         return f"**`{name}`: supported on this kernel ({release}).** {said} {yes}".strip()
+    if outcome.state == features.INCONCLUSIVE:
+        verdict = f"could not be decided on this kernel ({release})"
+        return f"**`{name}`: {verdict}, so the lab does not rely on it.** {said} {no}".strip()
     return f"**`{name}`: not available on this kernel ({release}).** {said} {no}".strip()
 
 

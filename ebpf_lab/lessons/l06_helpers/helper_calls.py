@@ -32,7 +32,7 @@ from ebpf_lab.core.guards import (
 from ebpf_lab.core.loader import compile_program, load_function, program_source, release
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
 from ebpf_lab.core.tracefs import PrintkInstance
-from ebpf_lab.show.frames import decode_c_string, typed_frame
+from ebpf_lab.show.frames import Schema, decode_c_string
 
 #: the helpers :func:`helper_calls` calls, in the order it calls them
 HELPERS_CALLED = (
@@ -44,25 +44,45 @@ HELPERS_CALLED = (
     "bpf_get_smp_processor_id",
     "bpf_trace_printk",
 )
+#: the frame of ``helper_calls(wide=True)``: one row per event
+WIDE = Schema(
+    event="int64",
+    time="time",
+    ktime_ns="int64",
+    pid="int64",
+    tid="int64",
+    uid="int64",
+    gid="int64",
+    comm="category",
+    comm_ret="int64",
+    filename="string",
+    filename_ret="int64",
+    cpu="int64",
+    printk_ret="int64",
+    printk_line="string",
+)
 #: columns of ``helper_calls(wide=True)``
-WIDE_COLUMNS = [
-    "event",
-    "time",
-    "ktime_ns",
-    "pid",
-    "tid",
-    "uid",
-    "gid",
-    "comm",
-    "comm_ret",
-    "filename",
-    "filename_ret",
-    "cpu",
-    "printk_ret",
-    "printk_line",
-]
+WIDE_COLUMNS = WIDE.columns
+#: the frame of ``helper_calls()``: one row per event and helper (``returned``: Python ints, as
+#: a helper may return a u64; ``helper`` becomes a categorical in :data:`HELPERS_CALLED` order)
+LONG = Schema(event="int64", pid="int64", helper=None, returned="object", value="string")
 #: columns of ``helper_calls()`` (one row per event and helper)
-LONG_COLUMNS = ["event", "pid", "helper", "returned", "value"]
+LONG_COLUMNS = LONG.columns
+#: what the perf buffer's events carry, as read in the callback
+_RAW = Schema(
+    event=None,
+    ktime_ns=None,
+    pid_tgid=None,
+    uid_gid=None,
+    comm_ret=None,
+    comm=None,
+    filename_ret=None,
+    filename=None,
+    cpu=None,
+    printk_ret=None,
+)
+#: the frame of ``helper_support(detail=True)``
+SUPPORT_DETAIL = Schema(helper=None, program_type=None, allowed="bool", reason="string")
 #: the most events one call keeps
 MAX_EVENTS = 100_000
 #: perf buffer pages per CPU
@@ -124,67 +144,32 @@ class _HelperReader(Collector):
                 m = self.pattern.match(line.message)
                 if m is not None:
                     self.lines[int(m.group(1))] = line.message
-        raw = pd.DataFrame(
-            self.rows,
-            columns=[
-                "event",
-                "ktime_ns",
-                "pid_tgid",
-                "uid_gid",
-                "comm_ret",
-                "comm",
-                "filename_ret",
-                "filename",
-                "cpu",
-                "printk_ret",
-            ],
-        )
+        raw = _RAW.frame(self.rows)
         raw = raw.sort_values("event", kind="stable").reset_index(drop=True)
         pid_tgid = np.asarray(raw["pid_tgid"], dtype=np.uint64)
         uid_gid = np.asarray(raw["uid_gid"], dtype=np.uint64)
         low32, shift = np.uint64(0xFFFFFFFF), np.uint64(32)
-        df = pd.DataFrame(
-            {
-                "event": raw["event"],
-                "time": ctx.to_time(raw["ktime_ns"]).to_numpy(),
-                "ktime_ns": raw["ktime_ns"],
-                "pid": (pid_tgid >> shift).astype("int64"),
-                "tid": (pid_tgid & low32).astype("int64"),
-                "uid": (uid_gid & low32).astype("int64"),
-                "gid": (uid_gid >> shift).astype("int64"),
-                "comm": raw["comm"],
-                "comm_ret": raw["comm_ret"],
-                "filename": raw["filename"],
-                "filename_ret": raw["filename_ret"],
-                "cpu": raw["cpu"],
-                "printk_ret": raw["printk_ret"],
-                "printk_line": [self.lines.get(int(s), "") for s in raw["event"]],
-            }
-        )
+        columns = {
+            "event": raw["event"],
+            "time": ctx.to_time(raw["ktime_ns"]).to_numpy(),
+            "ktime_ns": raw["ktime_ns"],
+            "pid": (pid_tgid >> shift).astype("int64"),
+            "tid": (pid_tgid & low32).astype("int64"),
+            "uid": (uid_gid & low32).astype("int64"),
+            "gid": (uid_gid >> shift).astype("int64"),
+            "comm": raw["comm"],
+            "comm_ret": raw["comm_ret"],
+            "filename": raw["filename"],
+            "filename_ret": raw["filename_ret"],
+            "cpu": raw["cpu"],
+            "printk_ret": raw["printk_ret"],
+            "printk_line": [self.lines.get(int(s), "") for s in raw["event"]],
+        }
         ctx.attrs["lost"] = self.lost
         ctx.attrs["printk_lines_missing"] = int(
             sum(1 for s in raw["event"] if int(s) not in self.lines)
         )
-        return typed_frame(
-            df,
-            WIDE_COLUMNS,
-            {
-                "event": "int64",
-                "time": "time",
-                "ktime_ns": "int64",
-                "pid": "int64",
-                "tid": "int64",
-                "uid": "int64",
-                "gid": "int64",
-                "comm": "category",
-                "comm_ret": "int64",
-                "filename": "string",
-                "filename_ret": "int64",
-                "cpu": "int64",
-                "printk_ret": "int64",
-                "printk_line": "string",
-            },
-        )
+        return WIDE.frame(columns)
 
     def close(self, ctx: RunContext | None) -> None:
         if self.instance is not None:
@@ -214,8 +199,7 @@ def _long(wide: pd.DataFrame) -> pd.DataFrame:
                     "value": value,
                 }
             )
-    df = pd.DataFrame(rows, columns=LONG_COLUMNS)
-    df = df.astype({"event": "int64", "pid": "int64", "returned": "object", "value": "string"})
+    df = LONG.frame(rows)
     df["helper"] = pd.Categorical(df["helper"], categories=list(HELPERS_CALLED))
     return df
 
@@ -232,8 +216,8 @@ def helper_calls(
 ) -> pd.DataFrame:
     """Call the common helpers on every execve and return what each one returned.
 
-    The program (``programs/helper_calls.bpf.c``) calls, once per execve and in this order,
-    ``bpf_ktime_get_ns``, ``bpf_get_current_pid_tgid``, ``bpf_get_current_uid_gid``,
+    The program (``helper_calls.bpf.c``, beside this module) calls, once per execve and in this
+    order, ``bpf_ktime_get_ns``, ``bpf_get_current_pid_tgid``, ``bpf_get_current_uid_gid``,
     ``bpf_get_current_comm``, ``bpf_probe_read_user_str`` (the path being executed),
     ``bpf_get_smp_processor_id`` and ``bpf_trace_printk``, and sends the results through a perf
     buffer. The printk line is read back from a private trace instance.
@@ -300,7 +284,7 @@ PROGRAM_TYPES = {
 }
 #: the program types tried by default
 DEFAULT_PROGRAM_TYPES = ("tracepoint", "raw_tracepoint", "kprobe", "perf_event", "xdp")
-#: the helpers ``programs/helper_probe.bpf.c`` has a function for, in table order
+#: the helpers ``helper_probe.bpf.c`` has a function for, in table order
 PROBED_HELPERS = (
     "bpf_ktime_get_ns",
     "bpf_get_current_pid_tgid",
@@ -364,7 +348,7 @@ def helper_support(
 ) -> pd.DataFrame:
     """Which helpers this kernel lets which program types call, found by loading tiny programs.
 
-    For each helper, ``programs/helper_probe.bpf.c`` has a function that calls only that helper.
+    For each helper, ``helper_probe.bpf.c`` has a function that calls only that helper.
     Each function is loaded as each program type (the verifier runs) and closed again at once;
     nothing is ever attached. A refusal keeps the verifier's reason, e.g. ``program of this type
     cannot use helper bpf_redirect#23``.
@@ -429,11 +413,9 @@ def helper_support(
                 )
     finally:
         release(bpf)
-    long = pd.DataFrame(rows, columns=["helper", "program_type", "allowed", "reason"])
+    long = SUPPORT_DETAIL.frame(rows)
     long["helper"] = pd.Categorical(long["helper"], categories=helpers)
     long["program_type"] = pd.Categorical(long["program_type"], categories=types)
-    long["allowed"] = long["allowed"].astype(bool)
-    long["reason"] = long["reason"].astype("string")
     meta = {"kernel": kernel.release(), "lockdown": kernel.lockdown_mode() or "unknown"}
     if detail:
         long.attrs.update(meta)
