@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -105,6 +106,19 @@ class Probe:
     def describe(self) -> str:
         """A short human name, e.g. ``"tracepoint syscalls:sys_enter_execve"``."""
         return f"{self.kind} {self.target}"
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """One way to attach a program: a label for ``df.attrs["attach"]`` and the probes.
+
+    :func:`ebpf_lab.core.run.bounded_run` tries its alternatives in order and keeps the first
+    whose probes all attach (``df.attrs["attach"]`` is its label, ``attach_reason`` its reason).
+    """
+
+    label: str
+    probes: Sequence[Probe]
+    reason: str = ""
 
 
 _PERF_SW = {"cpu-clock": 0, "task-clock": 1, "page-faults": 2, "context-switches": 3}
@@ -394,7 +408,6 @@ def exec_alternatives(attach: str, kprobe_fn: str, tracepoint_fn: str) -> list[A
     when the kernel has kprobes, and the tracepoint is the fallback.
     """
     from ebpf_lab.classroom.recordings import mode
-    from ebpf_lab.core.run import Alternative  # the core imports this module
 
     check_choice(attach, "attach", EXEC_ATTACH_CHOICES)
     if mode() == "replay":  # the recorded frame says what was attached; the kernel is not asked

@@ -32,7 +32,7 @@ import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core import leftovers
-from ebpf_lab.core.attach import Probe, detach_all, prog_type, try_attach
+from ebpf_lab.core.attach import Alternative, detach_all, prog_type, try_attach
 from ebpf_lab.core.errors import ProgramError, UnsupportedFeature
 from ebpf_lab.core.guards import require_bcc, require_root
 from ebpf_lab.core.live import Live, make_live
@@ -153,15 +153,6 @@ class Collector:
 
     def close(self, ctx: RunContext | None) -> None:
         """Release resources opened in ``start``; called on every exit path."""
-
-
-@dataclass(frozen=True)
-class Alternative:
-    """One way to attach a program: a label for ``df.attrs["attach"]`` and the probes."""
-
-    label: str
-    probes: Sequence[Probe]
-    reason: str = ""
 
 
 @contextlib.contextmanager
