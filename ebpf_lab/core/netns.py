@@ -16,6 +16,9 @@ The pieces:
 - :func:`veth_pair`: two throw-away namespaces joined by a veth pair (a virtual cable), with
   addresses from a reserved test range, IPv6 off and static neighbour entries, so the only
   packets on the cable are the ones a lesson sends. Deleted afterwards, always.
+- :class:`LabCable`: the cable an ``xdp`` probe asks the core for (namespaces named after the
+  process, so the next run removes a killed run's); :func:`xdp_on`: what ``ip link`` says is
+  attached to a device by XDP.
 
 Example (as root)::
 
