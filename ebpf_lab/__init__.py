@@ -45,7 +45,6 @@ from ebpf_lab.lessons.l09_tracing.syscall_latency import (
 )
 from ebpf_lab.lessons.l10_networking.xdp_firewall import (
     firewall_traffic,
-    plot_firewall,
     xdp_firewall,
 )
 from ebpf_lab.lessons.l11_security.exec_watch import exec_deny, exec_watch, lsm_status
@@ -55,7 +54,7 @@ from ebpf_lab.lessons.l12_performance.profile import (
     run_queue_latency,
     top_functions,
 )
-from ebpf_lab.show.plots import plot_counter_race, plot_exec_rates
+from ebpf_lab.show.plots import plot_counter_race, plot_exec_rates, plot_firewall
 
 __all__ = [
     "BccMissing",

@@ -412,3 +412,47 @@ def test_stop_button_is_off_once_the_run_ended(ending, fresh_uids, monkeypatch):
     assert active_views() == []
     after = settle(before)
     assert not before.diff(after), before.diff(after)
+
+
+# A function BCC attaches by itself while compiling (TRACEPOINT_PROBE): the same way in as
+# LSM_PROBE (exec_deny), on the execve tracepoint the tests above use.
+AUTO = TINY.replace("int on_exec(void *ctx)", "TRACEPOINT_PROBE(syscalls, sys_enter_execve)")
+assert AUTO != TINY
+
+
+def test_autoloaded_function_is_a_probe_the_core_checks_and_detaches(fresh_uids, no_leaks):
+    (uid,) = fresh_uids(1)
+    fn = "tracepoint__syscalls__sys_enter_execve"
+    seen = {}
+
+    class Reader(CountReader):
+        def start(self, ctx):
+            seen["attached"] = sorted(ctx.bpf.tracepoint_fds)
+
+    box = {}
+    df = bounded_run(
+        name="auto",
+        source=AUTO,
+        alternatives=[Alternative("autoload", [Probe("autoload", "execve", fn)], "BCC")],
+        collector=Reader(),
+        duration=0.2,
+        workload=lambda: box.update(done=execs({uid: 6})),
+        cflags=[f"-DWATCH_UID={uid}"],
+    )
+    assert seen["attached"] == [b"syscalls:sys_enter_execve"]
+    assert len(box["done"]) == 6 and int(df["execs"].iloc[0]) == 6
+    assert df.attrs["attach"] == "autoload"
+
+
+@pytest.mark.parametrize(
+    "kind,target,fn",
+    [
+        ("lsm", "bprm_check_security", "deny_exec"),  # LSM_PROBE names it lsm__<hook>
+        ("autoload", "execve", "on_exec"),  # not a name BCC attaches by itself
+        ("xdp", "eth0", "xdp_prog"),  # only the lab cable's ends
+        ("fentry", "vfs_read", "on_read"),  # not a kind
+    ],
+)
+def test_probe_kinds_check_their_arguments(kind, target, fn):
+    with pytest.raises(ValueError):
+        Probe(kind, target, fn)

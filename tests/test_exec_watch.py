@@ -137,6 +137,9 @@ def test_lsm_deny_then_detach(no_leaks):
     assert detached.ran.all() and (detached.returncode == 0).all()  # works again once detached
     assert df.attrs["denied_in_kernel"] == {prog["forbidden"]: 3}
     assert df.attrs["kind"] == "enforcement"
+    assert df.attrs["attach"] == "lsm bprm_check_security"  # the core's lsm probe kind
+    assert list(df.columns) == ["phase", "attempt", "ran", "returncode", "error", "errno"]
+    assert str(df["returncode"].dtype) == "Int64" and str(df["errno"].dtype) == "int64"
 
 
 # What the doctor said on a kernel that refused LSM programs (6.18, lockdown=integrity).

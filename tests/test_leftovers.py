@@ -198,10 +198,8 @@ def _netns_of(pid: int) -> list[str]:
 
 def _xdp_prog(pid: int) -> int | None:
     """The id of the XDP program on ``veth-b`` in runner ``pid``'s namespace B, once attached."""
-    from ebpf_lab.lessons.l10_networking.xdp_firewall import _xdp_on
-
     try:
-        return _xdp_on(f"{NETNS_PREFIX_B}{pid}", "veth-b").get("prog_id")
+        return netns.xdp_on(f"{NETNS_PREFIX_B}{pid}", "veth-b").get("prog_id")
     except (RuntimeError, ValueError):  # the namespace or the device is not there yet
         return None
 

@@ -23,7 +23,6 @@ from ebpf_lab.lessons.l10_networking.xdp_firewall import (
     NETNS_PREFIX_A,
     NETNS_PREFIX_B,
     PING_PAYLOAD,
-    _xdp_on,
     firewall_traffic,
     xdp_firewall,
 )
@@ -138,7 +137,7 @@ def _when_attached(action, delay: float = 0.5) -> threading.Thread:
 
     def attached() -> bool:
         try:
-            return netns.exists(ns_b) and bool(_xdp_on(ns_b, "veth-b"))
+            return netns.exists(ns_b) and bool(netns.xdp_on(ns_b, "veth-b"))
         except Exception:
             return False
 
@@ -181,19 +180,40 @@ def test_stop_button_tears_everything_down(no_leaks):
 
 
 def test_a_failure_after_setup_still_deletes_the_namespaces(no_leaks, monkeypatch):
+    """The core builds the cable, then the kernel refuses XDP: the namespaces go anyway."""
+    from ebpf_lab.core import attach
+
+    seen = {}
+
+    def refuse(bcc, fn, link):
+        seen["netns"] = _ours()
+        raise RuntimeError("attach refused (simulated)")
+
+    monkeypatch.setattr(attach, "_xdp_in_netns", refuse)
+    with pytest.raises(ebpf_lab.UnsupportedFeature, match="simulated") as info:
+        xdp_firewall(pings=1, connections=1, datagrams=1)
+    assert info.value.feature == "xdp"
+    assert len(seen["netns"]) == 2  # they existed while the run was being set up
+    assert _ours() == []
+
+
+def test_a_failure_after_attaching_removes_xdp_and_the_namespaces(no_leaks, monkeypatch):
+    """An error in the lesson's own start (after the core attached XDP) still tears down."""
     from ebpf_lab.lessons.l10_networking.xdp_firewall import _Firewall
 
     seen = {}
 
-    def refuse(self, bcc, fn):
-        seen["netns"] = _ours()
-        raise RuntimeError("attach refused (simulated)")
+    def broken(self, ctx):
+        ns_b = f"{NETNS_PREFIX_B}{os.getpid()}"
+        seen["prog_id"] = netns.xdp_on(ns_b, "veth-b").get("prog_id")
+        raise RuntimeError("the lesson failed (simulated)")
 
-    monkeypatch.setattr(_Firewall, "_attach", refuse)
+    monkeypatch.setattr(_Firewall, "start", broken)
     with pytest.raises(RuntimeError, match="simulated"):
         xdp_firewall(pings=1, connections=1, datagrams=1)
-    assert len(seen["netns"]) == 2  # they existed while the run was being set up
+    assert seen["prog_id"] is not None  # XDP was on veth-b when the lesson failed
     assert _ours() == []
+    assert not _prog_loaded(seen["prog_id"])
 
 
 BAD = [
@@ -266,5 +286,7 @@ def test_veth_pair_is_private_and_deleted(no_leaks):
 
 
 def test_exported():
+    from ebpf_lab.show.plots import plot_firewall
+
     assert ebpf_lab.xdp_firewall is xdp_firewall
-    assert callable(ebpf_lab.plot_firewall)
+    assert ebpf_lab.plot_firewall is plot_firewall

@@ -1,7 +1,17 @@
 """Attach points: where a loaded BPF function runs, and how the lab chooses one.
 
 A :class:`Probe` names one attach point and the C function that runs there. The bounded-run core
-attaches a list of probes after compiling, and BCC's cleanup detaches them all.
+attaches a list of probes after compiling (:func:`try_attach`) and detaches every one of them on
+every exit path (:func:`detach_all`). Every way into the kernel is a kind here:
+
+* ``tracepoint``, ``raw_tracepoint``, ``kprobe``/``kretprobe``, ``uprobe``/``uretprobe``,
+  ``perf_event``: BCC's ``attach_*`` calls;
+* ``xdp``: the core builds the lab's private cable (:class:`ebpf_lab.core.netns.LabCable`: two
+  network namespaces and a veth pair), attaches the function in generic (SKB) mode to one end,
+  and on detach removes it and deletes the namespaces (:func:`xdp_link` finds the cable);
+* ``lsm`` and ``autoload``: functions BCC loads and attaches by their name while it compiles the
+  C (``LSM_PROBE(hook)`` makes ``lsm__hook``; ``TRACEPOINT_PROBE``, ``KFUNC_PROBE``,
+  ``kprobe__*``...). The core checks that BCC attached them, and detaches them with the rest.
 
 ``attach="auto"`` for the execve lessons tries the seed's way first (a kprobe on the execve
 syscall) and falls back to the ``syscalls:sys_enter_execve`` tracepoint, recording why.
@@ -9,12 +19,14 @@ syscall) and falls back to the ``syscalls:sys_enter_execve`` tracepoint, recordi
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ebpf_lab.core import kernelfs as kernel
-from ebpf_lab.core import replay
+from ebpf_lab.core import netns, replay
 from ebpf_lab.core.errors import UnsupportedFeature
 from ebpf_lab.core.guards import check_choice, require_root
 
@@ -27,7 +39,21 @@ PROBE_KINDS = (
     "uprobe",
     "uretprobe",
     "perf_event",
+    "xdp",
+    "lsm",
+    "autoload",
 )
+
+#: names BCC gives the functions it attaches while compiling, and the program type of each
+AUTOLOAD_PREFIXES = {
+    "kprobe__": "KPROBE",
+    "kretprobe__": "KPROBE",
+    "tracepoint__": "TRACEPOINT",
+    "raw_tracepoint__": "RAW_TRACEPOINT",
+    "kfunc__": "TRACING",
+    "kretfunc__": "TRACING",
+    "lsm__": "LSM",
+}
 
 #: values of ``attach=`` accepted by the execve lessons
 EXEC_ATTACH_CHOICES = ("auto", "kprobe", "tracepoint")
@@ -41,10 +67,13 @@ class Probe:
         kind: one of :data:`PROBE_KINDS`.
         target: tracepoint ``"category:event"``; raw tracepoint name; kprobe kernel function, or
             ``"syscall:NAME"`` for a syscall's entry point; uprobe ``"library_or_path:symbol"``;
-            perf event ``"software:cpu-clock"`` or ``"hardware:cpu-cycles"``.
+            perf event ``"software:cpu-clock"`` or ``"hardware:cpu-cycles"``; xdp: the end of
+            the cable (``"veth-a"`` or ``"veth-b"``); lsm: the LSM hook (``fn`` is then
+            ``lsm__<hook>``, as ``LSM_PROBE`` names it); autoload: what it hooks, for messages.
         fn: the C function's name.
         pid: for uprobes and perf events, the process to watch (-1: all).
         sample_freq: for perf events, samples per second per CPU.
+        cable: for xdp, the lab cable to build (default: ``LabCable()``).
     """
 
     kind: str
@@ -52,9 +81,27 @@ class Probe:
     fn: str
     pid: int = -1
     sample_freq: int = 0
+    cable: netns.LabCable | None = None
 
     def __post_init__(self) -> None:
         check_choice(self.kind, "probe kind", PROBE_KINDS)
+        if self.kind == "lsm" and self.fn != f"lsm__{self.target}":
+            raise ValueError(
+                f"an lsm probe on {self.target!r} runs lsm__{self.target} "
+                f"(LSM_PROBE({self.target}, ...) names it so), not {self.fn!r}"
+            )
+        if self.kind == "autoload" and not self.fn.startswith(tuple(AUTOLOAD_PREFIXES)):
+            raise ValueError(
+                f"BCC attaches by itself only functions named {', '.join(AUTOLOAD_PREFIXES)}*; "
+                f"{self.fn!r} is not one"
+            )
+        if self.kind == "xdp":
+            if self.target not in ("veth-a", "veth-b"):
+                raise ValueError(f"an xdp probe goes on 'veth-a' or 'veth-b', not {self.target!r}")
+            if self.cable is None:
+                object.__setattr__(self, "cable", netns.LabCable())
+            elif not isinstance(self.cable, netns.LabCable):
+                raise ValueError(f"cable must be a netns.LabCable, got {self.cable!r}")
 
     def describe(self) -> str:
         """A short human name, e.g. ``"tracepoint syscalls:sys_enter_execve"``."""
@@ -65,8 +112,8 @@ class Probe:
 class Alternative:
     """One way to attach a program: a label for ``df.attrs["attach"]`` and the probes.
 
-    :func:`ebpf_lab.core.run.bounded_run` tries a run's alternatives in order and uses the first
-    whose probes all attach.
+    :func:`ebpf_lab.core.run.bounded_run` tries its alternatives in order and keeps the first
+    whose probes all attach (``df.attrs["attach"]`` is its label, ``attach_reason`` its reason).
     """
 
     label: str
@@ -88,7 +135,130 @@ def prog_type(bcc: Any, probe: Probe) -> int:
         "uprobe": bcc.BPF.KPROBE,
         "uretprobe": bcc.BPF.KPROBE,
         "perf_event": bcc.BPF.PERF_EVENT,
+        "xdp": bcc.BPF.XDP,
+        "lsm": bcc.BPF.LSM,
+        "autoload": getattr(bcc.BPF, _autoload_type(probe.fn)),
     }[probe.kind]
+
+
+def _autoload_type(fn: str) -> str:
+    return next((t for p, t in AUTOLOAD_PREFIXES.items() if fn.startswith(p)), "KPROBE")
+
+
+def _bcc_attached(bpf: Any, fn: str) -> bool:
+    """Whether BCC's records say it attached ``fn`` while compiling (its autoload)."""
+    name = fn.encode()
+    if fn.startswith("lsm__"):
+        return name in getattr(bpf, "lsm_fds", {})
+    if fn.startswith("kfunc__"):
+        return name in getattr(bpf, "kfunc_entry_fds", {})
+    if fn.startswith("kretfunc__"):
+        return name in getattr(bpf, "kfunc_exit_fds", {})
+    if fn.startswith("tracepoint__"):
+        tp = fn[len("tracepoint__") :].replace("__", ":")
+        return tp.encode() in getattr(bpf, "tracepoint_fds", {})
+    if fn.startswith("raw_tracepoint__"):
+        return fn[len("raw_tracepoint__") :].encode() in getattr(bpf, "raw_tracepoint_fds", {})
+    # kprobe__/kretprobe__: BCC keeps {event: {function: fd}}
+    return any(name in fns for fns in getattr(bpf, "kprobe_fds", {}).values())
+
+
+class XdpLink:
+    """An XDP program the core attached to one end of the lab cable, and the cable itself.
+
+    Attributes:
+        pair: the cable (:class:`ebpf_lab.core.netns.VethPair`), for the lesson's traffic.
+        device: the end the program is attached to; ``namespace`` holds it.
+        prog_id: the kernel's id of the attached program; ``mode``: as ``ip link`` shows it.
+    """
+
+    kind = "xdp"
+
+    def __init__(self, bcc: Any, stack: contextlib.ExitStack, pair: netns.VethPair, dev: str):
+        self.bcc = bcc
+        self.stack = stack
+        self.pair = pair
+        self.device = dev
+        self.namespace = pair.ns_b if dev == pair.dev_b else pair.ns_a
+        self.flags = int(bcc.BPF.XDP_FLAGS_SKB_MODE)
+        self.attached = False
+        self.prog_id: int | None = None
+        self.mode = "?"
+
+    def attrs(self) -> dict[str, Any]:
+        """What a lesson's frame says about the cable and the program (``df.attrs``)."""
+        p = self.pair
+        return {
+            "netns": [p.ns_a, p.ns_b],
+            "devices": [p.dev_a, p.dev_b],
+            "addresses": [p.ip_a, p.ip_b],
+            "xdp_device": f"{self.device} in {self.namespace}",
+            "xdp_mode": self.mode,
+            "xdp_prog_id": self.prog_id,
+        }
+
+    def detach(self) -> None:
+        """Remove the program from the device, then delete both namespaces (and the cable)."""
+        try:
+            if self.attached:
+                from ebpf_lab.core.loader import capture_stderr_fd
+
+                def remove() -> None:
+                    with capture_stderr_fd():
+                        self.bcc.BPF.remove_xdp(self.device.encode(), self.flags)
+
+                with contextlib.suppress(Exception):
+                    netns.run_in_netns(self.namespace, remove, timeout=10.0)
+                self.attached = False
+        finally:
+            self.stack.close()
+
+
+def links(bpf: Any) -> list[Any]:
+    """What the core attached to ``bpf`` besides BCC's own records (e.g. :class:`XdpLink`)."""
+    if not hasattr(bpf, "_ebpf_lab_links"):
+        bpf._ebpf_lab_links = []
+    return bpf._ebpf_lab_links
+
+
+def xdp_link(bpf: Any) -> XdpLink:
+    """The XDP attachment (and cable) of a run: ``xdp_link(ctx.bpf).pair`` is the cable."""
+    found = [link for link in links(bpf) if isinstance(link, XdpLink)]
+    if not found:
+        raise RuntimeError("this run attached no xdp probe")
+    return found[0]
+
+
+def _prog_id(fd: int) -> int | None:
+    """The kernel's id of the BPF program open at ``fd`` (from ``/proc/self/fdinfo``)."""
+    with contextlib.suppress(OSError):
+        for line in open(f"/proc/self/fdinfo/{fd}"):
+            if line.startswith("prog_id:"):
+                return int(line.split()[1])
+    return None
+
+
+def _attach_xdp(bcc: Any, bpf: Any, probe: Probe) -> None:
+    """Build the cable, attach in generic mode inside its namespace, check with ``ip link``."""
+    fn = bpf.load_func(probe.fn.encode(), bcc.BPF.XDP)  # loaded already: BCC returns it
+    stack = contextlib.ExitStack()
+    assert probe.cable is not None
+    link = XdpLink(bcc, stack, stack.enter_context(probe.cable.build()), probe.target)
+    links(bpf).append(link)  # from now on detach_all removes it, whatever happens
+    link.prog_id = _prog_id(fn.fd)
+    netns.run_in_netns(link.namespace, _xdp_in_netns, bcc, fn, link, timeout=10.0)
+    shown = netns.xdp_on(link.namespace, link.device)
+    if shown.get("prog_id") != link.prog_id:
+        raise RuntimeError(
+            f"XDP was attached to {link.device}, but `ip link` shows {shown} "
+            f"instead of program id {link.prog_id}"
+        )
+    link.mode = shown.get("mode", "?")
+
+
+def _xdp_in_netns(bcc: Any, fn: Any, link: XdpLink) -> None:
+    bcc.BPF.attach_xdp(link.device.encode(), fn, link.flags)  # raises bare Exception
+    link.attached = True
 
 
 def attach_probe(bcc: Any, bpf: Any, probe: Probe) -> None:
@@ -124,6 +294,13 @@ def attach_probe(bcc: Any, bpf: Any, probe: Probe) -> None:
             sample_freq=probe.sample_freq or 99,
             pid=probe.pid,
         )
+    elif probe.kind == "xdp":
+        _attach_xdp(bcc, bpf, probe)
+    elif not _bcc_attached(bpf, probe.fn):  # lsm, autoload: BCC attached them while compiling
+        raise Exception(
+            f"{probe.fn} is not attached: BCC attaches it while compiling only when the C names "
+            "it so (e.g. LSM_PROBE, TRACEPOINT_PROBE) and the compile is BCC's own"
+        )
 
 
 def try_attach(bcc: Any, bpf: Any, probe: Probe) -> str | None:
@@ -147,17 +324,37 @@ def try_attach(bcc: Any, bpf: Any, probe: Probe) -> str | None:
 
 
 def detach_all(bpf: Any) -> None:
-    """Detach every probe BCC attached, keeping the compiled module (for trying an alternative)."""
-    for k in list(bpf.kprobe_fds):
-        bpf.detach_kprobe_event(k)
-    for k in list(bpf.uprobe_fds):
-        bpf.detach_uprobe_event(k)
-    for k in list(bpf.tracepoint_fds):
-        bpf.detach_tracepoint(k)
-    for k in list(bpf.raw_tracepoint_fds):
-        bpf.detach_raw_tracepoint(k)
-    for ev_type, ev_config in list(bpf.open_perf_events):
-        bpf.detach_perf_event(ev_type, ev_config)
+    """Detach every probe of ``bpf``, keeping the compiled module (for trying an alternative).
+
+    The core's own attachments go first, newest first (XDP: removed, then its namespaces
+    deleted), then BCC's records, LSM and fentry included. Every step is tried even if one
+    fails; the first failure is raised at the end.
+    """
+    steps: list[Callable[[], Any]] = []
+    mine = links(bpf)
+    while mine:
+        steps.append(mine.pop().detach)
+    for record, detach in (
+        ("kprobe_fds", "detach_kprobe_event"),
+        ("uprobe_fds", "detach_uprobe_event"),
+        ("tracepoint_fds", "detach_tracepoint"),
+        ("raw_tracepoint_fds", "detach_raw_tracepoint"),
+        ("kfunc_entry_fds", "detach_kfunc"),
+        ("kfunc_exit_fds", "detach_kretfunc"),
+        ("lsm_fds", "detach_lsm"),
+    ):
+        for k in list(getattr(bpf, record, {})):
+            steps.append(functools.partial(getattr(bpf, detach), k))
+    for ev_type, ev_config in list(getattr(bpf, "open_perf_events", {})):
+        steps.append(functools.partial(bpf.detach_perf_event, ev_type, ev_config))
+    first: Exception | None = None
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:  # bcc raises bare Exception
+            first = first or exc
+    if first is not None:
+        raise first
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ The pieces:
 - :func:`veth_pair`: two throw-away namespaces joined by a veth pair (a virtual cable), with
   addresses from a reserved test range, IPv6 off and static neighbour entries, so the only
   packets on the cable are the ones a lesson sends. Deleted afterwards, always.
+- :class:`LabCable`: the cable an ``xdp`` probe asks the core for (namespaces named after the
+  process, so the next run removes a killed run's); :func:`xdp_on`: what ``ip link`` says is
+  attached to a device by XDP.
 
 Example (as root)::
 
@@ -369,3 +372,60 @@ def veth_pair(
         yield VethPair(
             ns_a, ns_b, dev_a, dev_b, str(a.ip), str(b.ip), mac_a, mac_b, a.network.prefixlen
         )
+
+
+@dataclass(frozen=True)
+class LabCable:
+    """The lab's private cable for one run: two namespaces named ``<prefix><pid>`` and a veth
+    pair between them (see :func:`veth_pair`). The core builds it when it attaches an ``xdp``
+    probe and deletes it when it detaches (:mod:`ebpf_lab.core.attach`).
+
+    The names end in the process id, so a killed run's namespaces are recognised and removed by
+    the next run (:data:`ebpf_lab.core.leftovers.NETNS_RE`).
+    """
+
+    prefix_a: str = "ebpf-lab-fwa-"
+    prefix_b: str = "ebpf-lab-fwb-"
+    address_a: str = "198.18.0.1/30"
+    address_b: str = "198.18.0.2/30"
+    static_neighbours: bool = True
+
+    def names(self, pid: int | None = None) -> tuple[str, str]:
+        """The two namespaces' names for process ``pid`` (default: this one)."""
+        pid = os.getpid() if pid is None else pid
+        return f"{self.prefix_a}{pid}", f"{self.prefix_b}{pid}"
+
+    @contextlib.contextmanager
+    def build(self) -> Iterator[VethPair]:
+        """The cable for the ``with`` block (this process's names); always deleted after.
+
+        Namespaces of the same names left by an earlier crashed run of this process go first.
+        """
+        ns_a, ns_b = self.names()
+        for name in (ns_a, ns_b):
+            delete(name)
+        with veth_pair(
+            ns_a,
+            ns_b,
+            address_a=self.address_a,
+            address_b=self.address_b,
+            static_neighbours=self.static_neighbours,
+        ) as pair:
+            yield pair
+
+
+_XDP_MODES = {1: "native", 2: "generic (SKB)", 3: "offload", 4: "multi"}
+
+
+def xdp_on(ns: str, dev: str) -> dict[str, Any]:
+    """What ``ip -n ns -d -j link show dev`` says is attached to ``dev`` by XDP: ``mode`` and
+    ``prog_id`` (empty if nothing is)."""
+    out = _ip("-n", ns, "-d", "-j", "link", "show", "dev", dev)
+    info = json.loads(out or "[]")
+    xdp = info[0].get("xdp", {}) if info else {}
+    if not xdp:
+        return {}
+    return {
+        "mode": _XDP_MODES.get(xdp.get("mode"), str(xdp.get("mode"))),
+        "prog_id": xdp.get("prog", {}).get("id"),
+    }

@@ -400,6 +400,8 @@ def _run_live(spec: RunSpec) -> pd.DataFrame:
             with contextlib.suppress(Exception):
                 collector.close(ctx)
             if bpf is not None:
+                with contextlib.suppress(Exception):
+                    detach_all(bpf)  # the core's own attachments (XDP) too, not only BCC's
                 release(bpf)
             with _ACTIVE_LOCK:
                 _ACTIVE.remove(view)

@@ -185,3 +185,47 @@ def plot_counter_race(df: pd.DataFrame, ax: Any = None) -> Any:
         ax.set_ylabel("calls counted")
         ax.grid(True, axis="y", alpha=0.3)
     return ax
+
+
+def plot_firewall(df: pd.DataFrame, axes: Any = None) -> Any:
+    """Bar charts of an :func:`ebpf_lab.xdp_firewall` frame: per phase, packets passed and dropped.
+
+    Args:
+        df: the frame returned by ``xdp_firewall``.
+        axes: a sequence of one matplotlib Axes per phase (default: a new figure).
+
+    Returns:
+        The Axes, one per phase.
+    """
+    import matplotlib.pyplot as plt
+
+    missing = {"phase", "protocol", "passed", "dropped", "dropping"} - set(df.columns)
+    if missing:
+        raise ValueError(f"plot_firewall needs an xdp_firewall frame; missing {sorted(missing)}")
+    phase = df["phase"]
+    order = list(phase.cat.categories) if hasattr(phase, "cat") else list(dict.fromkeys(phase))
+    phases = [p for p in order if (phase == p).any()]
+    with plt.rc_context(PROJECTOR_STYLE):
+        if axes is None:
+            _fig, axes = plt.subplots(
+                1, max(len(phases), 1), figsize=(12, 4.5), sharey=True, layout="constrained",
+                squeeze=False,
+            )  # fmt: skip
+            axes = list(axes[0])
+        for ax, name in zip(axes, phases):
+            rows = df[phase == name].sort_values("protocol")
+            names = [str(p) for p in rows["protocol"]]
+            ax.bar(names, rows["passed"], color="tab:green", label="passed")
+            ax.bar(names, rows["dropped"], bottom=rows["passed"], color="tab:red",
+                   label="dropped")  # fmt: skip
+            for x, (p, d) in enumerate(zip(rows["passed"], rows["dropped"])):
+                if p + d:
+                    ax.annotate(f"{p + d}", (x, p + d), ha="center", va="bottom")
+            ax.set_title(f"phase {name}: dropping {rows['dropping'].iloc[0]}")
+            ax.set_xlabel("protocol")
+            ax.grid(True, axis="y", alpha=0.3)
+        top = max(int((df["passed"] + df["dropped"]).max()), 1)
+        axes[0].set_ylim(0, top * 1.2)  # room for the numbers above the bars
+        axes[0].set_ylabel("packets arriving at veth-b")
+        axes[0].legend(loc="upper left")
+    return axes

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from ebpf_lab.classroom.checks import Right, Wrong, exercise
+from ebpf_lab.lessons.l10_networking.xdp_firewall import FRAME
 
 PLAN = {
     "pings": 5,
@@ -19,7 +20,7 @@ PLAN = {
 
 
 def recorded_firewall(tcp_packets: int = 18, **tcp: int) -> pd.DataFrame:
-    """A frame shaped like :func:`ebpf_lab.xdp_firewall`'s (drop="icmp") for :data:`PLAN`.
+    """A frame of :func:`ebpf_lab.xdp_firewall`'s schema (drop="icmp") for :data:`PLAN`.
 
     ``tcp_packets`` sets the TCP packet count (which varies between honest runs); keywords
     ``syns``, ``payload_bytes``, ``dropped`` override the TCP row of phase "on" (a wrong run).
@@ -68,19 +69,7 @@ def recorded_firewall(tcp_packets: int = 18, **tcp: int) -> pd.DataFrame:
             ),
             (phase, dropping, "other", 0, 0, 0, 0, 0),
         ]
-    df = pd.DataFrame(
-        rows,
-        columns=[
-            "phase",
-            "dropping",
-            "protocol",
-            "packets",
-            "passed",
-            "dropped",
-            "payload_bytes",
-            "syns",
-        ],
-    )
+    df = FRAME.frame([dict(zip(FRAME.columns, row)) for row in rows])
     df.attrs.update({"drop": "icmp", "plan": dict(p)})
     return df
 

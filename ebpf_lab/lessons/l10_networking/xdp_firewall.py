@@ -5,7 +5,7 @@ network namespaces joined by a veth pair, addresses from the benchmark range 198
 IPv6 off and static neighbour entries, so the only packets on the cable are the ones this lesson
 sends. Nothing is routed to or from the host's interfaces.
 
-``programs/xdp_firewall.bpf.c`` is attached in generic (SKB) mode to the *server* end of the cable
+``xdp_firewall.bpf.c`` is attached in generic (SKB) mode to the *server* end of the cable
 (``veth-b`` in namespace B) and sees every packet that arrives there. It counts packets per
 protocol class (ICMP, TCP, UDP, other) and verdict, and drops the classes named in a map that user
 space flips while it runs. The known workload runs the same traffic twice, once per phase:
@@ -17,15 +17,14 @@ and in each phase, from namespace A to namespace B: ``connections`` TCP connecti
 ``payload`` bytes to an echo server, ``datagrams`` UDP datagrams of 64 bytes to an echo server, and
 ``pings`` ICMP echo requests with 56 bytes of payload (sent from a raw socket, as ``ping`` does).
 
-XDP is not one of the core's probe kinds: the lesson's collector loads the function, attaches it
-inside the namespace in ``start`` and removes it (and deletes both namespaces) in ``close``, which
-the bounded-run core calls on every exit path, Stop and interrupts included.
+The lesson asks the core for an ``xdp`` probe (:mod:`ebpf_lab.core.attach`): the core builds the
+cable, attaches the program, and on every exit path (Stop and interrupts included) removes it and
+deletes both namespaces. The lesson only sends traffic over the cable and reads the counters.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import select
@@ -38,10 +37,11 @@ from typing import Any
 import pandas as pd
 
 from ebpf_lab.core import netns
-from ebpf_lab.core.errors import UnsupportedFeature
+from ebpf_lab.core.attach import Probe, xdp_link
 from ebpf_lab.core.guards import check_choice, check_duration, check_positive_int, require_bcc
-from ebpf_lab.core.loader import capture_stderr_fd, load_function, program_source
+from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run, stop_requested
+from ebpf_lab.show.frames import Schema
 
 #: protocol classes the program counts, in the order of its ``enum proto_class``
 PROTOCOLS = ("icmp", "tcp", "udp", "other")
@@ -49,17 +49,30 @@ PROTOCOLS = ("icmp", "tcp", "udp", "other")
 DROP_CHOICES = ("icmp", "tcp", "udp")
 #: the two phases of a run
 PHASES = ("off", "on")
+_PHASE = pd.CategoricalDtype(list(PHASES), ordered=True)
+_PROTOCOL = pd.CategoricalDtype(list(PROTOCOLS), ordered=True)
+#: the frame :func:`xdp_firewall` returns: one row per phase and protocol class
+FRAME = Schema(
+    phase=_PHASE,
+    dropping="category",
+    protocol=_PROTOCOL,
+    packets="int64",
+    passed="int64",
+    dropped="int64",
+    payload_bytes="int64",
+    syns="int64",
+)
 #: frame columns
-COLUMNS = [
-    "phase",
-    "dropping",
-    "protocol",
-    "packets",
-    "passed",
-    "dropped",
-    "payload_bytes",
-    "syns",
-]
+COLUMNS = FRAME.columns
+#: what :func:`firewall_traffic` returns: the workload, per phase and protocol
+TRAFFIC = Schema(
+    phase=_PHASE,
+    protocol=_PROTOCOL,
+    unit=None,
+    sent="int64",
+    answered="int64",
+    payload_bytes="int64",
+)
 #: bytes of payload in each echo request (as ``ping`` sends) and in each UDP datagram
 PING_PAYLOAD = 56
 DATAGRAM_PAYLOAD = 64
@@ -70,11 +83,11 @@ MAX_DATAGRAMS = 1000
 MAX_PAYLOAD = 1_000_000
 #: the lab's namespaces are ``<prefix><pid>``, so a killed run's leftovers can be recognised
 #: (:data:`ebpf_lab.core.leftovers.NETNS_RE`) and removed at the next run
-NETNS_PREFIX_A = "ebpf-lab-fwa-"
-NETNS_PREFIX_B = "ebpf-lab-fwb-"
+NETNS_PREFIX_A = netns.LabCable.prefix_a
+NETNS_PREFIX_B = netns.LabCable.prefix_b
 #: the subnet on the cable (RFC 2544's benchmarking range: never routed on the internet)
-ADDRESS_A = "198.18.0.1/30"
-ADDRESS_B = "198.18.0.2/30"
+ADDRESS_A = netns.LabCable.address_a
+ADDRESS_B = netns.LabCable.address_b
 #: how long to wait after each phase's traffic, so its last TCP ACKs are counted in that phase
 SETTLE = 0.05
 #: the program's counter map holds phases 0 .. MAX_PHASES-1
@@ -160,7 +173,7 @@ class _EchoServers:
 
 
 class _Firewall(Collector):
-    """Builds the cable, attaches XDP to its server end, drives the phases, reads the counters."""
+    """Runs the echo servers on the cable the core built, drives the phases, reads the counters."""
 
     def __init__(
         self,
@@ -181,91 +194,28 @@ class _Firewall(Collector):
         self.ping_interval = ping_interval
         self.timeout = timeout
         self.static_neighbours = static_neighbours
-        self.stack = contextlib.ExitStack()
         self.pair: netns.VethPair | None = None
         self.servers: _EchoServers | None = None
         self.ctx: RunContext | None = None
         self.phases_started: list[tuple[int, str, str]] = []  # (index, phase, dropping)
         self.traffic: list[dict[str, Any]] = []
         self.ping_rows: list[dict[str, Any]] = []
-        self.xdp_flags = 0
-        self.xdp_attached = False
-        self.prog_id: int | None = None
 
     # ------------------------------------------------------------ start / close
 
     def start(self, ctx: RunContext) -> None:
+        """The core has built the cable and attached XDP to B's end: start the echo servers."""
         self.ctx = ctx
-        bcc = ctx.bcc
-        pid = os.getpid()
-        # a killed run's namespaces are gone already (the core's ebpf_lab.core.leftovers.reap)
-        for prefix in (NETNS_PREFIX_A, NETNS_PREFIX_B):
-            netns.delete(f"{prefix}{pid}")  # ours, from a crashed earlier run in this process
-        self.pair = self.stack.enter_context(
-            netns.veth_pair(
-                f"{NETNS_PREFIX_A}{pid}",
-                f"{NETNS_PREFIX_B}{pid}",
-                address_a=ADDRESS_A,
-                address_b=ADDRESS_B,
-                static_neighbours=self.static_neighbours,
-            )
-        )
-        self.servers = _EchoServers(self.pair, self.timeout)
+        link = xdp_link(ctx.bpf)
+        self.pair = link.pair
         self.set_phase(0, 0)
-        fn = load_function(ctx.bpf, "xdp_firewall", bcc.BPF.XDP, name="xdp_firewall")
-        self.prog_id = _prog_id(fn.fd)
-        self.xdp_flags = int(bcc.BPF.XDP_FLAGS_SKB_MODE)
-        netns.run_in_netns(self.pair.ns_b, self._attach, bcc, fn, timeout=10.0)
-        self.xdp_attached = True
-        shown = _xdp_on(self.pair.ns_b, self.pair.dev_b)
-        if shown.get("prog_id") != self.prog_id:
-            raise RuntimeError(
-                f"XDP was attached to {self.pair.dev_b}, but `ip link` shows {shown} "
-                f"instead of program id {self.prog_id}"
-            )
-        ctx.attrs.update(
-            {
-                "netns": [self.pair.ns_a, self.pair.ns_b],
-                "devices": [self.pair.dev_a, self.pair.dev_b],
-                "addresses": [self.pair.ip_a, self.pair.ip_b],
-                "xdp_device": f"{self.pair.dev_b} in {self.pair.ns_b}",
-                "xdp_mode": shown.get("mode", "?"),
-                "xdp_prog_id": self.prog_id,
-                "static_neighbours": self.static_neighbours,
-            }
-        )
-
-    def _attach(self, bcc: Any, fn: Any) -> None:
-        assert self.pair is not None
-        with capture_stderr_fd() as cap:
-            try:
-                bcc.BPF.attach_xdp(self.pair.dev_b.encode(), fn, self.xdp_flags)
-                error = None
-            except Exception as exc:  # bcc raises bare Exception
-                error = exc
-        if error is not None:
-            lines = [x.strip() for x in cap.text.splitlines() if x.strip()]
-            raise UnsupportedFeature(
-                "xdp",
-                f"attaching to {self.pair.dev_b} in generic mode failed: {error}"
-                + (f" ({lines[-1]})" if lines else ""),
-            )
-
-    def _detach(self, bcc: Any) -> None:
-        assert self.pair is not None
-        with capture_stderr_fd():
-            bcc.BPF.remove_xdp(self.pair.dev_b.encode(), self.xdp_flags)
+        self.servers = _EchoServers(self.pair, self.timeout)
+        ctx.attrs.update({**link.attrs(), "static_neighbours": self.static_neighbours})
 
     def close(self, ctx: RunContext | None) -> None:
-        try:
-            if self.servers is not None:
-                self.servers.stop()
-            if self.xdp_attached and self.pair is not None and ctx is not None:
-                with contextlib.suppress(Exception):
-                    netns.run_in_netns(self.pair.ns_b, self._detach, ctx.bcc, timeout=10.0)
-                self.xdp_attached = False
-        finally:
-            self.stack.close()  # deletes both namespaces, and the cable with them
+        """Stop the echo servers (the core then removes XDP and deletes the cable)."""
+        if self.servers is not None:
+            self.servers.stop()
 
     # ------------------------------------------------------------ the workload
 
@@ -411,12 +361,7 @@ class _Firewall(Collector):
                 )
         started = {index for index, _, _ in self.phases_started}
         ctx.attrs["unexpected_phases"] = sorted({k[0] for k in counts} - started)
-        df = pd.DataFrame(rows, columns=COLUMNS)
-        df["phase"] = pd.Categorical(df["phase"], categories=list(PHASES), ordered=True)
-        df["dropping"] = df["dropping"].astype("category")
-        df["protocol"] = pd.Categorical(df["protocol"], categories=list(PROTOCOLS), ordered=True)
-        for col in COLUMNS[3:]:
-            df[col] = df[col].astype("int64")
+        df = FRAME.frame(rows)
         ctx.attrs["traffic"] = list(self.traffic)
         ctx.attrs["pings"] = list(self.ping_rows)
         return df
@@ -454,29 +399,6 @@ def _wait_replies(
             rtt[seq] = now - sent_at[seq]
 
 
-def _prog_id(fd: int) -> int | None:
-    """The kernel's id of the BPF program open at ``fd`` (from ``/proc/self/fdinfo``)."""
-    with contextlib.suppress(OSError):
-        for line in open(f"/proc/self/fdinfo/{fd}"):
-            if line.startswith("prog_id:"):
-                return int(line.split()[1])
-    return None
-
-
-_XDP_MODES = {1: "native", 2: "generic (SKB)", 3: "offload", 4: "multi"}
-
-
-def _xdp_on(ns: str, dev: str) -> dict[str, Any]:
-    """What ``ip -n ns -d -j link show dev`` says is attached to ``dev``: mode and program id."""
-    out = netns._ip("-n", ns, "-d", "-j", "link", "show", "dev", dev)
-    info = json.loads(out or "[]")
-    xdp = info[0].get("xdp", {}) if info else {}
-    if not xdp:
-        return {}
-    return {"mode": _XDP_MODES.get(xdp.get("mode"), str(xdp.get("mode"))),
-            "prog_id": xdp.get("prog", {}).get("id")}  # fmt: skip
-
-
 def _check_number(value: Any, name: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
         raise ValueError(
@@ -501,7 +423,7 @@ def xdp_firewall(
     """Count packets per protocol with XDP on a private veth cable, then drop one protocol.
 
     The run builds two network namespaces joined by a veth pair (198.18.0.1 in A, 198.18.0.2 in B),
-    attaches ``programs/xdp_firewall.bpf.c`` in generic (SKB) mode to B's end, and sends the same
+    attaches ``xdp_firewall.bpf.c`` in generic (SKB) mode to B's end, and sends the same
     traffic from A to B twice: in phase ``off`` nothing is dropped, in phase ``on`` the program
     drops every ``drop`` packet (user space flips a map between the phases; the program is not
     reloaded). Afterwards XDP is removed and both namespaces are deleted, also after an error,
@@ -561,11 +483,16 @@ def xdp_firewall(
     collector = _Firewall(
         drop, pings, connections, datagrams, payload, ping_interval, timeout, static_neighbours
     )
+    cable = netns.LabCable(static_neighbours=static_neighbours)
     return bounded_run(
         name="xdp_firewall",
         source=program_source("xdp_firewall"),
-        # XDP is attached by the collector (inside namespace B), not by the core's probes
-        alternatives=[Alternative("xdp (generic/SKB mode) on a veth in a lab namespace", [])],
+        alternatives=[
+            Alternative(
+                "xdp (generic/SKB mode) on a veth in a lab namespace",
+                [Probe("xdp", "veth-b", "xdp_firewall", cable=cable)],
+            )
+        ],
         collector=collector,
         duration=duration,
         workload=collector.run_phases,
@@ -593,55 +520,5 @@ def firewall_traffic(df: pd.DataFrame) -> pd.DataFrame:
     """
     if "traffic" not in df.attrs:
         raise ValueError("firewall_traffic needs the frame returned by xdp_firewall()")
-    out = pd.DataFrame(
-        df.attrs["traffic"],
-        columns=["phase", "protocol", "unit", "sent", "answered", "payload_bytes"],
-    )
-    out["phase"] = pd.Categorical(out["phase"], categories=list(PHASES), ordered=True)
-    out["protocol"] = pd.Categorical(out["protocol"], categories=list(PROTOCOLS), ordered=True)
+    out = TRAFFIC.frame(df.attrs["traffic"])
     return out.sort_values(["phase", "protocol"]).reset_index(drop=True)
-
-
-def plot_firewall(df: pd.DataFrame, axes: Any = None) -> Any:
-    """Bar charts of an :func:`xdp_firewall` frame: per phase, packets passed and dropped.
-
-    Args:
-        df: the frame returned by ``xdp_firewall``.
-        axes: a sequence of one matplotlib Axes per phase (default: a new figure).
-
-    Returns:
-        The Axes, one per phase.
-    """
-    import matplotlib.pyplot as plt
-
-    from ebpf_lab.show.plots import PROJECTOR_STYLE
-
-    missing = {"phase", "protocol", "passed", "dropped", "dropping"} - set(df.columns)
-    if missing:
-        raise ValueError(f"plot_firewall needs an xdp_firewall frame; missing {sorted(missing)}")
-    phases = [p for p in PHASES if (df["phase"] == p).any()]
-    with plt.rc_context(PROJECTOR_STYLE):
-        if axes is None:
-            _fig, axes = plt.subplots(
-                1, max(len(phases), 1), figsize=(12, 4.5), sharey=True, layout="constrained",
-                squeeze=False,
-            )  # fmt: skip
-            axes = list(axes[0])
-        for ax, phase in zip(axes, phases):
-            rows = df[df["phase"] == phase].sort_values("protocol")
-            names = [str(p) for p in rows["protocol"]]
-            ax.bar(names, rows["passed"], color="tab:green", label="passed")
-            ax.bar(names, rows["dropped"], bottom=rows["passed"], color="tab:red",
-                   label="dropped")  # fmt: skip
-            for x, (p, d) in enumerate(zip(rows["passed"], rows["dropped"])):
-                if p + d:
-                    ax.annotate(f"{p + d}", (x, p + d), ha="center", va="bottom")
-            dropping = rows["dropping"].iloc[0]
-            ax.set_title(f"phase {phase}: dropping {dropping}")
-            ax.set_xlabel("protocol")
-            ax.grid(True, axis="y", alpha=0.3)
-        top = max(int((df["passed"] + df["dropped"]).max()), 1)
-        axes[0].set_ylim(0, top * 1.2)  # room for the numbers above the bars
-        axes[0].set_ylabel("packets arriving at veth-b")
-        axes[0].legend(loc="upper left")
-    return axes

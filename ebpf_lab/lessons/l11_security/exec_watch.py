@@ -2,12 +2,12 @@
 
 Two programs, two very different powers:
 
-* :func:`exec_watch` (``programs/exec_watch.bpf.c``, on the ``sched:sched_process_exec``
+* :func:`exec_watch` (``exec_watch.bpf.c``, on the ``sched:sched_process_exec``
   tracepoint) **detects**: it looks every successful exec up in a watchlist map that user space
   fills, and reports who (uid, pid, real parent) ran which watched path. The exec has already
   happened when the alert is written; nothing is prevented. Tracepoints work on any kernel with
   BPF, this one included.
-* :func:`exec_deny` (``programs/exec_deny_lsm.bpf.c``, a BPF LSM program on the
+* :func:`exec_deny` (``exec_deny_lsm.bpf.c``, a BPF LSM program on the
   ``bprm_check_security`` hook) **enforces**: it makes ``execve()`` of a denylisted path fail
   with EPERM while it is attached. It needs a kernel whose doctor says ``lsm`` is supported; on
   others it raises :class:`~ebpf_lab.core.errors.UnsupportedFeature` with the doctor's reason before
@@ -38,7 +38,7 @@ from ebpf_lab.core.guards import check_duration, check_positive_int, check_workl
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run, stop_requested
 from ebpf_lab.kernel.btf import member_offset, task_offsets_cflags
-from ebpf_lab.show.frames import decode_c_string, process_columns, typed_frame
+from ebpf_lab.show.frames import Schema, decode_c_string, process_columns
 
 #: paths are map keys of this many bytes: a path must be shorter (room for the final NUL)
 PATH_LEN = 128
@@ -53,17 +53,30 @@ MAX_DENY_SECONDS = 60.0
 #: exec attempts per phase of :func:`exec_deny`
 MAX_ATTEMPTS = 100
 
-COLUMNS = [
-    "time",
-    "pid",
-    "ppid",
-    "uid",
-    "user",
-    "filename",
-    "command",
-    "parent_command",
-    "watch_index",
-]
+#: the frame :func:`exec_watch` returns: one row per alert
+ALERTS = Schema(
+    time="time",
+    pid="int64",
+    ppid="int64",
+    uid="int64",
+    user="category",
+    filename="category",
+    command="category",
+    parent_command="category",
+    watch_index="int64",
+)
+COLUMNS = ALERTS.columns
+#: the frame :func:`exec_deny` returns: one row per exec attempt
+ATTEMPTS = Schema(
+    phase=pd.CategoricalDtype(["attached", "detached"], ordered=True),
+    attempt="int64",
+    ran="bool",
+    returncode="Int64",
+    error=None,
+    errno="int64",
+)
+#: the LSM hook :func:`exec_deny` attaches to, and its function (``LSM_PROBE`` names it so)
+DENY_HOOK = "bprm_check_security"
 
 
 def check_paths(paths: Any, name: str = "watch") -> list[str]:
@@ -148,22 +161,8 @@ class _Alerts(Collector):
             columns=["ktime_ns", "pid", "ppid", "uid", "filename", "comm", "parent", "index"],
         )
         strings = {"filename": "filename", "command": "comm", "parent_command": "parent"}
-        df = pd.DataFrame(
+        df = ALERTS.frame(
             {**process_columns(ctx.to_time, raw, strings), "watch_index": raw["index"]}
-        )
-        df = typed_frame(
-            df,
-            COLUMNS,
-            {
-                "pid": "int64",
-                "ppid": "int64",
-                "uid": "int64",
-                "user": "category",
-                "filename": "category",
-                "command": "category",
-                "parent_command": "category",
-                "watch_index": "int64",
-            },
         )
         seen = ctx.table("seen")
         ctx.attrs.update(
@@ -187,7 +186,7 @@ def exec_watch(
 ) -> pd.DataFrame:
     """Alert on every successful exec of a watched path, for ``duration`` seconds (detection).
 
-    ``programs/exec_watch.bpf.c`` runs on the ``sched:sched_process_exec`` tracepoint, i.e. after
+    ``exec_watch.bpf.c`` runs on the ``sched:sched_process_exec`` tracepoint, i.e. after
     each successful ``execve()``, in the process that now runs the new program. It looks the
     executed path up in the ``watchlist`` map (filled from ``watch`` before the workload starts)
     and sends an alert for a match. It cannot stop the exec: the alert is written when the
@@ -382,7 +381,7 @@ def exec_deny(
 ) -> pd.DataFrame:
     """Deny ``execve()`` of ``path`` with a BPF LSM program, then detach it (enforcement).
 
-    While ``programs/exec_deny_lsm.bpf.c`` is attached to the ``bprm_check_security`` LSM hook,
+    While ``exec_deny_lsm.bpf.c`` is attached to the ``bprm_check_security`` LSM hook,
     the lab tries to run ``path`` ``attempts`` times: each exec must fail with EPERM. After the
     bounded run has detached the program it tries ``attempts`` more times: each must run. The
     rule applies to every process on the machine while attached, so deny a private copy (see
@@ -437,8 +436,14 @@ def exec_deny(
     frame = bounded_run(
         name="exec_deny",
         source=program_source("exec_deny_lsm"),
-        # LSM_PROBE attaches itself when the C is compiled; the core detaches it on every path
-        alternatives=[Alternative("lsm bprm_check_security", [], "BPF LSM (enforcement)")],
+        # LSM_PROBE: BCC attaches it while compiling; the core checks it and always detaches it
+        alternatives=[
+            Alternative(
+                f"lsm {DENY_HOOK}",
+                [Probe("lsm", DENY_HOOK, f"lsm__{DENY_HOOK}")],
+                "BPF LSM (enforcement)",
+            )
+        ],
         collector=_Denials([path]),
         duration=duration,
         workload=while_attached,
@@ -447,12 +452,10 @@ def exec_deny(
             f"-DDENY_MAX={WATCH_MAX}",
         ],
         live=live,
-        attrs={"path": path, "hook": "lsm/bprm_check_security", "kind": "enforcement"},
+        attrs={"path": path, "hook": f"lsm/{DENY_HOOK}", "kind": "enforcement"},
     )
     if not frame.attrs.get("interrupted"):
         rows.extend(_attempt(path, "detached", i) for i in range(attempts))
-    df = pd.DataFrame(rows, columns=["phase", "attempt", "ran", "returncode", "error", "errno"])
-    df = df.astype({"attempt": "int64", "ran": "bool", "returncode": "Int64", "errno": "int64"})
-    df["phase"] = pd.Categorical(df["phase"], categories=["attached", "detached"], ordered=True)
+    df = ATTEMPTS.frame(rows)
     df.attrs.update(frame.attrs)
     return df
