@@ -23,7 +23,7 @@ functions BCC attaches while compiling (``TRACEPOINT_PROBE``, ``KFUNC_PROBE``, `
 maps other than hash, array, per-CPU, LRU, stack-trace, perf and ring buffers, instructions that
 refer to anything but a map's fd, and event structs BCC cannot describe.
 
->>> from ebpf_lab import compile_cache
+>>> from ebpf_lab.core import compile_cache
 >>> compile_cache.clear()
 >>> compile_cache.info()["entries"]
 0
