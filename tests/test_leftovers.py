@@ -28,7 +28,7 @@ from conftest import REPO, needs_root
 from kernel_state import global_prog_ids
 
 from ebpf_lab.core import leftovers, netns, tracefs
-from ebpf_lab.kernel.probes import NETNS_PREFIX as DOCTOR_NETNS_PREFIX
+from ebpf_lab.kernel.probes import DOCTOR_CABLE
 from ebpf_lab.lessons.l10_networking.xdp_firewall import NETNS_PREFIX_A, NETNS_PREFIX_B
 
 #: what each runner subprocess runs: the lesson with a long duration and a workload
@@ -60,7 +60,7 @@ START_TIMEOUT = 900.0
 
 def test_lab_names_carry_their_owner_pid():
     pid = 4242
-    names = [f"{NETNS_PREFIX_A}{pid}", f"{NETNS_PREFIX_B}{pid}", f"{DOCTOR_NETNS_PREFIX}{pid}"]
+    names = [f"{NETNS_PREFIX_A}{pid}", f"{NETNS_PREFIX_B}{pid}", *DOCTOR_CABLE.names(pid)]
     for name in names:
         m = leftovers.NETNS_RE.match(name)
         assert m and int(m["pid"]) == pid, f"{name} is a lab namespace the reaper must know"

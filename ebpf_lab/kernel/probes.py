@@ -30,9 +30,9 @@ from typing import Any, Callable
 
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core import netns
-from ebpf_lab.core.attach import Probe, detach_all, prog_type, try_attach
+from ebpf_lab.core.attach import Probe, detach_all, prog_type, try_attach, xdp_link
 from ebpf_lab.core.errors import ProgramError
-from ebpf_lab.core.loader import capture_stderr_fd, compile_program, load_function, release
+from ebpf_lab.core.loader import compile_program, load_function, release
 
 #: the three outcomes of a probe
 SUPPORTED, UNSUPPORTED, INCONCLUSIVE = "supported", "unsupported", "inconclusive"
@@ -372,55 +372,38 @@ def check_ring_buffer(bcc: Any, bpf: Any) -> str:
     return _buffer_check(bcc, bpf, "ring_buffer", "ring")
 
 
-def _xdp_in_netns(bcc: Any, fn: Any, flags: int) -> None:
-    """Inside the namespace: attach to lo, send one datagram to ourselves, always detach."""
-    with capture_stderr_fd() as cap:
-        try:
-            bcc.BPF.attach_xdp(b"lo", fn, flags)
-            error = None
-        except Exception as exc:
-            error = exc
-    if error is not None:
-        lines = [x.strip() for x in cap.text.splitlines() if x.strip()]
-        raise Refused(
-            f"loaded, but attaching to lo failed: {_errno_text(str(error))}"
-            + (f" ({lines[-1]})" if lines else "")
-        )
-    try:
-        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        with rx, tx:
-            rx.bind(("127.0.0.1", 0))
-            rx.settimeout(1.0)
-            tx.sendto(b"ebpf-lab doctor", rx.getsockname())
-            try:
-                rx.recv(64)
-            except socket.timeout:
-                raise Misbehaved(
-                    "attached to lo, but the test datagram never arrived "
-                    "(the program should return XDP_PASS)"
-                ) from None
-    finally:
-        with capture_stderr_fd():
-            bcc.BPF.remove_xdp(b"lo", flags)
+#: the doctor's own cable for the XDP check (namespaces ``ebpf-lab-doctora-<pid>`` and
+#: ``ebpf-lab-doctorb-<pid>``: a killed doctor's are reaped like a lesson's)
+DOCTOR_CABLE = netns.LabCable(prefix_a=f"{NETNS_PREFIX[:-1]}a-", prefix_b=f"{NETNS_PREFIX[:-1]}b-")
 
 
 def check_xdp(bcc: Any, bpf: Any) -> str:
-    fn = load_function(bpf, "doctor_xdp", bcc.BPF.XDP, name="doctor")
-    flags = int(bcc.BPF.XDP_FLAGS_SKB_MODE)
-    name = f"{NETNS_PREFIX}{os.getpid()}"
-    netns.delete(name)  # ours from an earlier process with this pid; we hold the probe lock
-    with netns.temporary_netns(name) as ns:
-        netns.run_in_netns(ns, _xdp_in_netns, bcc, fn, flags, timeout=10.0)
+    """Attach through the core's xdp kind (a throw-away veth cable) and send one datagram."""
+    _attach(bcc, bpf, Probe("xdp", "veth-b", "doctor_xdp", cable=DOCTOR_CABLE))
+    link = xdp_link(bpf)
+    pair = link.pair
+    rx = netns.socket_in(pair.ns_b, socket.AF_INET, socket.SOCK_DGRAM)
+    tx = netns.socket_in(pair.ns_a, socket.AF_INET, socket.SOCK_DGRAM)
+    with rx, tx:
+        rx.bind((pair.ip_b, 0))
+        rx.settimeout(1.0)
+        tx.sendto(b"ebpf-lab doctor", (pair.ip_b, rx.getsockname()[1]))
+        try:
+            rx.recv(64)
+        except socket.timeout:
+            raise Misbehaved(
+                f"attached to {link.device}, but the test datagram never arrived "
+                "(the program should return XDP_PASS)"
+            ) from None
     n = _hits(bpf, "xdp")
     if n < 1:
         raise Misbehaved(
-            f"attached to lo in network namespace {name}, but it never fired for the "
+            f"attached to {link.device} in {link.namespace}, but it never fired for the "
             "datagram that arrived"
         )
     return (
-        f"fired {n}/1 for one UDP datagram, attached in generic (SKB) mode to lo in the "
-        f"throw-away network namespace {name} (deleted)"
+        f"fired {n}/1 for one UDP datagram, attached in {link.mode} mode to {link.device} "
+        f"in the throw-away network namespace {link.namespace} (deleted with its cable)"
     )
 
 
