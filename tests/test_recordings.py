@@ -12,7 +12,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, needs_root
+from conftest import REPO, needs_root, run_as_nobody
 
 import ebpf_lab
 from ebpf_lab.classroom import recordings
@@ -395,8 +395,6 @@ print("REPLAYED", all("replay" in f.attrs for f in (a, b, c)),
 @needs_root
 def test_lessons_01_to_03_replay_as_an_unprivileged_user(tmp_path: Path, fresh_uids) -> None:
     """A recording made as root replays as uid 65534: no root, no BPF, same frames."""
-    import subprocess
-
     (uid,) = fresh_uids(1)
     recordings.record(tmp_path)
     try:
@@ -412,19 +410,5 @@ def test_lessons_01_to_03_replay_as_an_unprivileged_user(tmp_path: Path, fresh_u
         os.chmod(parent, os.stat(parent).st_mode | 0o055)
     for f in tmp_path.iterdir():
         os.chmod(f, 0o644)
-    out = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            sys.executable,
-            "-c",
-            REPLAY_AS_NOBODY.format(path=str(tmp_path), uid=uid),
-        ],
-        capture_output=True,
-        text=True,
-        cwd="/",
-        timeout=120,
-    )
+    out = run_as_nobody(REPLAY_AS_NOBODY.format(path=str(tmp_path), uid=uid))
     assert "REPLAYED True 3 2" in out.stdout, out.stderr

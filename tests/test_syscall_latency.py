@@ -179,16 +179,8 @@ BAD = [
 
 
 @pytest.mark.parametrize("fn,kwargs", BAD, ids=[f"{f.__name__}-{k}" for f, k in BAD])
-def test_bad_input_is_value_error_before_loading(fn, kwargs, no_leaks, monkeypatch):
-    import ebpf_lab.core.run as run
-
-    def must_not_load(*a, **k):
-        raise AssertionError("bounded_run was reached with bad input")
-
-    monkeypatch.setattr(run, "compile_program", must_not_load)
-    with pytest.raises(ValueError) as info:
-        fn(**kwargs)
-    assert str(info.value)
+def test_bad_input_is_value_error_before_loading(fn, kwargs, refused_before_loading):
+    refused_before_loading(fn, kwargs)
 
 
 def test_opens_child_rejects_bad_input(target, tmp_path):

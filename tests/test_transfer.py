@@ -126,8 +126,14 @@ def test_transfer_rates_gives_the_benchmark_numbers(no_leaks):
     }
     assert bench["stream_events_per_s"] > 0 and bench["naive_callback_events_per_s"] > 0
     assert 0 < bench["naive_delivered_fraction"] <= 1
-    assert bench["stream_lost"] >= 0
+    # the known stream: 200 000 reads, each one event, on both paths
+    assert (out["generated"] == 200_000).all()
     assert (out["delivered"] + out["lost"] == out["generated"]).all()
+    batched = out.set_index("path").loc["batched"]
+    assert bench["stream_lost"] == batched["generated"] - batched["delivered"]
+    assert bench["stream_lost"] % batched["batch"] == 0  # a refused batch is lost whole
+    callback = out.set_index("path").loc["callback"]
+    assert bench["naive_delivered_fraction"] == callback["delivered"] / callback["generated"]
 
 
 # ---------------------------------------------------------------- the C read loop source
