@@ -284,14 +284,6 @@ def test_bad_input_is_value_error_before_loading(fn, kwargs, refused_before_load
     refused_before_loading(fn, kwargs)
 
 
-def test_workload_helper_rejects_bad_plans():
-    for plan in ({-1: 2}, {2**32: 1}, {"root": 1}, {1000: -1}, {}, {1000: 1.5}):
-        with pytest.raises(ValueError):
-            execs(plan)
-    with pytest.raises(ValueError):
-        execs({1000: 1}, program="true")
-
-
 # ---------------------------------------------------------------- interrupt and Stop
 
 

@@ -153,13 +153,6 @@ def test_plot_latency_histogram(target, no_leaks):
         ebpf_lab.plot_latency_histogram(pd.DataFrame({"x": [1]}))
 
 
-def test_errno_name_and_human_ns():
-    assert sl.errno_name(3) is None and sl.errno_name(0) is None
-    assert sl.errno_name(-2) == "ENOENT" and sl.errno_name(-13) == "EACCES"
-    assert sl.human_ns(512) == "512 ns" and sl.human_ns(16384) == "16.4 µs"
-    assert sl.human_ns(2_000_000) == "2 ms"
-
-
 BAD = [
     (ebpf_lab.open_latency, {"duration": -1}),
     (ebpf_lab.open_latency, {"duration": math.nan}),

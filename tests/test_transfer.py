@@ -86,13 +86,6 @@ def test_one_buffer_alone(no_leaks):
     assert len(df) == 2_000 and df.attrs["lost"] == {"ring": 0}
 
 
-def test_summary_needs_a_comparison_frame():
-    import pandas as pd
-
-    with pytest.raises(ValueError):
-        transfer_summary(pd.DataFrame({"seq": [1]}))
-
-
 # ---------------------------------------------------------------- one path at full speed
 
 
