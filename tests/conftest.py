@@ -1,11 +1,18 @@
-"""Shared fixtures: root-only marking, leak checks, unique UIDs for exact counts."""
+"""Shared fixtures: root-only marking, leak checks, unique UIDs for exact counts, bad-input
+checks, running code as an unprivileged user, and the ``slow`` and ``matrix`` markers.
+
+Importable and harmless as any user: ``tests/unit`` runs as ``nobody`` (no root, no BCC, no
+kernel programs), and nothing here touches the kernel unless a test asks for it.
+"""
 
 from __future__ import annotations
 
 import itertools
 import os
 import random
+import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -45,6 +52,66 @@ def no_leaks():
     yield before
     after = settle(before)
     assert not before.diff(after), f"left behind: {before.diff(after)}"
+
+
+#: words with which a bad-input message says what to give instead
+_WHAT_TO_DO = re.compile(r"\b(must be|choose|use|ask for|give)\b")
+
+
+@pytest.fixture
+def refused_before_loading(monkeypatch, no_leaks):
+    """A function ``check(fn, kwargs)``: ``fn(**kwargs)`` must raise ValueError before anything
+    is compiled or loaded, with a message that names the argument, the value it was given (or
+    its type) and what to give instead. Returns the message."""
+    import ebpf_lab.core.run as run
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("bounded_run was reached with bad input")
+
+    monkeypatch.setattr(run, "compile_program", must_not_load)
+
+    def check(fn, kwargs: dict) -> str:
+        with pytest.raises(ValueError) as info:
+            fn(**kwargs)
+        message = str(info.value)
+        assert any(re.search(rf"\b{name}\b", message) for name in kwargs), (
+            f"names none of {list(kwargs)}: {message}"
+        )
+        assert any(
+            repr(v) in message or f"got {type(v).__name__}" in message for v in kwargs.values()
+        ), f"does not say what was given: {message}"
+        assert _WHAT_TO_DO.search(message), f"does not say what to do: {message}"
+        return message
+
+    return check
+
+
+#: the unprivileged user tests run code as
+NOBODY = 65534
+
+
+def run_as_nobody(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``python -c code`` as uid/gid 65534 without supplementary groups (``setpriv``), in
+    ``/``, without PYTHONPATH and with HOME=/tmp (IPython wants a writable profile directory).
+    Files it reads must be readable by everyone."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HOME")}
+    env["HOME"] = "/tmp"
+    return subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            code,
+        ],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env=env,
+        timeout=timeout,
+    )
 
 
 _SESSION_PROGS: set[int] = set()
@@ -163,8 +230,25 @@ MATRIX: dict[str, set[str] | None] = {
 }
 
 
+# ------------------------------------------------------------------------------ slow tests
+# The long ones, in the same form as MATRIX: `pytest -m "not slow"` is a quick kernel run. They
+# still run by default.
+SLOW: dict[str, set[str] | None] = {
+    "test_reliability.py": {"test_cycle", "test_after_all_cycles"},  # 200 bounded runs
+    "test_setup.py": None,  # scripts/setup.sh twice
+    "test_notebooks.py": None,  # every notebook top to bottom
+    "test_browser.py": None,  # JupyterLab in a real browser
+}
+
+
+def _chosen(table: dict[str, set[str] | None], item) -> bool:
+    names = table.get(item.path.name, set())
+    return names is None or item.name in names or item.originalname in names
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        chosen = MATRIX.get(item.path.name, set())
-        if chosen is None or item.name in chosen or item.originalname in chosen:
+        if _chosen(MATRIX, item):
             item.add_marker(pytest.mark.matrix)
+        if _chosen(SLOW, item):
+            item.add_marker(pytest.mark.slow)

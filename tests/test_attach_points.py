@@ -110,12 +110,6 @@ def test_tracepoints_agree_on_a_second_run(no_leaks, no_children):
 # ---------------------------------------------------------------- perf event sampling
 
 
-def test_sampling_bound_formula():
-    assert sampling_bound(997, 0, ncpus=2) == 4
-    assert sampling_bound(4999, 500, ncpus=2) == 4 + math.ceil(4999 * 500 * 10e-6)
-    assert sampling_bound(99, 100, ncpus=8) == 11
-
-
 #: an emulated CPU (the kernel matrix's VMs where KVM does not work): late timer interrupts
 EMULATED = cpu_emulated()
 
@@ -320,19 +314,15 @@ BAD = [
 
 @pytest.mark.parametrize("fn,kwargs", BAD, ids=[f"{f.__name__}-{k}" for f, k in BAD])
 def test_bad_input_is_value_error_before_anything_starts(
-    fn, kwargs, no_leaks, no_children, monkeypatch
+    fn, kwargs, refused_before_loading, no_children, monkeypatch
 ):
-    import ebpf_lab.core.run as run
     import ebpf_lab.workloads as workload
 
-    def must_not(*a, **k):
-        raise AssertionError("something was started with bad input")
+    def must_not_spawn(*a, **k):
+        raise AssertionError("a child was started with bad input")
 
-    monkeypatch.setattr(run, "compile_program", must_not)
-    monkeypatch.setattr(workload.os, "posix_spawn", must_not)
-    with pytest.raises(ValueError) as info:
-        fn(**kwargs)
-    assert str(info.value)
+    monkeypatch.setattr(workload.os, "posix_spawn", must_not_spawn)
+    refused_before_loading(fn, kwargs)
 
 
 def test_interrupt_ends_the_whole_table(no_leaks, no_children):

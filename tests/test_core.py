@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import REPO, Started, after_start, needs_root, send_sigint
+from conftest import REPO, Started, after_start, needs_root, run_as_nobody, send_sigint
 from kernel_state import global_map_ids, global_prog_ids, held, settle
 
 from ebpf_lab import ProgramError, UnsupportedFeature
@@ -238,23 +238,7 @@ except PermissionError as e:
 
 
 def test_non_root_gets_permission_error_with_hint():
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            sys.executable,
-            "-c",
-            NONROOT,
-        ],
-        capture_output=True,
-        text=True,
-        cwd="/",
-        env=env,
-        timeout=60,
-    )
+    out = run_as_nobody(NONROOT, timeout=60)
     assert "PermissionError:" in out.stdout, out.stderr
     assert "sudo make lab" in out.stdout
 

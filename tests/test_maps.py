@@ -177,30 +177,6 @@ def test_lru_with_keys_used_once_keeps_the_last_ones(fresh_uids, no_leaks):
 # --------------------------------------------------------------------------- size_histogram
 
 
-def test_log2_bucket_matches_bpf_log2l():
-    assert [log2_bucket(n) for n in (0, 1, 2, 3, 4, 7, 8, 4095, 4096)] == [
-        1,
-        1,
-        2,
-        2,
-        3,
-        3,
-        4,
-        12,
-        13,
-    ]
-    assert bucket_bounds(1) == (0, 1)
-    assert bucket_bounds(2) == (2, 3)
-    assert bucket_bounds(13) == (4096, 8191)
-    for n in (1, 5, 100, 65536, 2**40):
-        low, high = bucket_bounds(log2_bucket(n))
-        assert low <= n <= high
-    with pytest.raises(ValueError):
-        log2_bucket(-1)
-    with pytest.raises(ValueError):
-        bucket_bounds(65)
-
-
 @pytest.mark.parametrize("syscall", ["write", "read"])
 def test_histogram_bucket_counts_are_exact(syscall, fresh_uids, no_leaks):
     (who,) = fresh_uids(1)

@@ -115,17 +115,6 @@ def test_top_functions_and_flame(no_leaks):
         ebpf_lab.plot_flame(pd.DataFrame({"x": [1]}))
 
 
-def test_sampling_bound():
-    slack = prof.TIMER_SLACK
-    # one slice: at most one sample off, plus the timer's slack
-    assert prof.sampling_bound(100.0, 1, ncpus=2) == pytest.approx(3.0 + slack * 100)
-    # 4 sd of 100 roundings: 20
-    assert prof.sampling_bound(100.0, 100, ncpus=2) == pytest.approx(22.0 + slack * 100)
-    assert prof.sampling_bound(5.0, 0, ncpus=1) == pytest.approx(2.0 + slack * 5)
-    with pytest.raises(ValueError):
-        prof.sampling_bound(math.nan, 3)
-
-
 def test_kernel_symbols_visible_says_why():
     visible, why = prof.kernel_symbols_visible()
     assert isinstance(visible, bool) and "kallsyms" in why
@@ -201,16 +190,8 @@ BAD = [
 
 
 @pytest.mark.parametrize("fn,kwargs", BAD, ids=[f"{f.__name__}-{k}" for f, k in BAD])
-def test_bad_input_is_value_error_before_loading(fn, kwargs, no_leaks, monkeypatch):
-    import ebpf_lab.core.run as run
-
-    def must_not_load(*a, **k):
-        raise AssertionError("bounded_run was reached with bad input")
-
-    monkeypatch.setattr(run, "compile_program", must_not_load)
-    with pytest.raises(ValueError) as info:
-        fn(**kwargs)
-    assert str(info.value)
+def test_bad_input_is_value_error_before_loading(fn, kwargs, refused_before_loading):
+    refused_before_loading(fn, kwargs)
 
 
 @pytest.mark.parametrize(

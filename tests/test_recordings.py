@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import nbformat
-import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, needs_root
+from conftest import REPO, needs_root, run_as_nobody
 
 import ebpf_lab
 from ebpf_lab.classroom import recordings
@@ -39,58 +38,6 @@ def assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
 
 
 # ---------------------------------------------------------------- save / load
-
-
-def test_attrs_of_every_kind_round_trip(tmp_path: Path) -> None:
-    inner = pd.DataFrame({"pid": pd.array([1, 2], dtype="int64"), "c": pd.Categorical(["a", "b"])})
-    df = pd.DataFrame(
-        {
-            "time": pd.to_datetime([1_700_000_000_123_456_789, 1_700_000_001_000_000_001]),
-            "user": pd.Categorical(["root", "nobody"], categories=["nobody", "root", "unused"]),
-            "n": pd.array([1, None], dtype="Int64"),
-            "text": pd.array(["x", None], dtype="string"),
-            "rate": [0.5, np.nan],
-        }
-    )
-    df.attrs = {
-        "kernel": "6.1",
-        "duration": 1.5,
-        "interrupted": False,
-        "stopped_by": None,
-        "lost": np.int64(3),
-        "odd_lines": ["a", "b"],
-        "when": pd.Timestamp("2025-01-02 03:04:05.000000006"),
-        "took": pd.Timedelta(seconds=2),
-        "pair": (1, "x"),
-        "ids": {3, 1},
-        "raw": b"\x00\x01",
-        "nested": {"inner": inner, 7: "seven"},
-        "series": pd.Series([1, 2], name="s"),
-    }
-    path = ebpf_lab.save(df, tmp_path / "run.parquet")
-    back = ebpf_lab.load(path)
-    pd.testing.assert_frame_equal(df, back, check_exact=True)
-    assert back["time"].dtype == "datetime64[ns]"  # nanoseconds survive
-    assert list(back["user"].cat.categories) == ["nobody", "root", "unused"]
-    attrs = dict(back.attrs)
-    pd.testing.assert_frame_equal(attrs.pop("nested")["inner"], inner)
-    pd.testing.assert_series_equal(attrs.pop("series"), df.attrs["series"])
-    expected = {k: v for k, v in df.attrs.items() if k not in ("nested", "series")}
-    assert attrs == expected
-    assert back.attrs["nested"][7] == "seven"
-    assert isinstance(back.attrs["pair"], tuple) and isinstance(back.attrs["when"], pd.Timestamp)
-
-
-def test_save_and_load_say_what_is_wrong(tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match="DataFrame"):
-        ebpf_lab.save([1, 2], tmp_path / "x.parquet")
-    with pytest.raises(ValueError, match="does not exist"):
-        ebpf_lab.save(pd.DataFrame({"a": [1]}), tmp_path / "nowhere" / "x.parquet")
-    with pytest.raises(ValueError, match="is a directory"):
-        ebpf_lab.save(pd.DataFrame({"a": [1]}), tmp_path)
-    with pytest.raises(FileNotFoundError, match="no saved frame"):
-        ebpf_lab.load(tmp_path / "missing.parquet")
-    assert not list(tmp_path.iterdir())  # nothing half-written
 
 
 @needs_root
@@ -167,35 +114,6 @@ def test_record_then_replay_returns_the_same_frames_and_errors(
     with pytest.raises(recordings.ReplayError, match="has 2 bounded run"):
         ebpf_lab.hello(duration=1)
     assert replayed.cursor == {"run": 2, "workload": 1}
-
-
-def test_replay_names_a_mismatch_and_a_missing_recording(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no recording in"):
-        ebpf_lab.replay(tmp_path / "none")
-    frame = pd.DataFrame({"a": [1]})
-    rec = ebpf_lab.record(tmp_path)
-    rec.record_run("hello", frame, None)
-    recordings.off()
-    ebpf_lab.replay(tmp_path)
-    with pytest.raises(recordings.ReplayError, match="call 1 is exec_counts.*has hello there"):
-        bounded_run(
-            name="exec_counts",
-            source="",
-            alternatives=[],
-            collector=_Nothing(),
-            duration=1,
-        )
-
-
-def test_recording_again_replaces_the_old_one(tmp_path: Path) -> None:
-    rec = ebpf_lab.record(tmp_path)
-    rec.record_run("hello", pd.DataFrame({"a": [1]}), None)
-    old_files = sorted(p.name for p in tmp_path.glob("*.parquet"))
-    assert old_files
-    ebpf_lab.record(tmp_path)
-    assert not list(tmp_path.glob("*.parquet"))
-    manifest = json.loads((tmp_path / recordings.MANIFEST).read_text())
-    assert manifest["entries"] == [] and manifest["kernel"] == os.uname().release
 
 
 # ---------------------------------------------------------------- a notebook, recorded and replayed
@@ -359,27 +277,6 @@ def test_notebook_02_recorded_then_replayed_without_bpf(tmp_path: Path) -> None:
         assert any("REPLAY" in v for v in labels), labels
 
 
-def test_replay_banner_in_ipython_formatters(tmp_path: Path) -> None:
-    """The formatters are registered in an IPython shell and removed again by off()."""
-    from IPython.core.interactiveshell import InteractiveShell
-
-    shell = InteractiveShell.instance()
-    rec = ebpf_lab.record(tmp_path)
-    rec.record_run("hello", pd.DataFrame({"a": [1]}), None)
-    recordings.off()
-    try:
-        ebpf_lab.replay(tmp_path)
-        data, _ = shell.display_formatter.format(pd.DataFrame({"x": [1, 2]}))
-        assert "REPLAY of a run recorded on" in data["text/html"]
-        assert data["text/plain"].startswith("[REPLAY of a run recorded on")
-        recordings.off()
-        data, _ = shell.display_formatter.format(pd.DataFrame({"x": [1, 2]}))
-        assert "REPLAY" not in data["text/html"] and "REPLAY" not in data["text/plain"]
-    finally:
-        recordings.off()
-        InteractiveShell.clear_instance()
-
-
 REPLAY_AS_NOBODY = """
 import ebpf_lab
 from ebpf_lab.workloads import execs
@@ -395,8 +292,6 @@ print("REPLAYED", all("replay" in f.attrs for f in (a, b, c)),
 @needs_root
 def test_lessons_01_to_03_replay_as_an_unprivileged_user(tmp_path: Path, fresh_uids) -> None:
     """A recording made as root replays as uid 65534: no root, no BPF, same frames."""
-    import subprocess
-
     (uid,) = fresh_uids(1)
     recordings.record(tmp_path)
     try:
@@ -412,19 +307,5 @@ def test_lessons_01_to_03_replay_as_an_unprivileged_user(tmp_path: Path, fresh_u
         os.chmod(parent, os.stat(parent).st_mode | 0o055)
     for f in tmp_path.iterdir():
         os.chmod(f, 0o644)
-    out = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            sys.executable,
-            "-c",
-            REPLAY_AS_NOBODY.format(path=str(tmp_path), uid=uid),
-        ],
-        capture_output=True,
-        text=True,
-        cwd="/",
-        timeout=120,
-    )
+    out = run_as_nobody(REPLAY_AS_NOBODY.format(path=str(tmp_path), uid=uid))
     assert "REPLAYED True 3 2" in out.stdout, out.stderr

@@ -73,7 +73,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import REPO, Started, needs_root, send_sigint
+from conftest import REPO, Started, needs_root, run_as_nobody, send_sigint
 from forced_kernel import kprobes_hidden
 from kernel_state import Held, global_map_ids, global_prog_ids, held, settle
 
@@ -886,24 +886,7 @@ NON_ROOT = [
 
 @pytest.fixture(scope="module")
 def non_root_report() -> dict[str, list[str]]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HOME")}
-    env["HOME"] = "/tmp"  # IPython wants a writable profile directory
-    out = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            sys.executable,
-            "-c",
-            NON_ROOT_SCRIPT,
-        ],
-        capture_output=True,
-        text=True,
-        cwd="/",
-        env=env,
-        timeout=120,
-    )
+    out = run_as_nobody(NON_ROOT_SCRIPT)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
