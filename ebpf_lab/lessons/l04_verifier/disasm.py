@@ -1,11 +1,22 @@
 """Lesson 04's disassembler: BPF bytecode as a frame, one row per 8-byte instruction slot.
 
-The text of each instruction is written the way the kernel's verifier log writes it
-(``r1 = *(u32 *)(r10 -4)``, ``goto pc-2``, ``call bpf_map_lookup_elem#1``), so the disassembly and
-the verifier's log read alike. Helper names come from the running kernel's BTF (every helper it
-has), and the translated program's calls name the kernel function they became. It decodes every
-instruction class, atomic instructions among them (``lock *(u64 *)(r0 +0) += r1``: what
-``atomic_increment()`` compiles to), which BCC's own ``bcc.disassembler`` (0.26) cannot.
+BCC's own ``bcc.disassembler`` does the reading: its instruction struct splits each slot into
+opcode, registers, offset and immediate, and its opcode table names the instruction (``add32``,
+``jeq``, ``ldxdw``...). What this module adds is what a learner reading lesson 04 needs and BCC
+0.26 lacks:
+
+* the text of each instruction is written the way the kernel's verifier log writes it
+  (``r1 = *(u32 *)(r10 -4)``, ``goto pc-2``, ``call bpf_map_lookup_elem#1``), so the disassembly
+  and the verifier's log read alike;
+* atomic instructions (``lock *(u64 *)(r0 +0) += r1``: what ``atomic_increment()`` compiles to;
+  BCC's disassembler raises on them), 32-bit jumps and ``le`` byte swaps;
+* helper names from the running kernel's BTF (every helper it has, not BCC's older list), and in
+  the translated program the kernel function each call became;
+* one row per slot, also for the second half of a 64-bit load, so the row count is the kernel's
+  instruction count.
+
+Instructions of the newer cpu v4 set (signed division, sign-extending moves and loads), which
+BCC's clang does not emit, are listed but not decoded.
 """
 
 from __future__ import annotations
@@ -20,43 +31,13 @@ from typing import Any
 import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
+from ebpf_lab.core.guards import require_bcc
 from ebpf_lab.show.frames import Schema
 
 _CLASS_NAMES = ("ld", "ldx", "st", "stx", "alu", "jmp", "jmp32", "alu64")
-_ALU_OPS = {
-    0x00: ("add", "+="),
-    0x10: ("sub", "-="),
-    0x20: ("mul", "*="),
-    0x30: ("div", "/="),
-    0x40: ("or", "|="),
-    0x50: ("and", "&="),
-    0x60: ("lsh", "<<="),
-    0x70: ("rsh", ">>="),
-    0x80: ("neg", ""),
-    0x90: ("mod", "%="),
-    0xA0: ("xor", "^="),
-    0xB0: ("mov", "="),
-    0xC0: ("arsh", "s>>="),
-    0xD0: ("end", ""),
-}
-_JMP_OPS = {
-    0x00: ("ja", ""),
-    0x10: ("jeq", "=="),
-    0x20: ("jgt", ">"),
-    0x30: ("jge", ">="),
-    0x40: ("jset", "&"),
-    0x50: ("jne", "!="),
-    0x60: ("jsgt", "s>"),
-    0x70: ("jsge", "s>="),
-    0x80: ("call", ""),
-    0x90: ("exit", ""),
-    0xA0: ("jlt", "<"),
-    0xB0: ("jle", "<="),
-    0xC0: ("jslt", "s<"),
-    0xD0: ("jsle", "s<="),
-}
-_SIZES = {0x00: ("w", "u32"), 0x08: ("h", "u16"), 0x10: ("b", "u8"), 0x18: ("dw", "u64")}
-_ATOMIC_OPS = {0x00: "add", 0x40: "or", 0x50: "and", 0xA0: "xor"}
+#: BPF_ATOMIC operations (the ``imm`` of an atomic ``stx``), as the verifier's log writes them
+_ATOMIC_OPS = {0x00: ("add", "+="), 0x40: ("or", "|="), 0x50: ("and", "&="), 0xA0: ("xor", "^=")}
+
 
 #: :func:`instruction_frame`: one row per 8-byte instruction slot
 INSTRUCTIONS = Schema(
@@ -133,149 +114,110 @@ def _call_text(src: int, imm: int, xlated: bool) -> str:
     return f"call bpf_{name}#{imm}" if name else f"call helper #{imm}"
 
 
-def _signed(value: int, bits: int) -> int:
-    return value - (1 << bits) if value & (1 << (bits - 1)) else value
+def _opcodes() -> dict[int, tuple[str, str, str | None, int]]:
+    """BCC's table: opcode -> (mnemonic, operand form, operator, bits)."""
+    require_bcc()
+    from bcc.disassembler import BPFDecoder
+
+    return BPFDecoder.opcodes
+
+
+def _insn(code: int, dst: int, src: int, off: int, imm: int, xlated: bool) -> tuple[str, str]:
+    """(mnemonic, text) of one instruction; the second slot of ``lddw`` is not passed here.
+
+    The mnemonic and operator are BCC's (``bcc.disassembler``); the text is written as the
+    verifier's log writes it. What BCC's table lacks is decoded here: 32-bit jumps, ``le``
+    byte swaps, and atomic instructions (what ``atomic_increment()`` compiles to).
+    """
+    cls = code & 0x07
+    if cls == 6:  # jmp32: the 64-bit jump's name and operator, on 32-bit registers
+        name, form, sym, _ = _opcodes().get((code & 0xF8) | 0x05, (f"op{code:#04x}", "", "?", 0))
+        name = name + "32" if code & 0xF0 != 0x00 else "gotol"
+    else:
+        name, form, sym, bits = _opcodes().get(code, (f"op{code:#04x}", "", None, 0))
+    r = "w" if cls in (4, 6) else "r"
+    operand = f"{r}{src}" if code & 0x08 else str(imm)
+    ctype = f"u{bits}" if cls in (0, 1, 2, 3) and form else ""
+    if code & 0xF7 == 0xD4:  # BPF_END: le (0xd4) or be (0xdc)
+        order = "be" if code & 0x08 else "le"
+        return order, f"r{dst} = {order}{imm} r{dst}"
+    if cls == 3 and code & 0xE0 == 0xC0:  # BPF_ATOMIC
+        size = 64 if code & 0x18 == 0x18 else 32
+        where = f"*(u{size} *)(r{dst} {off:+d})"
+        if imm == 0xE1:
+            return "xchg", f"r{src} = xchg({where}, r{src})"
+        if imm == 0xF1:
+            return "cmpxchg", f"r0 = cmpxchg({where}, r0, r{src})"
+        op, op_sym = _ATOMIC_OPS.get(imm & 0xF0, (f"op{imm & 0xF0:#x}", "?="))
+        if imm & 0x01:  # BPF_FETCH
+            return f"atomic_fetch_{op}", f"r{src} = atomic_fetch_{op}({where}, r{src})"
+        return f"atomic_{op}", f"lock {where} {op_sym} r{src}"
+    if name == "call":
+        return name, _call_text(src, imm, xlated)
+    if name == "exit":
+        return name, "exit"
+    if name in ("ja", "gotol"):
+        return name, f"goto pc{(imm if name == 'gotol' else off):+d}"
+    if form in ("jdstimmoff", "jdstsrcoff"):
+        return name, f"if {r}{dst} {sym} {operand} goto pc{off:+d}"
+    if cls in (4, 7) and off:  # signed div/mod, movsx: cpu v4 forms, which BCC never emits
+        return name, f"(instruction {code:#04x} with offset {off}, not decoded)"
+    if form == "dst":  # neg
+        return name, f"{r}{dst} = -{r}{dst}"
+    if form in ("dstimm", "dstimm_bw", "dstsrc"):
+        return name, f"{r}{dst} {sym} {operand}"
+    if form == "ldstsrcoff":
+        return name, f"r{dst} = *({ctype} *)(r{src} {off:+d})"
+    if form == "sdstoffimm":
+        return name, f"*({ctype} *)(r{dst} {off:+d}) = {imm}"
+    if form == "sdstoffsrc":
+        return name, f"*({ctype} *)(r{dst} {off:+d}) = r{src}"
+    if form == "ldabs":
+        return name, f"r0 = *({ctype} *)skb[{imm}]"
+    if form == "ldind":
+        return name, f"r0 = *({ctype} *)skb[r{src} {imm:+d}]"
+    return name, f"(instruction {code:#04x}, not decoded)"
+
+
+def _lddw_text(dst: int, src: int, imm: int, high: int, xlated: bool) -> str:
+    if src in (1, 2, 5, 6):  # map fd / map value / map idx
+        kind = "id" if xlated else ("fd" if src in (1, 2) else "idx")
+        target = f"map[{kind}:{imm}]" + (f"[0]+{high}" if src in (2, 6) else "")
+        return f"r{dst} = {target}"
+    if src == 4:
+        return f"r{dst} = &func (pc{imm:+d})"
+    return f"r{dst} = {(high << 32) | (imm & 0xFFFFFFFF):#x}"
 
 
 def _decode(raw: bytes, xlated: bool) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+    from bcc.disassembler import BPFInstr
+
     count = len(raw) // 8
-    i = 0
-    while i < count:
-        slot = raw[i * 8 : i * 8 + 8]
-        code, regs = slot[0], slot[1]
-        dst, src = regs & 0x0F, regs >> 4
-        off = _signed(int.from_bytes(slot[2:4], "little"), 16)
-        imm = _signed(int.from_bytes(slot[4:8], "little"), 32)
-        cls = code & 0x07
-        cname = _CLASS_NAMES[cls]
-        mnemonic, text, extra = "", "", None
-        if cls in (4, 7):  # alu, alu64
-            op = code & 0xF0
-            name, sym = _ALU_OPS.get(op, (f"alu_op_{op:#x}", "?="))
-            r = "w" if cls == 4 else "r"
-            operand = f"{r}{src}" if code & 0x08 else str(imm)
-            suffix = "32" if cls == 4 else ""
-            if op == 0xD0:
-                order = "be" if (code & 0x08 and cls == 4) else ("bswap" if cls == 7 else "le")
-                mnemonic, text = order, f"r{dst} = {order}{imm} r{dst}"
-            elif op == 0x80:
-                mnemonic, text = "neg" + suffix, f"{r}{dst} = -{r}{dst}"
-            elif op == 0xB0 and code & 0x08 and off in (8, 16, 32):
-                mnemonic, text = "movsx" + suffix, f"{r}{dst} = (s{off}){r}{src}"
-            elif op in (0x30, 0x90) and off == 1:
-                mnemonic = ("sdiv" if op == 0x30 else "smod") + suffix
-                text = f"{r}{dst} s{sym} {operand}"
-            else:
-                mnemonic, text = name + suffix, f"{r}{dst} {sym} {operand}"
-        elif cls in (5, 6):  # jmp, jmp32
-            op = code & 0xF0
-            name, sym = _JMP_OPS.get(op, (f"jmp_op_{op:#x}", "?"))
-            r = "w" if cls == 6 else "r"
-            if op == 0x80:
-                mnemonic, text = "call", _call_text(src, imm, xlated)
-            elif op == 0x90:
-                mnemonic, text = "exit", "exit"
-            elif op == 0x00:
-                delta = imm if cls == 6 else off
-                mnemonic = "gotol" if cls == 6 else "ja"
-                text = f"goto pc{delta:+d}"
-            else:
-                operand = f"{r}{src}" if code & 0x08 else str(imm)
-                mnemonic = name + ("32" if cls == 6 else "")
-                text = f"if {r}{dst} {sym} {operand} goto pc{off:+d}"
-        elif cls == 1:  # ldx
-            size, ctype = _SIZES[code & 0x18]
-            if code & 0xE0 == 0x80:  # BPF_MEMSX
-                mnemonic, text = f"ldxs{size}", f"r{dst} = *(s{ctype[1:]} *)(r{src} {off:+d})"
-            else:
-                mnemonic, text = f"ldx{size}", f"r{dst} = *({ctype} *)(r{src} {off:+d})"
-        elif cls == 2:  # st
-            size, ctype = _SIZES[code & 0x18]
-            mnemonic, text = f"st{size}", f"*({ctype} *)(r{dst} {off:+d}) = {imm}"
-        elif cls == 3:  # stx
-            size, ctype = _SIZES[code & 0x18]
-            if code & 0xE0 == 0xC0:  # BPF_ATOMIC
-                op = imm & 0xF0
-                fetch = imm & 0x01
-                where = f"*({ctype} *)(r{dst} {off:+d})"
-                if imm == 0xE1:
-                    mnemonic, text = "xchg", f"r{src} = xchg({where}, r{src})"
-                elif imm == 0xF1:
-                    mnemonic, text = "cmpxchg", f"r0 = cmpxchg({where}, r0, r{src})"
-                elif imm == 0x100:
-                    mnemonic = "load_acquire"
-                    text = f"r{dst} = load_acquire(({ctype} *)(r{src} {off:+d}))"
-                elif imm == 0x110:
-                    mnemonic, text = "store_release", f"store_release({where}, r{src})"
-                else:
-                    aname = _ATOMIC_OPS.get(op, f"op{op:#x}")
-                    if fetch:
-                        mnemonic = f"atomic_fetch_{aname}"
-                        text = f"r{src} = atomic_fetch_{aname}({where}, r{src})"
-                    else:
-                        mnemonic = f"atomic_{aname}"
-                        sym = {"add": "+=", "or": "|=", "and": "&=", "xor": "^="}.get(aname, "?=")
-                        text = f"lock {where} {sym} r{src}"
-            else:
-                mnemonic, text = f"stx{size}", f"*({ctype} *)(r{dst} {off:+d}) = r{src}"
-        else:  # ld
-            if code == 0x18:
-                mnemonic = "lddw"
-                high = 0
-                if i + 1 < count:
-                    high = int.from_bytes(raw[i * 8 + 12 : i * 8 + 16], "little")
-                value = (high << 32) | (imm & 0xFFFFFFFF)
-                if src in (1, 2, 5, 6):  # map fd / map value / map idx
-                    kind = "id" if xlated else ("fd" if src in (1, 2) else "idx")
-                    target = f"map[{kind}:{imm}]"
-                    if src in (2, 6):
-                        target += f"[0]+{high}"
-                    text = f"r{dst} = {target}"
-                elif src == 4:
-                    text = f"r{dst} = &func (pc{imm:+d})"
-                else:
-                    text = f"r{dst} = {value:#x}"
-                extra = i + 1
-            else:
-                size, ctype = _SIZES[code & 0x18]
-                mode = "abs" if code & 0xE0 == 0x20 else "ind"
-                mnemonic = f"ld{mode}{size}"
-                text = (
-                    f"r0 = *({ctype} *)skb[{imm}]"
-                    if mode == "abs"
-                    else f"r0 = *({ctype} *)skb[r{src} {imm:+d}]"
-                )
-        rows.append(
-            {
-                "index": i,
-                "opcode": f"{code:#04x}",
-                "insn_class": cname,
-                "mnemonic": mnemonic,
-                "text": text,
-                "dst_reg": dst,
-                "src_reg": src,
-                "offset": off,
-                "imm": imm,
-            }
-        )
-        if extra is not None and extra < count:  # the second half of a 16-byte lddw
-            s2 = raw[extra * 8 : extra * 8 + 8]
-            rows.append(
-                {
-                    "index": extra,
-                    "opcode": f"{s2[0]:#04x}",
-                    "insn_class": "ld",
-                    "mnemonic": "(lddw)",
-                    "text": "(upper 32 bits of the 64-bit load above)",
-                    "dst_reg": s2[1] & 0x0F,
-                    "src_reg": s2[1] >> 4,
-                    "offset": _signed(int.from_bytes(s2[2:4], "little"), 16),
-                    "imm": _signed(int.from_bytes(s2[4:8], "little"), 32),
-                }
-            )
-            i = extra
-        i += 1
+    slots = (BPFInstr * count).from_buffer_copy(raw) if count else []
+    rows: list[dict[str, Any]] = []
+    lddw_high = False
+    for i, w in enumerate(slots):
+        row = {
+            "index": i,
+            "opcode": f"{w.opcode:#04x}",
+            "insn_class": _CLASS_NAMES[w.opcode & 0x07],
+            "dst_reg": w.dst,
+            "src_reg": w.src,
+            "offset": w.offset,
+            "imm": w.imm,
+        }
+        if lddw_high:  # the second half of a 16-byte lddw
+            row.update(mnemonic="(lddw)", text="(upper 32 bits of the 64-bit load above)")
+            row["insn_class"] = "ld"
+            lddw_high = False
+        elif w.opcode == 0x18:
+            high = slots[i + 1].immu if i + 1 < count else 0
+            row.update(mnemonic="lddw", text=_lddw_text(w.dst, w.src, w.imm, high, xlated))
+            lddw_high = True
+        else:
+            mnemonic, text = _insn(w.opcode, w.dst, w.src, w.offset, w.imm, xlated)
+            row.update(mnemonic=mnemonic, text=text)
+        rows.append(row)
     return rows
 
 
