@@ -174,6 +174,7 @@ _PENDING: list[Any] = []
 def _constructing() -> Iterator[list[Any]]:
     """Collect the LabBPF objects constructed in the block (also those whose constructor raised)."""
     made: list[Any] = []
+    _PENDING.clear()  # (only objects made in this block count; fd 2's lock keeps others out)
     try:
         yield made
     finally:

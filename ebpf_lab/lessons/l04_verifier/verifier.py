@@ -16,6 +16,11 @@ This module makes each stage visible, as data:
   loaded program: translated and JIT-compiled sizes, and how many instructions the verifier
   processed.
 
+The loading and the log reading are the core's (:mod:`ebpf_lab.core.verdict`,
+:mod:`ebpf_lab.core.program_log`: the ``%%ebpf`` magic checks cells with them too) and the
+decoder is :mod:`ebpf_lab.lessons.l04_verifier.disasm`; this module checks the learner's
+arguments and shows the results as frames.
+
 Nothing here attaches a program: it only loads, inspects and unloads. That needs root (loading
 BPF tracing programs needs CAP_BPF + CAP_PERFMON).
 """
