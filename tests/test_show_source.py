@@ -55,3 +55,20 @@ def test_final_increment_is_a_load_add_store(no_leaks):
 def test_unknown_program_is_a_value_error_before_compiling():
     with pytest.raises(ValueError, match="no BPF program called 'nope'"):
         ebpf_lab.show_source("nope", final=True)
+
+
+def test_a_program_that_needs_the_lessons_flags_says_which(no_leaks):
+    """hello takes RUN_TAG from hello.py: alone it does not compile, and the error says so."""
+    from ebpf_lab import ProgramError
+    from ebpf_lab.core.loader import final_source
+
+    with pytest.raises(ProgramError, match=r"hello takes RUN_TAG from its lesson's Python") as info:
+        ebpf_lab.show_source("hello", final=True)
+    assert info.value.stage == "compile"
+    assert "use of undeclared identifier 'RUN_TAG'" in info.value.log
+    final = final_source(program_source("hello"), ["-DRUN_TAG=0x2a"])
+    # the format string moves into a stack array whose size BCC passes to the helper
+    assert (
+        '({ char _fmt[] = "[ebpf-lab %x %s] Hello World!"; '
+        "bpf_trace_printk_(_fmt, sizeof(_fmt), RUN_TAG, comm); });"
+    ) in final

@@ -85,20 +85,40 @@ def show_source(name: str, final: bool = False) -> Any:
             the text clang compiles (what BCC prints with ``debug=DEBUG_PREPROCESSOR``): map
             methods such as ``.increment()`` have become calls of the kernel's map helpers on
             the map's file descriptor; ``BPF_HASH(...)`` lines stay, the compiler expands them
-            from BCC's ``helpers.h``.
+            from BCC's ``helpers.h``. A program that takes values from its lesson's Python
+            (``-D`` flags, e.g. ``hello``'s ``RUN_TAG``) does not compile alone: the
+            :class:`ProgramError` names them, and :func:`final_source` takes them as ``cflags``.
 
     Example (in a notebook)::
 
         ebpf_lab.show_source("hello")
         ebpf_lab.show_source("exec_count", final=True)
     """
-    text = final_source(program_source(name), name=name) if final else program_source(name)
+    text = program_source(name)
+    if final:
+        try:
+            text = final_source(text, name=name)
+        except ProgramError as exc:
+            macros = sorted(set(_UNDECLARED_MACRO.findall(exc.log)))
+            if not macros:
+                raise
+            raise ProgramError(
+                "compile",
+                f"{name} takes {', '.join(macros)} from its lesson's Python (as -D flags), so it "
+                "does not compile alone; give them to ebpf_lab.core.loader.final_source("
+                f"program_source({name!r}), cflags=['-D{macros[0]}=...'])",
+                exc.log,
+            ) from None
     try:
         from IPython.display import Code
 
         return Code(text, language="c")
     except ImportError:  # pragma: no cover - IPython is a dependency
         return text
+
+
+# clang's words for a macro the lesson's Python defines with -D (upper-case by convention)
+_UNDECLARED_MACRO = re.compile(r"use of undeclared identifier '([A-Z][A-Z0-9_]*)'")
 
 
 def _trim_log(text: str) -> str:
