@@ -2,8 +2,8 @@
 
 A :class:`~ebpf_lab.core.errors.ProgramError` carries the log as text; these functions turn a log
 into rows (one dict per line: ``text``, ``kind``, ``insn``, ``c_line``) and name the learner's
-line an error is about. The verifier lesson (``ebpf_lab.verify``), the ``%%ebpf`` magic and the
-exercise checks all read logs this way.
+line an error is about. The verifier lesson (``ebpf_lab.verify``) and the ``%%ebpf`` magic read
+logs this way, through :func:`ebpf_lab.core.verdict.check`.
 
 The verifier annotates its log with source lines (``; *count += 1; @ main.c:17``). Those numbers
 count lines of the C *as BCC rewrote it* (a preamble, an extra line per function): a

@@ -15,8 +15,9 @@ The cell body is BPF C (BCC's dialect). The magic
 
 1. checks its options (a bad option is a ``UsageError`` and nothing loads);
 2. compiles the C and runs the verifier on every function it will attach, without attaching
-   (:func:`ebpf_lab.verify`). A compile or verifier error is shown with the *cell's* line numbers
-   (the ``%%ebpf`` line is line 1, as Jupyter numbers them) and nothing stays loaded;
+   (:func:`ebpf_lab.core.verdict.check`, as :func:`ebpf_lab.verify` does). A compile or verifier
+   error is shown with the *cell's* line numbers (the ``%%ebpf`` line is line 1, as Jupyter
+   numbers them) and nothing stays loaded;
 3. runs the program through the lab's bounded-run core for ``--duration`` seconds (and until the
    ``--workload`` is done), with the progress bar and Stop button, and detaches on every exit path;
 4. returns the program's maps as DataFrames (:func:`ebpf_lab.show.frames.table_frame`): a dict
