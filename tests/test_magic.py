@@ -196,3 +196,21 @@ int count(void *ctx)
     )
     assert list(df.columns) == ["key", "value"]
     assert df["value"].tolist() == [4]
+
+
+def test_one_option_per_attach_kind_of_the_core(ip):
+    """The probe options are made from the core's attach kinds: a new kind needs no new code."""
+    from ebpf_lab.core.attach import PROBE_KINDS
+    from ebpf_lab.show.magic import EbpfMagics
+
+    parser = EbpfMagics.ebpf.parser
+    options = {a.dest: a for a in parser._actions}
+    for kind in PROBE_KINDS:
+        assert options[kind].option_strings == [f"--{kind.replace('_', '-')}"]
+        assert options[kind].nargs == 2
+
+
+def test_kretprobe_is_unsupported_where_the_kernel_has_none(ip, no_leaks, tmp_path, monkeypatch):
+    hide_kprobes(monkeypatch, tmp_path)
+    with pytest.raises(UnsupportedFeature, match="--kretprobe do_sys_openat2 count"):
+        ip.run_cell_magic("ebpf", "--kretprobe do_sys_openat2 count", COUNT_EXECS)

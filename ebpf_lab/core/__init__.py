@@ -2,10 +2,12 @@
 
 ``run`` (``bounded_run``, ``Collector``, ``Alternative``: load, attach, poll, always detach),
 ``attach`` (the kinds of attach point), ``loader`` + ``compile_cache`` (BCC compiles, program
-sources), ``guards`` (argument checks raised before anything loads, the BCC check), ``errors``,
-``live`` (a run's progress and Stop), ``replay`` (the hook through which a recording answers a run
-instead of the kernel), ``kernelfs`` (the facts the core reads from /proc and /sys), and every
-kernel object the lab creates by name: ``tracefs`` (private trace instances), ``netns`` (lab
+sources, the one ``LabBPF`` class), ``verdict`` (the verifier's verdict on a program loaded
+without attaching) + ``program_log`` (its log read against the learner's lines), ``guards``
+(argument checks raised before anything loads, the BCC check), ``errors``, ``live`` (a run's
+progress and Stop), ``replay`` (the hook through which a recording answers a run instead of the
+kernel), ``kernelfs`` (the facts the core reads from /proc and /sys), and every kernel object the
+lab creates by name: ``tracefs`` (private trace instances), ``netns`` (lab
 namespaces and veth pairs), ``leftovers`` (reaping those of killed processes).
 
 May import: the standard library, bcc, pandas, numpy, IPython/ipywidgets (lazily). Nothing else

@@ -55,6 +55,25 @@ AUTOLOAD_PREFIXES = {
     "lsm__": "LSM",
 }
 
+#: how each kind's target is written: (metavar, example, what the kind does). The ``%%ebpf``
+#: magic makes one option per kind from this table.
+TARGET_FORMS = {
+    "tracepoint": ("CATEGORY:EVENT", "syscalls:sys_enter_execve", "run FN at a tracepoint"),
+    "raw_tracepoint": ("NAME", "sys_enter", "run FN at a raw tracepoint"),
+    "kprobe": ("FUNCTION", "do_sys_openat2", "run FN at a kernel function (needs kprobes)"),
+    "kretprobe": ("FUNCTION", "do_sys_openat2", "run FN when a kernel function returns (kprobes)"),
+    "uprobe": ("LIBRARY:SYMBOL", "c:getpid", "run FN when a user-space function is entered"),
+    "uretprobe": ("LIBRARY:SYMBOL", "c:getpid", "run FN when a user-space function returns"),
+    "perf_event": (
+        "software:cpu-clock",
+        "software:cpu-clock",
+        "run FN on a perf event, sample_freq times a second per CPU",
+    ),
+}
+
+#: kinds that need the kernel's kprobes (CONFIG_KPROBES)
+KPROBE_KINDS = ("kprobe", "kretprobe")
+
 #: values of ``attach=`` accepted by the execve lessons
 EXEC_ATTACH_CHOICES = ("auto", "kprobe", "tracepoint")
 
@@ -423,3 +442,37 @@ def exec_alternatives(attach: str, kprobe_fn: str, tracepoint_fn: str) -> list[A
     if attach == "auto" and kernel.syscall_tracepoint_exists("execve"):
         return [kp, Alternative("tracepoint", tp.probes, "auto: the kprobe failed to attach")]
     return [kp]
+
+
+def check_target(kind: str, target: str) -> None:
+    """Check that ``target`` is written as ``kind`` wants (see :data:`TARGET_FORMS`), before
+    anything loads; a tracepoint must exist on this kernel.
+
+    Raises:
+        ValueError: unknown kind, a badly written target, or a tracepoint this kernel lacks.
+    """
+    check_choice(kind, "probe kind", PROBE_KINDS)
+    metavar, example, _ = TARGET_FORMS[kind]
+    wrong = f"a {kind} target is written {metavar}, e.g. {example}; got {target!r}"
+    if kind == "tracepoint":
+        category, _, event = target.partition(":")
+        if not category or not event:
+            raise ValueError(wrong)
+        root = kernel.tracefs_root()
+        if root is not None and not (root / "events" / category / event).is_dir():
+            there = category if (root / "events" / category).is_dir() else ""
+            raise ValueError(f"no tracepoint {target} on this kernel (see {root}/events/{there})")
+    elif kind in ("uprobe", "uretprobe"):
+        library, _, symbol = target.rpartition(":")
+        if not library or not symbol:
+            raise ValueError(wrong)
+    elif kind == "perf_event":
+        family, _, event = target.partition(":")
+        table = _PERF_SW if family == "software" else _PERF_HW if family == "hardware" else {}
+        if event not in table:
+            raise ValueError(
+                f"unknown perf event {target!r}; use software:{'|'.join(_PERF_SW)} "
+                f"or hardware:{'|'.join(_PERF_HW)}"
+            )
+    elif not target:
+        raise ValueError(wrong)

@@ -14,6 +14,7 @@ import ctypes
 import os
 import platform
 import re
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -75,20 +76,49 @@ def program_source(name: str) -> str:
     return program_path(name).read_text()
 
 
-def show_source(name: str) -> Any:
+def show_source(name: str, final: bool = False) -> Any:
     """Display a shipped program's C with syntax highlighting in Jupyter (plain text elsewhere).
+
+    Args:
+        name: the program's name, e.g. ``"exec_count"``.
+        final: False (default): the C as the lesson wrote it. True: the C after BCC's rewrite,
+            the text clang compiles (what BCC prints with ``debug=DEBUG_PREPROCESSOR``): map
+            methods such as ``.increment()`` have become calls of the kernel's map helpers on
+            the map's file descriptor; ``BPF_HASH(...)`` lines stay, the compiler expands them
+            from BCC's ``helpers.h``. A program that takes values from its lesson's Python
+            (``-D`` flags, e.g. ``hello``'s ``RUN_TAG``) does not compile alone: the
+            :class:`ProgramError` names them, and :func:`final_source` takes them as ``cflags``.
 
     Example (in a notebook)::
 
         ebpf_lab.show_source("hello")
+        ebpf_lab.show_source("exec_count", final=True)
     """
     text = program_source(name)
+    if final:
+        try:
+            text = final_source(text, name=name)
+        except ProgramError as exc:
+            macros = sorted(set(_UNDECLARED_MACRO.findall(exc.log)))
+            if not macros:
+                raise
+            raise ProgramError(
+                "compile",
+                f"{name} takes {', '.join(macros)} from its lesson's Python (as -D flags), so it "
+                "does not compile alone; give them to ebpf_lab.core.loader.final_source("
+                f"program_source({name!r}), cflags=['-D{macros[0]}=...'])",
+                exc.log,
+            ) from None
     try:
         from IPython.display import Code
 
         return Code(text, language="c")
     except ImportError:  # pragma: no cover - IPython is a dependency
         return text
+
+
+# clang's words for a macro the lesson's Python defines with -D (upper-case by convention)
+_UNDECLARED_MACRO = re.compile(r"use of undeclared identifier '([A-Z][A-Z0-9_]*)'")
 
 
 def _trim_log(text: str) -> str:
@@ -128,26 +158,64 @@ _HEADERS_MISSING = re.compile(
 )
 
 
-def _lab_bpf_class(bcc: Any) -> Any:
-    """``bcc.BPF`` that remembers itself before auto-attaching, so a failure can be cleaned up.
+def lab_bpf_class() -> Any:
+    """The lab's one ``bcc.BPF`` subclass, ``LabBPF``: every BCC compile of the lab makes one.
 
-    ``BPF(text=...)`` attaches ``TRACEPOINT_PROBE``/``KFUNC_PROBE``... functions while it is being
-    constructed. If one of them fails, the constructor raises and the caller never gets the
-    object, yet the functions already attached stay attached until the process exits.
+    * It remembers itself before compiling, so a constructor that fails half-way (clang refused
+      the C, or an auto-attached function was refused) can still be cleaned up: BCC attaches
+      ``TRACEPOINT_PROBE``/``KFUNC_PROBE``... functions while the object is being constructed,
+      and if one of them fails the caller never gets the object, yet the functions already
+      attached stay attached until the process exits.
+    * ``LabBPF(..., autoload=False)`` never attaches anything by itself: for loading functions
+      only to read the verifier's verdict (:mod:`ebpf_lab.core.verdict`).
     """
     global _BPF_CLASS
     if _BPF_CLASS is None:
+        bcc = require_bcc()
 
         class LabBPF(bcc.BPF):  # type: ignore[misc, valid-type]
-            def _trace_autoload(self) -> None:
+            def __init__(self, *args: Any, autoload: bool = True, **kwargs: Any) -> None:
+                self._lab_autoload = autoload
                 _PENDING.append(self)
-                super()._trace_autoload()
+                super().__init__(*args, **kwargs)
+
+            def _trace_autoload(self) -> None:
+                if self._lab_autoload:
+                    super()._trace_autoload()
 
         _BPF_CLASS = LabBPF
     return _BPF_CLASS
 
 
 _PENDING: list[Any] = []
+
+
+@contextlib.contextmanager
+def _constructing() -> Iterator[list[Any]]:
+    """Collect the LabBPF objects constructed in the block (also those whose constructor raised)."""
+    made: list[Any] = []
+    _PENDING.clear()  # (only objects made in this block count; fd 2's lock keeps others out)
+    try:
+        yield made
+    finally:
+        made.extend(_PENDING)
+        _PENDING.clear()
+
+
+def _compile_failed(name: str, error: Exception, captured: str) -> ProgramError:
+    message = str(error)
+    stage = "compile" if "compile" in message.lower() else "verifier"
+    if stage == "compile" and _HEADERS_MISSING.search(captured):
+        message += (
+            f". BCC found no kernel headers for {platform.release()}: run `sudo make setup` "
+            "(it installs or links them), or check `ebpf_lab.doctor()`'s kernel_headers row"
+        )
+    log = "\n".join(
+        line
+        for line in _trim_log(captured).splitlines()
+        if not line.startswith("Running from kernel directory")
+    )
+    return ProgramError(stage, f"{name}: {message}", log)
 
 
 def compile_program(
@@ -165,7 +233,7 @@ def compile_program(
         ProgramError: with ``stage="compile"`` and clang's diagnostics, or ``stage="verifier"``
             when BCC auto-loads a function (``TRACEPOINT_PROBE`` etc.) that the verifier rejects.
     """
-    bcc = require_bcc()
+    require_bcc()
     cache_key = compile_cache.key(text, cflags)
     snap = compile_cache.lookup(cache_key) if cache else None
     if snap is not None:
@@ -173,8 +241,8 @@ def compile_program(
             return compile_cache.restore(snap, cache_key)
         except OSError as exc:  # a map could not be created (memory, limits)
             raise ProgramError("compile", f"{name}: {exc}", "") from None
-    cls = _lab_bpf_class(bcc)
-    with capture_stderr_fd() as cap:
+    cls = lab_bpf_class()
+    with capture_stderr_fd() as cap, _constructing() as made:
         try:
             bpf = cls(text=text.encode(), cflags=list(cflags))
         except Exception as exc:  # bcc raises bare Exception
@@ -182,20 +250,10 @@ def compile_program(
             error = exc
         else:
             error = None
-        finally:
-            half_built = list(_PENDING)
-            _PENDING.clear()
     if error is not None:
-        for obj in half_built:
+        for obj in made:
             release(obj)
-        message = str(error)
-        stage = "compile" if "compile" in message.lower() else "verifier"
-        if stage == "compile" and _HEADERS_MISSING.search(cap.text):
-            message += (
-                f". BCC found no kernel headers for {platform.release()}: run `sudo make setup` "
-                "(it installs or links them), or check `ebpf_lab.doctor()`'s kernel_headers row"
-            )
-        raise ProgramError(stage, f"{name}: {message}", _trim_log(cap.text)) from None
+        raise _compile_failed(name, error, cap.text) from None
     if cache:
         compile_cache.remember(cache_key, bpf, name=name)
     return bpf
@@ -252,9 +310,88 @@ def _bcc_load_log(cache_key: tuple[str, tuple[str, ...]], fn: str, prog_type: in
             release(fresh)
 
 
-_LINE_RE = re.compile(r"^/virtual/main\.c:(\d+):(\d+):", re.M)
+@contextlib.contextmanager
+def _stdout_discarded() -> Iterator[None]:
+    """Send file descriptor 1 to /dev/null for the block (BCC's debug mode chats on stdout)."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    saved = os.dup(1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
 
 
-def compile_error_lines(log: str) -> list[int]:
-    """Line numbers (1-based, of the C text as given) that clang complained about."""
-    return sorted({int(m.group(1)) for m in _LINE_RE.finditer(log)})
+_DUMP_START = "#if defined(BPF_LICENSE)"
+_DUMP_END = "#include <bcc/footer.h>"
+
+
+def _rewritten(captured: str) -> list[str] | None:
+    """The C as BCC rewrote it, cut out of what ``debug=DEBUG_PREPROCESSOR`` printed."""
+    lines = captured.splitlines()
+    try:
+        end = len(lines) - 1 - lines[::-1].index(_DUMP_END)
+        start = max(i for i in range(end) if lines[i] == _DUMP_START)
+    except ValueError:
+        return None
+    return lines[start : end + 1]
+
+
+@contextlib.contextmanager
+def compiled_unattached(
+    text: str, cflags: Sequence[str] = (), *, name: str = "program"
+) -> Iterator[tuple[Any, list[str] | None]]:
+    """Compile with BCC, never attaching anything; yield ``(bpf, rewritten lines)``; release.
+
+    The rewritten lines are the C as BCC rewrote it (``debug=DEBUG_PREPROCESSOR``), the text
+    clang compiles and the verifier's line annotations count (None if BCC printed none). Nothing
+    is cached: the verifier's log needs BCC's own load, with BTF line info.
+
+    Raises:
+        ProgramError: ``stage="compile"`` with clang's diagnostics (compiled once more without
+            the debug dump, so the diagnostics are clean); nothing stays loaded.
+    """
+    bcc = require_bcc()
+    cls = lab_bpf_class()
+    bpf = None
+    with capture_stderr_fd() as cap, _stdout_discarded(), _constructing() as made:
+        try:
+            bpf = cls(
+                text=text.encode(),
+                cflags=list(cflags),
+                debug=bcc.DEBUG_PREPROCESSOR,
+                autoload=False,
+            )
+            error = None
+        except Exception as exc:  # bcc raises bare Exception
+            error = exc
+    try:
+        if error is not None:
+            for obj in made:
+                release(obj)
+            with capture_stderr_fd() as clean, _constructing() as again:
+                with contextlib.suppress(Exception):
+                    cls(text=text.encode(), cflags=list(cflags), autoload=False)
+            for obj in again:
+                release(obj)
+            raise _compile_failed(name, error, clean.text) from None
+        yield bpf, _rewritten(cap.text)
+    finally:
+        if bpf is not None:
+            release(bpf)
+
+
+def final_source(text: str, cflags: Sequence[str] = (), *, name: str = "program") -> str:
+    """The C after BCC's rewrite: what clang compiles (see :func:`show_source` ``final=True``).
+
+    Raises:
+        ProgramError: the C does not compile.
+    """
+    with compiled_unattached(text, cflags, name=name) as (_, rewritten):
+        if rewritten is None:
+            raise ProgramError("compile", f"{name}: BCC printed no rewritten source", "")
+        return "\n".join(rewritten) + "\n"

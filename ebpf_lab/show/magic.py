@@ -15,18 +15,21 @@ The cell body is BPF C (BCC's dialect). The magic
 
 1. checks its options (a bad option is a ``UsageError`` and nothing loads);
 2. compiles the C and runs the verifier on every function it will attach, without attaching
-   (:func:`ebpf_lab.verify`). A compile or verifier error is shown with the *cell's* line numbers
-   (the ``%%ebpf`` line is line 1, as Jupyter numbers them) and nothing stays loaded;
+   (:func:`ebpf_lab.core.verdict.check`, as :func:`ebpf_lab.verify` does). A compile or verifier
+   error is shown with the *cell's* line numbers (the ``%%ebpf`` line is line 1, as Jupyter
+   numbers them) and nothing stays loaded;
 3. runs the program through the lab's bounded-run core for ``--duration`` seconds (and until the
    ``--workload`` is done), with the progress bar and Stop button, and detaches on every exit path;
 4. returns the program's maps as DataFrames (:func:`ebpf_lab.show.frames.table_frame`): a dict
    ``{map_name: frame}``, or the frame itself when there is one map. Perf and ring buffers are
    event streams, not tables, and are skipped.
 
-Attach points (each takes the C function to run there; repeat an option for several):
-``--tracepoint CATEGORY:EVENT FN``, ``--raw-tracepoint NAME FN``, ``--uprobe LIBRARY:SYMBOL FN``,
-``--uretprobe LIBRARY:SYMBOL FN``, ``--perf-event software:cpu-clock FN`` (with ``--freq``),
-``--kprobe FUNCTION FN`` (only on kernels with kprobes). Functions written with BCC's own
+Attach points: one option per kind of attach point the core knows
+(:data:`ebpf_lab.core.attach.PROBE_KINDS`), each taking the target and the C function to run
+there; repeat an option for several: ``--tracepoint CATEGORY:EVENT FN``,
+``--raw-tracepoint NAME FN``, ``--uprobe LIBRARY:SYMBOL FN``, ``--uretprobe LIBRARY:SYMBOL FN``,
+``--perf-event software:cpu-clock FN`` (with ``--freq``), ``--kprobe FUNCTION FN`` and
+``--kretprobe FUNCTION FN`` (only on kernels with kprobes). Functions written with BCC's own
 macros (``TRACEPOINT_PROBE(syscalls, sys_enter_execve) { ... }``) attach by themselves.
 """
 
@@ -39,12 +42,13 @@ from typing import Any
 import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
-from ebpf_lab.core.attach import _PERF_HW, _PERF_SW, Probe
+from ebpf_lab.core.attach import KPROBE_KINDS, PROBE_KINDS, TARGET_FORMS, Probe, check_target
+from ebpf_lab.core.attach import prog_type as probe_prog_type
 from ebpf_lab.core.errors import ProgramError, UnsupportedFeature
 from ebpf_lab.core.guards import check_duration, require_bcc
 from ebpf_lab.core.loader import table_names
 from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run
-from ebpf_lab.lessons.l04_verifier.verifier import VerifyResult, _verify, autoloaded
+from ebpf_lab.core.verdict import Verdict, autoloaded, check
 from ebpf_lab.show.frames import table_frame
 
 try:  # IPython is a dependency of the lab (Jupyter), but keep the module importable without it
@@ -67,11 +71,12 @@ class CellError(ProgramError):
     Attributes:
         stage: ``"compile"`` or ``"verifier"``.
         log: the compiler's diagnostics or the verifier's log.
-        result: the full :class:`ebpf_lab.VerifyResult` (``.log_lines`` is a frame).
+        result: the verifier's whole verdict (:class:`ebpf_lab.core.verdict.Verdict`: ``.rows``
+            is the log read line by line against the cell's lines).
         lines: the cell line numbers the error is about.
     """
 
-    def __init__(self, result: VerifyResult, readable: str) -> None:
+    def __init__(self, result: Verdict, readable: str) -> None:
         super().__init__(result.stage, readable, "")
         self.log = result.log
         self.result = result
@@ -82,7 +87,7 @@ class CellError(ProgramError):
         return [f"ProgramError ({self.stage}): " + self.readable]
 
 
-def _readable(result: VerifyResult, cell_lines: list[str]) -> str:
+def _readable(result: Verdict, cell_lines: list[str]) -> str:
     """The error in a few lines, naming the cell's own line numbers."""
 
     def show(n: int) -> str:
@@ -92,11 +97,11 @@ def _readable(result: VerifyResult, cell_lines: list[str]) -> str:
     out: list[str] = []
     if result.stage == "compile":
         out.append("%%ebpf: the C in this cell did not compile (nothing was loaded):")
-        for _, row in result.log_lines.iterrows():
+        for row in result.rows:
             if row["kind"] != "error":
                 continue
             diag = row["text"].split(": error: ", 1)[-1]
-            if pd.notna(row["c_line"]):
+            if row["c_line"] is not None:
                 out.append(show(int(row["c_line"])))
             out.append(f"           error: {diag}")
         if len(out) == 1:
@@ -108,11 +113,10 @@ def _readable(result: VerifyResult, cell_lines: list[str]) -> str:
         )
         for n in result.error_lines:
             out.append(show(n))
-        errors = result.errors["text"].tolist() or [result.message]
+        errors = result.errors or [result.message]
         out.extend(f"  verifier: {text}" for text in errors)
-        hints = result.log_lines[result.log_lines["text"].str.startswith("HINT: ")]
-        out.extend(f"  {text}" for text in hints["text"])
-        out.append("The verifier's whole log: the exception's .log (or .result.log_lines).")
+        out.extend(f"  {r['text']}" for r in result.rows if r["text"].startswith("HINT: "))
+        out.append("The verifier's whole log: the exception's .log (or .result.rows).")
     return "\n".join(out)
 
 
@@ -144,51 +148,23 @@ class _MapReader(Collector):
 
 
 def _probes_from(args: Any) -> list[Probe]:
+    """The probes the options name, one kind after the other (:data:`PROBE_KINDS`)."""
     probes: list[Probe] = []
-
-    def pairs(option: str) -> list[list[str]]:
-        return getattr(args, option) or []
-
-    for target, fn in pairs("tracepoint"):
-        category, _, event = target.partition(":")
-        if not category or not event:
-            raise UsageError(
-                f"--tracepoint wants CATEGORY:EVENT FN, e.g. "
-                f"--tracepoint syscalls:sys_enter_execve count; got {target!r}"
-            )
-        root = kernel.tracefs_root()
-        if root is not None and not (root / "events" / category / event).is_dir():
-            raise UsageError(
-                f"no tracepoint {target} on this kernel (see {root}/events/"
-                f"{category if (root / 'events' / category).is_dir() else ''})"
-            )
-        probes.append(Probe("tracepoint", target, fn))
-    for target, fn in pairs("raw_tracepoint"):
-        probes.append(Probe("raw_tracepoint", target, fn))
-    for kind in ("uprobe", "uretprobe"):
-        for target, fn in pairs(kind):
-            library, _, symbol = target.rpartition(":")
-            if not library or not symbol:
-                raise UsageError(
-                    f"--{kind} wants LIBRARY:SYMBOL FN, e.g. --{kind} c:getpid "
-                    f"count; got {target!r}"
-                )
-            probes.append(Probe(kind, target, fn, pid=args.pid))
-    for target, fn in pairs("perf_event"):
-        family, _, event = target.partition(":")
-        table = _PERF_SW if family == "software" else _PERF_HW if family == "hardware" else {}
-        if event not in table:
-            raise UsageError(
-                f"unknown perf event {target!r}; use software:"
-                f"{'|'.join(_PERF_SW)} or hardware:{'|'.join(_PERF_HW)}"
-            )
-        if args.freq <= 0:
-            raise UsageError(
-                f"--freq must be a positive number of samples per second, got {args.freq}"
-            )
-        probes.append(Probe("perf_event", target, fn, pid=args.pid, sample_freq=args.freq))
-    for target, fn in pairs("kprobe"):
-        probes.append(Probe("kprobe", target, fn))
+    for kind in PROBE_KINDS:
+        # argparse keeps --raw-tracepoint as args.raw_tracepoint: the kind's own name
+        for target, fn in getattr(args, kind, None) or []:
+            try:
+                check_target(kind, target)
+            except ValueError as exc:
+                raise UsageError(f"--{kind.replace('_', '-')}: {exc}") from None
+            freq = 0
+            if kind == "perf_event":
+                if args.freq <= 0:
+                    raise UsageError(
+                        f"--freq must be a positive number of samples per second, got {args.freq}"
+                    )
+                freq = args.freq
+            probes.append(Probe(kind, target, fn, pid=args.pid, sample_freq=freq))
     for probe in probes:
         if not probe.fn.isidentifier():
             raise UsageError(f"{probe.describe()}: {probe.fn!r} is not a C function name")
@@ -203,16 +179,6 @@ def _require_kprobes(what: str) -> None:
             f"{what}: {why}",
             "--tracepoint syscalls:sys_enter_NAME FN (or --raw-tracepoint NAME FN)",
         )
-
-
-_VERIFY_TYPE = {
-    "tracepoint": "tracepoint",
-    "raw_tracepoint": "raw_tracepoint",
-    "uprobe": "uprobe",
-    "uretprobe": "uprobe",
-    "perf_event": "perf_event",
-    "kprobe": "kprobe",
-}
 
 
 def run_cell(line: str, cell: str, user_ns: dict[str, Any], args: Any) -> Any:
@@ -246,14 +212,14 @@ def run_cell(line: str, cell: str, user_ns: dict[str, Any], args: Any) -> Any:
                 f"is of type {type(workload).__name__}"
             )
     for probe in probes:
-        if probe.kind == "kprobe":
-            _require_kprobes(f"--kprobe {probe.target} {probe.fn}")
-    require_bcc()
+        if probe.kind in KPROBE_KINDS:
+            _require_kprobes(f"--{probe.kind} {probe.target} {probe.fn}")
+    bcc = require_bcc()
 
     source = "\n" * LINE_OFFSET + cell  # so that line numbers are the cell's own
-    types = {p.fn: _VERIFY_TYPE[p.kind] for p in probes}
+    types = {p.fn: probe_prog_type(bcc, p) for p in probes}
     try:
-        result = _verify(source, "cell", types, None, cflags, 1)
+        result = check(source, types, None, cflags, 1, label="cell")
     except ValueError as exc:  # e.g. an option names a function the cell does not define
         raise UsageError(f"%%ebpf: {exc}") from None
     if not result.ok:
@@ -289,6 +255,20 @@ def run_cell(line: str, cell: str, user_ns: dict[str, Any], args: Any) -> Any:
     return out
 
 
+def _probe_options(func: Any) -> Any:
+    """One ``--KIND TARGET FN`` option per attach kind of the core (:data:`TARGET_FORMS`)."""
+    for kind in reversed(PROBE_KINDS):  # the parser lists decorators' options bottom-up
+        metavar, example, what = TARGET_FORMS[kind]
+        func = magic_arguments.argument(
+            f"--{kind.replace('_', '-')}",
+            nargs=2,
+            action="append",
+            metavar=(metavar, "FN"),
+            help=f"{what}, e.g. {example}",
+        )(func)
+    return func
+
+
 if magic_arguments is not None:
 
     @magics_class
@@ -303,53 +283,12 @@ if magic_arguments is not None:
             default=5.0,
             help="seconds to stay attached (default 5); the run also waits for --workload",
         )
-        @magic_arguments.argument(
-            "--tracepoint",
-            nargs=2,
-            action="append",
-            metavar=("CATEGORY:EVENT", "FN"),
-            help="run FN at a tracepoint, e.g. syscalls:sys_enter_execve",
-        )
-        @magic_arguments.argument(
-            "--raw-tracepoint",
-            nargs=2,
-            action="append",
-            metavar=("NAME", "FN"),
-            help="run FN at a raw tracepoint",
-        )
-        @magic_arguments.argument(
-            "--uprobe",
-            nargs=2,
-            action="append",
-            metavar=("LIBRARY:SYMBOL", "FN"),
-            help="run FN when a user-space function is entered",
-        )
-        @magic_arguments.argument(
-            "--uretprobe",
-            nargs=2,
-            action="append",
-            metavar=("LIBRARY:SYMBOL", "FN"),
-            help="run FN when a user-space function returns",
-        )
-        @magic_arguments.argument(
-            "--perf-event",
-            nargs=2,
-            action="append",
-            metavar=("software:cpu-clock", "FN"),
-            help="run FN on a perf event, --freq times a second per CPU",
-        )
+        @_probe_options
         @magic_arguments.argument(
             "--freq", type=int, default=99, help="samples per second per CPU for --perf-event (99)"
         )
         @magic_arguments.argument(
             "--pid", type=int, default=-1, help="only this process, for uprobes and perf events"
-        )
-        @magic_arguments.argument(
-            "--kprobe",
-            nargs=2,
-            action="append",
-            metavar=("FUNCTION", "FN"),
-            help="run FN at a kernel function (kernels with kprobes only)",
         )
         @magic_arguments.argument(
             "-D",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from ebpf_lab import workloads as _workload
+import ebpf_lab.workloads as _workload
 from ebpf_lab.classroom.checks import (
     Right,
     Wrong,
