@@ -200,12 +200,14 @@ int count(void *ctx)
 
 def test_one_option_per_attach_kind_of_the_core(ip):
     """The probe options are made from the core's attach kinds: a new kind needs no new code."""
-    from ebpf_lab.core.attach import PROBE_KINDS
+    from ebpf_lab.core.attach import CELL_KINDS, PROBE_KINDS
     from ebpf_lab.show.magic import EbpfMagics
 
     parser = EbpfMagics.ebpf.parser
     options = {a.dest: a for a in parser._actions}
-    for kind in PROBE_KINDS:
+    # every kind but those BCC attaches itself or that need the lab's cable
+    assert set(PROBE_KINDS) - set(CELL_KINDS) == {"xdp", "lsm", "autoload"}
+    for kind in CELL_KINDS:
         assert options[kind].option_strings == [f"--{kind.replace('_', '-')}"]
         assert options[kind].nargs == 2
 

@@ -71,6 +71,11 @@ TARGET_FORMS = {
     ),
 }
 
+#: the kinds a ``%%ebpf`` cell can name by an option (those of :data:`TARGET_FORMS`); xdp needs
+#: the lab's cable, and lsm/autoload functions (``LSM_PROBE``, ``TRACEPOINT_PROBE``...) are
+#: attached by BCC itself while it compiles, so a cell needs no option for them
+CELL_KINDS = tuple(TARGET_FORMS)
+
 #: kinds that need the kernel's kprobes (CONFIG_KPROBES)
 KPROBE_KINDS = ("kprobe", "kretprobe")
 

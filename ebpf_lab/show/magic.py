@@ -25,7 +25,7 @@ The cell body is BPF C (BCC's dialect). The magic
    event streams, not tables, and are skipped.
 
 Attach points: one option per kind of attach point the core knows
-(:data:`ebpf_lab.core.attach.PROBE_KINDS`), each taking the target and the C function to run
+(:data:`ebpf_lab.core.attach.CELL_KINDS`), each taking the target and the C function to run
 there; repeat an option for several: ``--tracepoint CATEGORY:EVENT FN``,
 ``--raw-tracepoint NAME FN``, ``--uprobe LIBRARY:SYMBOL FN``, ``--uretprobe LIBRARY:SYMBOL FN``,
 ``--perf-event software:cpu-clock FN`` (with ``--freq``), ``--kprobe FUNCTION FN`` and
@@ -42,7 +42,7 @@ from typing import Any
 import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
-from ebpf_lab.core.attach import KPROBE_KINDS, PROBE_KINDS, TARGET_FORMS, Probe, check_target
+from ebpf_lab.core.attach import CELL_KINDS, KPROBE_KINDS, TARGET_FORMS, Probe, check_target
 from ebpf_lab.core.attach import prog_type as probe_prog_type
 from ebpf_lab.core.errors import ProgramError, UnsupportedFeature
 from ebpf_lab.core.guards import check_duration, require_bcc
@@ -148,9 +148,9 @@ class _MapReader(Collector):
 
 
 def _probes_from(args: Any) -> list[Probe]:
-    """The probes the options name, one kind after the other (:data:`PROBE_KINDS`)."""
+    """The probes the options name, one kind after the other (:data:`CELL_KINDS`)."""
     probes: list[Probe] = []
-    for kind in PROBE_KINDS:
+    for kind in CELL_KINDS:
         # argparse keeps --raw-tracepoint as args.raw_tracepoint: the kind's own name
         for target, fn in getattr(args, kind, None) or []:
             try:
@@ -257,7 +257,7 @@ def run_cell(line: str, cell: str, user_ns: dict[str, Any], args: Any) -> Any:
 
 def _probe_options(func: Any) -> Any:
     """One ``--KIND TARGET FN`` option per attach kind of the core (:data:`TARGET_FORMS`)."""
-    for kind in reversed(PROBE_KINDS):  # the parser lists decorators' options bottom-up
+    for kind in reversed(CELL_KINDS):  # the parser lists decorators' options bottom-up
         metavar, example, what = TARGET_FORMS[kind]
         func = magic_arguments.argument(
             f"--{kind.replace('_', '-')}",
