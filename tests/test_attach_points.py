@@ -323,13 +323,12 @@ def test_bad_input_is_value_error_before_anything_starts(
     fn, kwargs, no_leaks, no_children, monkeypatch
 ):
     import ebpf_lab.core.run as run
-    import ebpf_lab.workloads as workload
 
     def must_not(*a, **k):
         raise AssertionError("something was started with bad input")
 
     monkeypatch.setattr(run, "compile_program", must_not)
-    monkeypatch.setattr(workload.os, "posix_spawn", must_not)
+    monkeypatch.setattr(os, "posix_spawn", must_not)
     with pytest.raises(ValueError) as info:
         fn(**kwargs)
     assert str(info.value)
