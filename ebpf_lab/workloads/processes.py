@@ -62,9 +62,9 @@ def execs(
     check_plan(plan)
     if not (os.path.isabs(program) and os.path.isfile(program) and os.access(program, os.X_OK)):
         raise ValueError(f"program must be an absolute path to an executable file, got {program!r}")
-    check_may_switch_to(plan, "running programs as other UIDs")
     if per_second is not None:
         check_seconds(per_second, "per_second", 100_000)
+    check_may_switch_to(plan, "running programs as other UIDs")
     rows = []
     start = time.monotonic()
     for i, uid in enumerate(exec_order(plan, interleave)):
