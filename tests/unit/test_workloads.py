@@ -408,3 +408,30 @@ def test_run_together_refuses_a_child_that_already_ran():
     with pytest.raises(RuntimeError, match="gated and not yet run"):
         workloads.run_together([child])
     assert cpu.MAX_BUSY_CHILDREN == workloads.MAX_BUSY_CHILDREN
+
+
+# ---------------------------------------------------------------- the C helpers' cache key
+
+
+def test_a_helper_is_rebuilt_when_its_source_or_the_shared_header_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(native, "SOURCES_DIR", tmp_path)
+    source, header = tmp_path / "loop.c", tmp_path / "lab.h"
+    source.write_text('#include "lab.h"\nint main(void) { return 0; }\n')
+    header.write_text("// v1\n")
+    first = native.source_key(source)
+    assert first == native.source_key(source)  # the same files: the same binary
+    header.write_text("// v2\n")
+    second = native.source_key(source)
+    assert second != first
+    source.write_text('#include "lab.h"\nint main(void) { return 1; }\n')
+    assert native.source_key(source) not in {first, second}
+
+
+def test_every_shipped_helper_includes_the_shared_header():
+    sources = sorted(native.SOURCES_DIR.glob("*.c"))
+    assert [p.stem for p in sources] == ["exec_loop", "getppid_loop", "read_loop"]
+    for path in sources:
+        assert '#include "lab.h"' in path.read_text(), path.name
+    assert native.source_path("read_loop") == native.SOURCES_DIR / "read_loop.c"
+    with pytest.raises(ValueError, match="no C helper called 'lab'"):
+        native.source_path("lab")
