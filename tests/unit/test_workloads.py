@@ -435,3 +435,55 @@ def test_every_shipped_helper_includes_the_shared_header():
     assert native.source_path("read_loop") == native.SOURCES_DIR / "read_loop.c"
     with pytest.raises(ValueError, match="no C helper called 'lab'"):
         native.source_path("lab")
+
+
+# ---------------------------------------------------------------- gated children (no root)
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_child_that_stops_after_its_work_is_measured_to_that_stop():
+    seen = []
+    with workloads.spin_child(0.05, stop_after=True) as child:
+        row = child.run(at_end=lambda: seen.append(_state(child.pid))).iloc[0]
+    assert seen == ["T"]  # at_end ran once, with the child stopped after its spin
+    assert row["returncode"] == 0 and row["spin_seconds"] == 0.05
+    assert row["cpu_seconds"] >= 0.05  # the spin counts its own CPU time from the release
+    assert row["exit_cpu_seconds"] > 0  # Python's exit came after, measured apart
+    assert child.exited_at >= child.released_at + row["wall_seconds"]
+
+
+def test_run_together_releases_every_child_at_the_same_moment():
+    children = [workloads.getppid_child(10), workloads.getppid_child(20)]
+    try:
+        df = workloads.run_together(children)
+    finally:
+        for c in children:
+            c.kill()
+    assert df["pid"].tolist() == [c.pid for c in children]
+    assert df["calls"].tolist() == [10, 20] and df["returncode"].tolist() == [0, 0]
+    assert children[0].released_at == children[1].released_at
+    assert list(df.columns)[-3:] == ["run_delay_seconds", "timeslices", "context_switches"]
+    assert str(df["timeslices"].dtype) == "int64"
+
+
+def test_a_gated_child_runs_once():
+    with workloads.getppid_child(1) as child:
+        assert child.run()["calls"].tolist() == [1]
+        with pytest.raises(RuntimeError, match="has already run"):
+            child.run()
+
+
+def test_a_program_that_ends_before_its_gate_is_an_error():
+    with pytest.raises(RuntimeError, match="ended before its gate"):
+        workloads.GatedChild(["/bin/true"], program="true", work={})
+
+
+def test_a_failing_child_is_an_error():
+    argv = ["/bin/sh", "-c", "kill -STOP $$; exit 3"]
+    with workloads.GatedChild(argv, program="sh: exit 3", work={}) as child:
+        with pytest.raises(RuntimeError, match=r"sh: exit 3 \(pid \d+\) exited with 3"):
+            child.run()
