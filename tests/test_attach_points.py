@@ -316,12 +316,11 @@ BAD = [
 def test_bad_input_is_value_error_before_anything_starts(
     fn, kwargs, refused_before_loading, no_children, monkeypatch
 ):
-    import ebpf_lab.workloads as workload
 
     def must_not_spawn(*a, **k):
         raise AssertionError("a child was started with bad input")
 
-    monkeypatch.setattr(workload.os, "posix_spawn", must_not_spawn)
+    monkeypatch.setattr(os, "posix_spawn", must_not_spawn)
     refused_before_loading(fn, kwargs)
 
 

@@ -262,13 +262,12 @@ BAD = [
 @pytest.mark.parametrize("fn,kwargs", BAD, ids=[f"{f.__name__}-{k}" for f, k in BAD])
 def test_bad_input_is_value_error_before_anything_starts(fn, kwargs, no_leaks, monkeypatch):
     import ebpf_lab.core.run as run
-    import ebpf_lab.workloads as workload
 
     def must_not(*a, **k):
         raise AssertionError("something was started with bad input")
 
     monkeypatch.setattr(run, "compile_program", must_not)
-    monkeypatch.setattr(workload.os, "posix_spawn", must_not)
+    monkeypatch.setattr(os, "posix_spawn", must_not)
     monkeypatch.setattr(native, "build", must_not)
     with pytest.raises(ValueError) as info:
         fn(**kwargs)

@@ -3,9 +3,10 @@
 Some workloads must be faster than Python or a shell tool can be: lesson 08's stream of one-byte
 ``read()`` calls (``workloads/c/read_loop.c``) is one. Their C ships in ``ebpf_lab/workloads/c/``
 and :func:`build` compiles it with gcc the first time it is needed, into a cache directory that
-only root can write (0700), keyed by a hash of the source and the compiler flags: an edited
-source gets a new binary, an unchanged one is reused. A binary is written under a temporary name
-and renamed into place, so a half-written file is never run, even with two builds at once.
+only root can write (0700), keyed by a hash of the source, the shared header ``c/lab.h`` and the
+compiler flags: an edited source gets a new binary, an unchanged one is reused. A binary is
+written under a temporary name and renamed into place, so a half-written file is never run, even
+with two builds at once.
 
 Without a compiler, :func:`build` raises :class:`~ebpf_lab.core.errors.HelperBuildError` saying what
 to install (``sudo make setup`` installs gcc and libc6-dev).
@@ -53,6 +54,16 @@ def cache_dir() -> Path:
     return Path(base) / "ebpf-lab" / "native"
 
 
+def source_key(source: Path) -> str:
+    """The cache key of a helper: a hash of its source, the shared headers it may include
+    (``workloads/c/*.h``) and the compiler flags, so that editing any of them rebuilds it."""
+    digest = hashlib.sha256(source.read_bytes())
+    for header in sorted(SOURCES_DIR.glob("*.h")):
+        digest.update(b"\0" + header.name.encode() + b"\0" + header.read_bytes())
+    digest.update(b"\0" + " ".join(CFLAGS).encode())
+    return digest.hexdigest()[:16]
+
+
 def _private_dir(path: Path) -> Path:
     """Create ``path`` (0700) or check that it is a real directory only this user can write."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -84,8 +95,7 @@ def build(name: str) -> Path:
         PermissionError: the cache directory is not a private directory of this user.
     """
     source = source_path(name)
-    text = source.read_bytes()
-    key = hashlib.sha256(text + b"\0" + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    key = source_key(source)
     directory = cache_dir()
     binary = directory / f"{name}-{key}"
     if binary.is_file() and os.access(binary, os.X_OK):

@@ -20,7 +20,6 @@
 // getppid()); 3 a thread was not on its CPU after its loop.
 
 #define _GNU_SOURCE
-#include <grp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -28,6 +27,8 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "lab.h"
 
 #define MAX_CPUS 64
 
@@ -41,13 +42,6 @@ struct worker {
 
 static pthread_barrier_t pinned;
 static int waiting;                   // threads not yet at the start line (a spin barrier)
-
-static long long now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
-}
 
 static void *work(void *arg)
 {
@@ -65,10 +59,10 @@ static void *work(void *arg)
         ;
     if (w->failed)
         return NULL;
-    w->start_ns = now_ns();
+    w->start_ns = clock_ns(CLOCK_MONOTONIC);
     for (unsigned long i = 0; i < w->calls; i++)
         syscall(SYS_getppid);         // exactly one getppid system call each time
-    w->end_ns = now_ns();
+    w->end_ns = clock_ns(CLOCK_MONOTONIC);
     if (sched_getcpu() != w->cpu)
         w->failed = 3;
     return NULL;
@@ -78,23 +72,19 @@ int main(int argc, char **argv)
 {
     if (argc < 4 || argc - 3 > MAX_CPUS)
         return 2;
-    char *end;
-    unsigned long calls = strtoul(argv[1], &end, 10);
-    if (*end)
-        return 2;
-    unsigned long uid = strtoul(argv[2], &end, 10);
-    if (*end || uid > 4294967294UL)
+    unsigned long calls, uid;
+    if (parse_ulong(argv[1], ULONG_MAX, &calls) || parse_ulong(argv[2], LAB_MAX_UID, &uid))
         return 2;
     int n = argc - 3;
     struct worker workers[MAX_CPUS] = {0};
     for (int i = 0; i < n; i++) {
-        long cpu = strtol(argv[3 + i], &end, 10);
-        if (*end || cpu < 0 || cpu >= CPU_SETSIZE)
+        unsigned long cpu;
+        if (parse_ulong(argv[3 + i], CPU_SETSIZE - 1, &cpu))
             return 2;
         workers[i].cpu = (int)cpu;
         workers[i].calls = calls;
     }
-    if (setgroups(0, NULL) != 0 || setresgid(uid, uid, uid) != 0 || setresuid(uid, uid, uid) != 0)
+    if (become_uid(uid))
         return 2;
     if (pthread_barrier_init(&pinned, NULL, (unsigned)n) != 0)
         return 2;

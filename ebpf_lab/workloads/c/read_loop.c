@@ -4,7 +4,7 @@
 //
 // Makes exactly READS one-byte read() calls on file descriptor 0 (/dev/zero), split over
 // THREADS threads of one process (one tgid), as fast as it can, and nothing else that is a
-// read(). The lab builds it with the system's C compiler on first use (ebpf_lab/native.py) and
+// read(). The lab builds it with the system's C compiler on first use (ebpf_lab/workloads/native.py) and
 // runs it as a gated child (ebpf_lab.workload.read_loop_child).
 //
 // Everything that is not the work happens BEFORE the gate: the dynamic loader's reads, opening
@@ -32,6 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lab.h"
+
 #define MAX_THREADS 64
 
 static pthread_barrier_t start;
@@ -51,23 +53,13 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static long long ns(clockid_t clock)
-{
-    struct timespec t;
-    clock_gettime(clock, &t);
-    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
-}
-
 int main(int argc, char **argv)
 {
     if (argc != 4)
         return 2;
-    char *end;
-    unsigned long reads = strtoul(argv[1], &end, 10);
-    if (*end)
-        return 2;
-    long threads = strtol(argv[2], &end, 10);
-    if (*end || threads < 1 || threads > MAX_THREADS)
+    unsigned long reads, threads;
+    if (parse_ulong(argv[1], ULONG_MAX, &reads) || parse_ulong(argv[2], MAX_THREADS, &threads) ||
+        threads < 1)
         return 2;
     int zero = open("/dev/zero", O_RDONLY);
     if (zero < 0 || dup2(zero, 0) != 0)
@@ -83,8 +75,8 @@ int main(int argc, char **argv)
     unsigned long share = reads / threads, extra = reads % threads;
     if (pthread_barrier_init(&start, NULL, (unsigned)threads) != 0)
         return 2;
-    for (long i = 1; i < threads; i++) {
-        unsigned long n = share + ((unsigned long)i < extra);
+    for (unsigned long i = 1; i < threads; i++) {
+        unsigned long n = share + (i < extra);
         if (pthread_create(&tid[i], NULL, worker, (void *)n) != 0)
             return 2;
     }
@@ -92,11 +84,11 @@ int main(int argc, char **argv)
     raise(SIGSTOP);                   // the gate: the whole process stops until SIGCONT
 
     pthread_barrier_wait(&start);
-    long long t0 = ns(CLOCK_MONOTONIC), c0 = ns(CLOCK_PROCESS_CPUTIME_ID);
+    long long t0 = clock_ns(CLOCK_MONOTONIC), c0 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
     read_n(share + (0 < extra));
-    for (long i = 1; i < threads; i++)
+    for (unsigned long i = 1; i < threads; i++)
         pthread_join(tid[i], NULL);
-    long long t1 = ns(CLOCK_MONOTONIC), c1 = ns(CLOCK_PROCESS_CPUTIME_ID);
+    long long t1 = clock_ns(CLOCK_MONOTONIC), c1 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
     fprintf(report, "%lld %lld\n", t1 - t0, c1 - c0);
     return fclose(report) == 0 ? 0 : 2;
 }
