@@ -10,6 +10,8 @@ what really happened::
 Long workloads check :func:`ebpf_lab.core.run.stop_requested` between steps, so Stop and
 interrupts end them promptly. Bad arguments raise ValueError before anything is started.
 
+May import: :mod:`ebpf_lab.core`, :mod:`ebpf_lab.kernel`, :mod:`ebpf_lab.show` (frame schemas).
+
 Processes and execs (:mod:`.processes`):
     :func:`execs` (programs run as chosen UIDs), :func:`unused_uid` (a UID nobody uses),
     :func:`thread_comm` (the calling thread's comm), :func:`on_cpu` (work pinned to a CPU).

@@ -13,6 +13,7 @@ import pandas as pd
 from ebpf_lab.core.guards import check_uid
 from ebpf_lab.core.replay import replayable
 from ebpf_lab.core.run import stop_requested
+from ebpf_lab.show.frames import Schema
 from ebpf_lab.workloads import native
 from ebpf_lab.workloads.checks import (
     MAX_EXECS,
@@ -21,19 +22,20 @@ from ebpf_lab.workloads.checks import (
     check_count,
     check_cpus,
     check_threads,
-    typed,
 )
 from ebpf_lab.workloads.gated import ReportingChild
 
 #: the frame :func:`getppid_loop` returns: its columns, in order, and their dtypes
-LOOPS_FRAME = {
-    "uid": "int64",
-    "cpu": "int64",
-    "calls": "int64",
-    "start_ns": "int64",
-    "end_ns": "int64",
-    "loop_seconds": "float64",
-}
+LOOPS_FRAME = Schema(
+    **{
+        "uid": "int64",
+        "cpu": "int64",
+        "calls": "int64",
+        "start_ns": "int64",
+        "end_ns": "int64",
+        "loop_seconds": "float64",
+    }
+)
 
 
 def _run_native(argv: list[str], what: str, why: Mapping[int, str]) -> str:
@@ -114,7 +116,7 @@ def parse_loops(stdout: str, uid: int, calls: int, cpus: Sequence[int]) -> pd.Da
         rows = []
     if [r["cpu"] for r in rows] != list(cpus) or any(r["calls"] != calls for r in rows):
         raise RuntimeError(f"getppid_loop reported {stdout!r} for {calls} calls on {list(cpus)}")
-    return typed(rows, LOOPS_FRAME)
+    return LOOPS_FRAME.frame(rows)
 
 
 @replayable

@@ -11,8 +11,6 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pandas as pd
-
 from ebpf_lab.core.guards import check_uid
 
 #: at most this many execs per call (a bounded lab, not a fork bomb)
@@ -150,10 +148,3 @@ def exec_order(plan: Mapping[int, int], interleave: bool) -> list[int]:
                 order.append(uid)
                 left[uid] -= 1
     return order
-
-
-def typed(rows: Sequence[dict] | dict, dtypes: Mapping[str, str | None]) -> pd.DataFrame:
-    """A frame of ``rows`` with exactly the columns of ``dtypes``, in order, with those dtypes
-    (None: as built), also when there are no rows."""
-    df = pd.DataFrame(rows, columns=list(dtypes))
-    return df.astype({col: dtype for col, dtype in dtypes.items() if dtype is not None})

@@ -21,6 +21,7 @@ import pandas as pd
 from ebpf_lab.core.guards import check_uid
 from ebpf_lab.core.replay import replayable
 from ebpf_lab.core.run import stop_requested
+from ebpf_lab.show.frames import Schema
 from ebpf_lab.workloads.checks import (
     MAX_OPENS,
     MAX_STREAM_READS,
@@ -28,18 +29,19 @@ from ebpf_lab.workloads.checks import (
     check_cpu,
     check_may_switch_to,
     check_sizes,
-    typed,
 )
 from ebpf_lab.workloads.gated import SH_GATE, GatedChild, ReportingChild
 
 #: the frame :func:`writes` and :func:`reads` return: its columns, in order, and their dtypes
-CALLS_FRAME = {
-    "pid": "int64",
-    "uid": "int64",
-    "cpu": "Int64",
-    "syscall": "category",
-    "size": "int64",
-}
+CALLS_FRAME = Schema(
+    **{
+        "pid": "int64",
+        "uid": "int64",
+        "cpu": "Int64",
+        "syscall": "category",
+        "size": "int64",
+    }
+)
 
 # The child that makes the calls. Everything it needs (imports, the plan on stdin, its buffer,
 # the CPU pin) happens while it still runs as the parent's user; then it switches to the asked
@@ -78,7 +80,7 @@ def _io_calls(op: str, sizes: Sequence[int], uid: int | None, cpu: int | None) -
         check_may_switch_to([uid], "making calls as another UID")
     cpu = check_cpu(cpu)
     if stop_requested():
-        return typed([], CALLS_FRAME)
+        return CALLS_FRAME.frame([])
     plan = json.dumps({"op": op, "sizes": sizes, "uid": uid, "cpu": cpu}).encode()
     proc = subprocess.Popen(
         [sys.executable, "-I", "-S", "-c", _IO_CHILD],
@@ -94,8 +96,8 @@ def _io_calls(op: str, sizes: Sequence[int], uid: int | None, cpu: int | None) -
             f"{err.decode(errors='replace').strip()[-500:]}"
         )
     uid = os.geteuid() if uid is None else uid
-    return typed(
-        {"pid": proc.pid, "uid": uid, "cpu": cpu, "syscall": op, "size": sizes}, CALLS_FRAME
+    return CALLS_FRAME.frame(
+        {"pid": proc.pid, "uid": uid, "cpu": cpu, "syscall": op, "size": sizes}
     )
 
 

@@ -16,17 +16,17 @@ import pandas as pd
 
 from ebpf_lab.core.replay import replayable
 from ebpf_lab.core.run import stop_requested
+from ebpf_lab.show.frames import Schema
 from ebpf_lab.workloads.checks import (
     check_cpu,
     check_may_switch_to,
     check_plan,
     check_seconds,
     exec_order,
-    typed,
 )
 
 #: the frame :func:`execs` returns: its columns, in order, and their dtypes
-EXECS_FRAME = {"pid": "int64", "uid": "int64", "program": None, "returncode": "int64"}
+EXECS_FRAME = Schema(**{"pid": "int64", "uid": "int64", "program": None, "returncode": "int64"})
 
 
 @replayable
@@ -86,7 +86,7 @@ def execs(
             **kwargs,
         )
         rows.append({"pid": proc.pid, "uid": uid, "program": program, "returncode": proc.wait()})
-    return typed(rows, EXECS_FRAME)
+    return EXECS_FRAME.frame(rows)
 
 
 def unused_uid(low: int = 100_000, high: int = 2**31 - 1) -> int:

@@ -14,6 +14,7 @@ import pytest
 
 import ebpf_lab
 import ebpf_lab.workloads as workloads
+from ebpf_lab.show.frames import Schema
 from ebpf_lab.workloads import c_helpers, checks, cpu, fileio, gated, native, processes
 
 #: every name notebooks, tests, benchmarks and exercises import from ebpf_lab.workloads
@@ -218,12 +219,12 @@ def test_switching_uid_needs_root(monkeypatch):
     checks.check_may_switch_to([1000, 1001], "running as 1001")
 
 
-def test_typed_frames_keep_columns_and_dtypes_when_empty():
-    shape = {"pid": "int64", "name": None, "cpu": "Int64"}
-    empty = checks.typed([], shape)
+def test_nullable_ints_in_a_schema_keep_missing_values():
+    shape = Schema(pid="int64", name=None, cpu="Int64")
+    empty = shape.frame([])
     assert list(empty.columns) == ["pid", "name", "cpu"]
     assert str(empty["pid"].dtype) == "int64" and str(empty["cpu"].dtype) == "Int64"
-    full = checks.typed([{"cpu": None, "name": "a", "pid": 3}], shape)
+    full = shape.frame([{"cpu": None, "name": "a", "pid": 3}])
     assert full["pid"].tolist() == [3] and full["name"].tolist() == ["a"]
     assert full["cpu"].isna().tolist() == [True]
     assert str(full["cpu"].dtype) == "Int64"
@@ -238,7 +239,7 @@ def test_parse_loops_makes_one_row_per_cpu():
         {"uid": 4242, "cpu": 0, "calls": 5, "start_ns": 100, "end_ns": 2100, "loop_seconds": 2e-6},
         {"uid": 4242, "cpu": 1, "calls": 5, "start_ns": 200, "end_ns": 1200, "loop_seconds": 1e-6},
     ]
-    assert list(df.columns) == list(c_helpers.LOOPS_FRAME)
+    assert list(df.columns) == c_helpers.LOOPS_FRAME.columns
     assert str(df["cpu"].dtype) == "int64"
 
 
