@@ -367,6 +367,11 @@ def run_answer(
     probes = []
     if tracepoint_macros(source) and fn is None:
         label = "TRACEPOINT_PROBE: " + ", ".join(tracepoint_macros(source))
+        # BCC attaches TRACEPOINT_PROBE functions while it compiles (the core's autoload kind)
+        probes = [
+            Probe("autoload", tp, "tracepoint__" + tp.replace(":", "__"))
+            for tp in tracepoint_macros(source)
+        ]
     elif tracepoint is None:
         raise Wrong(
             "say where your program attaches: write its function with BCC's "

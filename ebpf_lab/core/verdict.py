@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from ebpf_lab.core import program_log
+from ebpf_lab.core.attach import AUTOLOAD_PREFIXES
 from ebpf_lab.core.errors import ProgramError
 from ebpf_lab.core.guards import require_bcc, require_root
 from ebpf_lab.core.loader import _trim_log, capture_stderr_fd, compiled_unattached
@@ -33,17 +34,6 @@ PROG_TYPES = {
     "tracing": "TRACING",  # fentry/fexit (BCC's KFUNC_PROBE)
     "lsm": "LSM",
 }
-
-#: BCC attaches functions with these name prefixes by itself; their program type follows
-AUTOLOAD_PREFIXES = (
-    ("raw_tracepoint__", "raw_tracepoint"),
-    ("tracepoint__", "tracepoint"),
-    ("kretprobe__", "kprobe"),
-    ("kprobe__", "kprobe"),
-    ("kretfunc__", "tracing"),
-    ("kfunc__", "tracing"),
-    ("lsm__", "lsm"),
-)
 
 #: a program type: a name of :data:`PROG_TYPES` or BCC's constant (``bcc.BPF.TRACEPOINT``)
 ProgType = Union[str, int]
@@ -83,19 +73,21 @@ class Verdict:
 
 def autoloaded(fn: str) -> bool:
     """Whether BCC attaches ``fn`` by itself (``TRACEPOINT_PROBE`` and friends name them so)."""
-    return fn.startswith(tuple(prefix for prefix, _ in AUTOLOAD_PREFIXES))
+    return fn.startswith(tuple(AUTOLOAD_PREFIXES))
 
 
 def _const(bcc: Any, prog_type: ProgType) -> int:
-    return prog_type if isinstance(prog_type, int) else getattr(bcc.BPF, PROG_TYPES[prog_type])
+    if isinstance(prog_type, int):
+        return prog_type
+    return getattr(bcc.BPF, PROG_TYPES.get(prog_type, prog_type))  # a name, or BCC's own
 
 
 def _type_for(fn: str, types: Mapping[str, ProgType] | ProgType) -> ProgType:
     if isinstance(types, Mapping) and fn in types:
         return types[fn]
-    for prefix, kind in AUTOLOAD_PREFIXES:
+    for prefix, const_name in AUTOLOAD_PREFIXES.items():
         if fn.startswith(prefix):
-            return kind
+            return const_name
     return "tracepoint" if isinstance(types, Mapping) else types
 
 

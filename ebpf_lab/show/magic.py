@@ -232,7 +232,9 @@ def run_cell(line: str, cell: str, user_ns: dict[str, Any], args: Any) -> Any:
             "%%ebpf: say where to attach, e.g. --tracepoint syscalls:sys_enter_execve FN "
             "(or use BCC's TRACEPOINT_PROBE(category, event) macro in the cell)"
         )
+    # BCC attaches these while it compiles; the core checks that it did (its autoload kind)
     label = ", ".join([p.describe() for p in probes] + [f"auto {fn}" for fn in auto])
+    probes = [*probes, *(Probe("autoload", fn, fn) for fn in auto)]
     reader = _MapReader()
     summary = bounded_run(
         name="%%ebpf",
