@@ -13,8 +13,8 @@ import ebpf_lab
 import ebpf_lab.core.run
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core.loader import compile_program, release
-from ebpf_lab.lessons.l05_maps.maps import bucket_bounds, log2_bucket
 from ebpf_lab.show.frames import table_frame
+from ebpf_lab.show.log2 import bucket_bounds, log2_bucket
 from ebpf_lab.workloads import reads, writes
 
 pytestmark = needs_root

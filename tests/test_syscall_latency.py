@@ -10,8 +10,8 @@ import pytest
 from conftest import interrupt_once_attached, needs_root
 
 import ebpf_lab
-from ebpf_lab.lessons.l05_maps.maps import log2_bucket
 from ebpf_lab.lessons.l09_tracing import syscall_latency as sl
+from ebpf_lab.show.log2 import log2_bucket
 from ebpf_lab.workloads import opens_child
 
 pytestmark = needs_root

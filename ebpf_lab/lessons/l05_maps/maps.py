@@ -33,7 +33,8 @@ from ebpf_lab.core.guards import (
 )
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run, stop_requested
-from ebpf_lab.show.frames import table_frame
+from ebpf_lab.show.frames import Schema, table_frame
+from ebpf_lab.show.log2 import bucket_bounds, log2_bucket, slot_rows  # noqa: F401 (read here)
 
 #: the kinds of map :func:`map_counts` can count in
 MAP_KINDS = ("hash", "array", "percpu_hash", "percpu_array")
@@ -44,6 +45,8 @@ DEFAULT_MAX_ENTRIES = {"hash": 1024, "array": 64, "percpu_hash": 1024, "percpu_a
 MAX_MAP_ENTRIES = 65_536
 #: system calls whose sizes :func:`size_histogram` can count
 SYSCALLS = ("write", "read")
+#: :func:`size_histogram`'s frame: every slot from the smallest to the largest non-empty one
+SIZE_HISTOGRAM = Schema(bucket="int64", low="uint64", high="uint64", count="int64")
 
 
 def _uid_cflags(uid: int | None) -> list[str]:
@@ -252,26 +255,6 @@ def lru_survivors(
 # --------------------------------------------------------------------------- size_histogram
 
 
-def log2_bucket(size: int) -> int:
-    """The ``BPF_HISTOGRAM`` slot ``bpf_log2l(size)`` picks: the bit length of ``size`` (0 -> 1).
-
-    ``1 -> 1``, ``2..3 -> 2``, ``4..7 -> 3``, ..., ``4096..8191 -> 13``. Zero shares slot 1
-    with one.
-    """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise ValueError(f"size must be a whole number >= 0, got {size!r}")
-    return max(size.bit_length(), 1)
-
-
-def bucket_bounds(bucket: int) -> tuple[int, int]:
-    """The smallest and largest size counted in histogram slot ``bucket`` (1 holds 0 and 1)."""
-    if isinstance(bucket, bool) or not isinstance(bucket, int) or not 0 <= bucket < 65:
-        raise ValueError(f"bucket must be a whole number from 0 to 64, got {bucket!r}")
-    if bucket <= 1:
-        return 0, bucket
-    return 1 << (bucket - 1), (1 << bucket) - 1
-
-
 def size_histogram(
     syscall: str = "write",
     uid: int | None = None,
@@ -299,7 +282,7 @@ def size_histogram(
         One row per slot from the smallest to the largest non-empty one (empty slots between
         them included): ``bucket``, ``low``, ``high`` (the sizes the slot holds) and ``count``.
         ``df.attrs``: ``syscall``, ``uid``, ``total`` (calls counted). Plot it with
-        :func:`plot_log2_histogram`.
+        :func:`ebpf_lab.plot_log2_histogram`.
 
     Raises:
         ValueError: bad syscall, uid, duration or workload (before anything loads).
@@ -312,15 +295,8 @@ def size_histogram(
 
     def read(ctx: RunContext) -> pd.DataFrame:
         counts = {int(k.value): int(v.value) for k, v in ctx.table("dist").items()}
-        used = [b for b, n in counts.items() if n]
         ctx.attrs["total"] = sum(counts.values())
-        rows = []
-        if used:
-            for b in range(min(used), max(used) + 1):
-                low, high = bucket_bounds(b)
-                rows.append({"bucket": b, "low": low, "high": high, "count": counts.get(b, 0)})
-        df = pd.DataFrame(rows, columns=["bucket", "low", "high", "count"])
-        return df.astype({"bucket": "int64", "low": "uint64", "high": "uint64", "count": "int64"})
+        return SIZE_HISTOGRAM.frame(slot_rows({(): counts}))
 
     return bounded_run(
         name=f"size_histogram ({syscall})",
@@ -333,55 +309,6 @@ def size_histogram(
         live=live,
         attrs={"syscall": syscall, "uid": uid},
     )
-
-
-def _human_bytes(n: int) -> str:
-    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n >= scale and n % scale == 0:
-            return f"{n // scale}{unit}"
-    return str(n)
-
-
-def plot_log2_histogram(df: pd.DataFrame, ax: Any = None) -> Any:
-    """Bar plot of a :func:`size_histogram` frame: one bar per power-of-two slot.
-
-    Args:
-        df: the frame from ``size_histogram`` (columns ``low``, ``high``, ``count``).
-        ax: a matplotlib Axes to draw on (default: a new figure).
-
-    Returns:
-        The matplotlib Axes.
-    """
-    import matplotlib.pyplot as plt
-
-    from ebpf_lab.show.plots import PROJECTOR_STYLE, _axes
-
-    missing = {"low", "high", "count"} - set(df.columns)
-    if missing:
-        raise ValueError(
-            f"plot_log2_histogram needs a size_histogram frame; missing {sorted(missing)}"
-        )
-    ax = _axes(ax)
-    with plt.rc_context(PROJECTOR_STYLE):
-        # bucket b holds low..high, i.e. [low, high + 1): powers of two read best that way
-        labels = [
-            f"[{_human_bytes(int(lo))}, {_human_bytes(int(hi) + 1)})"
-            for lo, hi in zip(df["low"], df["high"])
-        ]
-        bars = ax.bar(range(len(df)), df["count"], color="tab:blue", edgecolor="black")
-        ax.bar_label(bars, padding=2)
-        ax.set_xticks(range(len(df)), labels, rotation=45, ha="right")
-        syscall = df.attrs.get("syscall", "")
-        ax.set_title(
-            f"{syscall}() calls by size (power-of-two buckets)"
-            if syscall
-            else "calls by size (power-of-two buckets)"
-        )
-        ax.set_xlabel("bytes asked for: [from, to)")
-        ax.set_ylabel("calls")
-        ax.set_ylim(0, max(1, int(df["count"].max()) if len(df) else 1) * 1.15)
-        ax.grid(True, axis="y", alpha=0.3)
-    return ax
 
 
 # ----------------------------------------------------------------------- user_space_updates
