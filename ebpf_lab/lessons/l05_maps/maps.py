@@ -24,6 +24,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from ebpf_lab.core.attach import Probe
+from ebpf_lab.core.collectors import MapReader
 from ebpf_lab.core.guards import (
     check_choice,
     check_duration,
@@ -32,7 +33,7 @@ from ebpf_lab.core.guards import (
     check_workload,
 )
 from ebpf_lab.core.loader import program_source
-from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run, stop_requested
+from ebpf_lab.core.run import Alternative, RunContext, bounded_run, stop_requested
 from ebpf_lab.show.frames import Schema, table_frame
 from ebpf_lab.show.log2 import bucket_bounds, log2_bucket, slot_rows  # noqa: F401 (read here)
 
@@ -63,20 +64,6 @@ def _syscall_probe(syscall: str, fn: str) -> list[Alternative]:
             f"{syscall}() calls: the syscalls:sys_enter_{syscall} tracepoint",
         )
     ]
-
-
-class _ReadAtEnd(Collector):
-    """Reads the maps once, after the workload is done: ``read(ctx)`` builds the frame."""
-
-    def __init__(self, read: Callable[[RunContext], pd.DataFrame]) -> None:
-        self.read = read
-        self.ctx: RunContext | None = None
-
-    def start(self, ctx: RunContext) -> None:
-        self.ctx = ctx
-
-    def finish(self, ctx: RunContext) -> pd.DataFrame:
-        return self.read(ctx)
 
 
 # ------------------------------------------------------------------------------- map_counts
@@ -147,7 +134,7 @@ def map_counts(
         name=f"map_counts ({kind})",
         source=program_source("write_counts"),
         alternatives=_syscall_probe("write", "count_write"),
-        collector=_ReadAtEnd(read),
+        collector=MapReader(read),
         duration=duration,
         workload=workload,
         cflags=cflags,
@@ -243,7 +230,7 @@ def lru_survivors(
         name="lru_survivors",
         source=program_source("lru_survivors"),
         alternatives=_syscall_probe("write", "remember_write"),
-        collector=_ReadAtEnd(read),
+        collector=MapReader(read),
         duration=duration,
         workload=workload,
         cflags=cflags,
@@ -302,7 +289,7 @@ def size_histogram(
         name=f"size_histogram ({syscall})",
         source=program_source("size_histogram"),
         alternatives=_syscall_probe(syscall, f"hist_{syscall}"),
-        collector=_ReadAtEnd(read),
+        collector=MapReader(read),
         duration=duration,
         workload=workload,
         cflags=cflags,
@@ -396,7 +383,7 @@ def user_space_updates(
         ("watched.clear()", lambda w: w.clear()),
     ]
     rows: list[dict[str, Any]] = []
-    collector = _ReadAtEnd(lambda ctx: _score_frame(ctx, rows))
+    collector = MapReader(lambda ctx: _score_frame(ctx, rows))
 
     def demonstrate() -> None:
         ctx = collector.ctx
