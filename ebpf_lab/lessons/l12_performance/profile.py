@@ -28,7 +28,13 @@ import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core.attach import Probe
-from ebpf_lab.core.guards import check_choice, check_duration, check_pid, check_workload
+from ebpf_lab.core.guards import (
+    check_choice,
+    check_duration,
+    check_pid,
+    check_sample_freq,
+    check_workload,
+)
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run
 from ebpf_lab.show.frames import Schema, decode_c_string
@@ -225,27 +231,6 @@ def _walk(stacks: Any, stack_id: int) -> list[int]:
         return []
 
 
-def _max_sample_rate() -> int:
-    try:
-        return int(Path("/proc/sys/kernel/perf_event_max_sample_rate").read_text())
-    except (OSError, ValueError):
-        return 100_000
-
-
-def _check_sample_freq(sample_freq: Any) -> int:
-    limit = _max_sample_rate()
-    if (
-        isinstance(sample_freq, bool)
-        or not isinstance(sample_freq, int)
-        or not 1 <= sample_freq <= limit
-    ):
-        raise ValueError(
-            f"sample_freq must be a whole number of samples per second from 1 to {limit} "
-            f"(kernel.perf_event_max_sample_rate), got {sample_freq!r}"
-        )
-    return sample_freq
-
-
 def cpu_profile(
     duration: float = 1.0,
     workload: Callable[[], Any] | None = None,
@@ -283,7 +268,7 @@ def cpu_profile(
     duration = check_duration(duration)
     check_workload(workload)
     pid = check_pid(pid)
-    sample_freq = _check_sample_freq(sample_freq)
+    sample_freq = check_sample_freq(sample_freq)
     visible, why = kernel_symbols_visible()
     probe = Probe("perf_event", "software:cpu-clock", "on_sample", sample_freq=sample_freq)
     return bounded_run(
