@@ -198,7 +198,7 @@ def test_helper_build_without_a_compiler_says_what_to_install(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "CC"}
     env.update({"PATH": str(tmp_path / "empty"), native.CACHE_ENV: str(tmp_path / "cache")})
     code = (
-        "from ebpf_lab import native\n"
+        "from ebpf_lab.workloads import native\n"
         "from ebpf_lab.core.errors import HelperBuildError\n"
         "try:\n"
         "    native.build('read_loop')\n"

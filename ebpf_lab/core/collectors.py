@@ -12,9 +12,8 @@ them:
 
 Per-run values go *into* the program through maps, not ``-D`` flags, so the C text stays the
 same from run to run and compiles once (the compile cache, :mod:`ebpf_lab.core.compile_cache`):
-``MapReader(..., fill={"run_tag": {0: tag}})`` writes those entries as soon as the program is
-attached, before the workload starts. The program must treat the map's zero value (not yet
-filled) as "do nothing".
+``MapReader(..., fill={"run_tag": {0: tag}})`` writes those entries after the program is
+compiled and before it is attached: the program never runs without them.
 """
 
 from __future__ import annotations
@@ -31,6 +30,26 @@ from ebpf_lab.core.run import Collector, RunContext
 STREAM_MAP_TYPES = {4: "perf buffer", 27: "ring buffer"}
 
 
+def fill_maps(bpf: Any, fill: Mapping[str, Mapping[int, int]]) -> None:
+    """Write ``{map name: {key: value}}`` into a compiled program's maps (a collector's
+    ``prepare``: after compiling, before attaching)."""
+    for name, entries in fill.items():
+        table = bpf[name.encode()]
+        for key, value in entries.items():
+            table[table.Key(key)] = table.Leaf(value)
+
+
+def tgid_filter(pid: int | None) -> tuple[list[str], dict[str, dict[int, int]]]:
+    """The cflags and map entries of a program that watches one process, or every one.
+
+    For a program written with ``#ifdef FILTER_TGID`` and a ``BPF_ARRAY(target_tgid, u32, 1)``:
+    ``pid`` goes into the map, not the text, so one compile serves every pid.
+    """
+    if pid is None:
+        return [], {}
+    return ["-DFILTER_TGID"], {"target_tgid": {0: int(pid)}}
+
+
 class MapReader(Collector):
     """Reads the program's maps once, at the end of the run (and fills some at the start).
 
@@ -40,8 +59,8 @@ class MapReader(Collector):
         each: turns one key/value map (a BCC table) into a frame; every map of the program is
             read this way into :attr:`frames` (a map ``each`` refuses with ValueError or
             KeyError goes to :attr:`skipped`).
-        fill: ``{map name: {key: value}}`` written into the maps once the program is attached,
-            before the workload starts: the run's own values (a tag, a pid to watch...).
+        fill: ``{map name: {key: value}}`` written into the maps after compiling, before
+            attaching: the run's own values (a tag, a pid to watch...).
 
     Attributes:
         ctx: the run's context once attached (a workload may read or write maps through it);
@@ -66,12 +85,11 @@ class MapReader(Collector):
         self.frames: dict[str, pd.DataFrame] = {}
         self.skipped: dict[str, str] = {}
 
+    def prepare(self, bpf: Any) -> None:
+        fill_maps(bpf, self.fill)
+
     def start(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        for name, entries in self.fill.items():
-            table = ctx.table(name)
-            for key, value in entries.items():
-                table[table.Key(key)] = table.Leaf(value)
 
     def finish(self, ctx: RunContext) -> pd.DataFrame:
         if self.each is not None:

@@ -139,6 +139,10 @@ class Collector:
 
         return guarded
 
+    def prepare(self, bpf: Any) -> None:
+        """Write the run's own values (a tag, a pid) into the program's maps; called once, after
+        compiling and before attaching, so the program never runs without them."""
+
     def start(self, ctx: RunContext) -> None:
         """Open buffers and take first readings; called once, after attaching."""
 
@@ -368,6 +372,7 @@ def _run_live(
         # would belong to no Python object and stay until the process exits.
         with sigint_deferred() as arrived:
             bpf = compile_program(source, cflags, name=name)
+            collector.prepare(bpf)  # the run's own values, before anything runs
             chosen, failures = _attach_first_working(bcc, bpf, alternatives, name)
         if arrived:
             raise KeyboardInterrupt

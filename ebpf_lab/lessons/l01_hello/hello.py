@@ -25,7 +25,7 @@ COLUMNS = LINES.columns
 class _TraceReader(MapReader):
     """Reads the lab's private trace instance and keeps only lines carrying this run's tag.
 
-    The tag reaches the program through its ``run_tag`` map, written when the program is
+    The tag reaches the program through its ``run_tag`` map, written before the program is
     attached (:class:`~ebpf_lab.core.collectors.MapReader`'s ``fill``): the program's text is
     the same for every run, so it is compiled once.
     """
@@ -40,7 +40,7 @@ class _TraceReader(MapReader):
 
     def start(self, ctx: RunContext) -> None:
         self.instance = PrintkInstance().open()
-        super().start(ctx)  # the tag last: no line is printed before the instance reads
+        super().start(ctx)
 
     def poll(self, ctx: RunContext, timeout: float) -> None:
         assert self.instance is not None
@@ -112,7 +112,7 @@ def hello(
     duration = check_duration(duration)
     check_workload(workload)
     alternatives = exec_alternatives(attach, "hello_kprobe", "hello_tracepoint")
-    tag = secrets.randbits(31) | 1  # odd, so never 0 (0: "no tag yet" to the program)
+    tag = secrets.randbits(31) | 1
     return bounded_run(
         name="hello",
         source=program_source("hello"),

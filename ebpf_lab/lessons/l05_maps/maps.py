@@ -50,10 +50,15 @@ SYSCALLS = ("write", "read")
 SIZE_HISTOGRAM = Schema(bucket="int64", low="uint64", high="uint64", count="int64")
 
 
-def _uid_cflags(uid: int | None) -> list[str]:
+def _uid_filter(uid: int | None) -> tuple[list[str], dict[str, dict[int, int]]]:
+    """The cflags and map entries that count only ``uid``'s calls (nothing: every call).
+
+    The UID goes into the program's ``filter_uid`` map, not its text: one compile serves every
+    UID (the compile cache keys on the text and cflags).
+    """
     if uid is None:
-        return []
-    return [f"-DFILTER_UID={check_uid(uid)}"]
+        return [], {}
+    return ["-DFILTER_UID"], {"filter_uid": {0: check_uid(uid)}}
 
 
 def _syscall_probe(syscall: str, fn: str) -> list[Alternative]:
@@ -111,7 +116,7 @@ def map_counts(
         PermissionError: not root.
     """
     check_choice(kind, "kind", MAP_KINDS)
-    cflags = _uid_cflags(uid)
+    cflags, fill = _uid_filter(uid)
     duration = check_duration(duration)
     check_workload(workload)
     entries = check_positive_int(max_entries, "max_entries", MAX_MAP_ENTRIES)
@@ -134,7 +139,7 @@ def map_counts(
         name=f"map_counts ({kind})",
         source=program_source("write_counts"),
         alternatives=_syscall_probe("write", "count_write"),
-        collector=MapReader(read),
+        collector=MapReader(read, fill=fill),
         duration=duration,
         workload=workload,
         cflags=cflags,
@@ -197,7 +202,8 @@ def lru_survivors(
     entries = check_positive_int(max_entries, "max_entries", MAX_MAP_ENTRIES)
     if entries is None:
         raise ValueError("max_entries must be a positive whole number, e.g. 4")
-    cflags = _uid_cflags(uid) + [f"-DMAX_ENTRIES={entries}"]
+    cflags, fill = _uid_filter(uid)
+    cflags.append(f"-DMAX_ENTRIES={entries}")
     duration = check_duration(duration)
     check_workload(workload)
 
@@ -230,7 +236,7 @@ def lru_survivors(
         name="lru_survivors",
         source=program_source("lru_survivors"),
         alternatives=_syscall_probe("write", "remember_write"),
-        collector=MapReader(read),
+        collector=MapReader(read, fill=fill),
         duration=duration,
         workload=workload,
         cflags=cflags,
@@ -276,7 +282,7 @@ def size_histogram(
         PermissionError: not root.
     """
     check_choice(syscall, "syscall", SYSCALLS)
-    cflags = _uid_cflags(uid)
+    cflags, fill = _uid_filter(uid)
     duration = check_duration(duration)
     check_workload(workload)
 
@@ -289,7 +295,7 @@ def size_histogram(
         name=f"size_histogram ({syscall})",
         source=program_source("size_histogram"),
         alternatives=_syscall_probe(syscall, f"hist_{syscall}"),
-        collector=MapReader(read),
+        collector=MapReader(read, fill=fill),
         duration=duration,
         workload=workload,
         cflags=cflags,

@@ -34,6 +34,7 @@ from typing import Any, Callable, NamedTuple
 import pandas as pd
 
 from ebpf_lab.core.attach import Probe
+from ebpf_lab.core.collectors import fill_maps, tgid_filter
 from ebpf_lab.core.guards import (
     check_duration,
     check_pid,
@@ -99,11 +100,17 @@ def errno_name(ret: int) -> str | None:
 class _LatencyReader(Collector):
     """Drains the ring buffer while the run goes on; reads the histogram map at the end."""
 
-    def __init__(self, events: bool, max_events: int | None) -> None:
+    def __init__(
+        self, events: bool, max_events: int | None, fill: dict[str, dict[int, int]]
+    ) -> None:
+        self.fill = fill
         self.events = events
         self.max_events = max_events
         self.rows: list[tuple[Any, ...]] = []
         self.histogram = pd.DataFrame()
+
+    def prepare(self, bpf: Any) -> None:
+        fill_maps(bpf, self.fill)  # the pid to watch, if any
 
     def start(self, ctx: RunContext) -> None:
         if not self.events:
@@ -213,8 +220,8 @@ def open_latency(
     if not isinstance(events, bool):
         raise ValueError(f"events must be True or False, got {events!r}")
     check_positive_int(max_events, "max_events", MAX_EVENTS)
-    cflags = [
-        f"-DTARGET_TGID={pid or 0}",
+    cflags, fill = tgid_filter(pid)
+    cflags += [
         f"-DSEND_EVENTS={int(events)}",
         f"-DFILENAME_LEN={FILENAME_LEN}",
         f"-DRINGBUF_PAGES={RING_PAGES}",
@@ -223,7 +230,7 @@ def open_latency(
         Probe("tracepoint", f"syscalls:sys_enter_{SYSCALL}", "openat_enter"),
         Probe("tracepoint", f"syscalls:sys_exit_{SYSCALL}", "openat_exit"),
     ]
-    collector = _LatencyReader(events, max_events)
+    collector = _LatencyReader(events, max_events, fill)
     events_frame = bounded_run(
         name="syscall_latency",
         source=program_source("syscall_latency"),

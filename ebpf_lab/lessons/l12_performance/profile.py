@@ -28,6 +28,7 @@ import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core.attach import Probe
+from ebpf_lab.core.collectors import fill_maps, tgid_filter
 from ebpf_lab.core.guards import (
     check_choice,
     check_duration,
@@ -164,6 +165,9 @@ class _Sampler(Collector):
         self.symbols: Symbolizer | None = None
         self.next_scan = 0.0
 
+    def prepare(self, bpf: Any) -> None:
+        fill_maps(bpf, tgid_filter(self.pid)[1])  # the pid to sample, if any
+
     def start(self, ctx: RunContext) -> None:
         self.symbols = Symbolizer()
         self.symbols.remember(-1)
@@ -281,7 +285,7 @@ def cpu_profile(
         duration=duration,
         workload=workload,
         cflags=[
-            f"-DTARGET_TGID={pid or 0}",
+            *tgid_filter(pid)[0],
             f"-DSTACK_ENTRIES={STACK_ENTRIES}",
             f"-DCOUNT_ENTRIES={COUNT_ENTRIES}",
         ],
