@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ebpf_lab.core.collectors import fill_maps
 from ebpf_lab.core.run import Collector, RunContext
 from ebpf_lab.core.tracefs import PrintkInstance, parse_line
 from ebpf_lab.show.frames import Schema
@@ -164,8 +165,11 @@ class _CompareReader(Collector):
     """One thread visits the trace, perf and ring buffers in turn, charging each its CPU time."""
 
     def __init__(
-        self, buffers: tuple[str, ...], tag: int, sizes: dict[str, int], ncpus: int
+        self, buffers: tuple[str, ...], tag: int, sizes: dict[str, int], ncpus: int, pid: int
     ) -> None:
+        self.fill = {"target_tgid": {0: pid}}
+        if "trace" in buffers:
+            self.fill["run_tag"] = {0: tag}
         self.buffers = buffers
         self.sizes = sizes
         self.ncpus = ncpus
@@ -179,6 +183,9 @@ class _CompareReader(Collector):
             _RingVisitor(self.sinks["ring"], sizes["ring"] // 24) if "ring" in buffers else None
         )
         self.visits: dict[str, Any] = {}
+
+    def prepare(self, bpf: Any) -> None:
+        fill_maps(bpf, self.fill)  # the source's pid (and the trace lines' tag)
 
     def start(self, ctx: RunContext) -> None:
         if self.trace is not None:
@@ -279,6 +286,7 @@ class _StreamReader(Collector):
     """One path: per-event callbacks, or whole batches decoded with numpy."""
 
     def __init__(self, path: str, batch: int, ring_bytes: int, child: GatedChild) -> None:
+        self.fill = {"target_tgid": {0: child.pid}}
         self.path = path
         self.batch = batch
         self.child = child
@@ -287,6 +295,9 @@ class _StreamReader(Collector):
         self.raw: list[bytes] = []
         self.arrays: list[np.ndarray] = []
         self.flushed = 0
+
+    def prepare(self, bpf: Any) -> None:
+        fill_maps(bpf, self.fill)  # the source's pid (and the trace lines' tag)
 
     def start(self, ctx: RunContext) -> None:
         if self.path == "callback":

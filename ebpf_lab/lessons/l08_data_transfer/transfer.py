@@ -240,13 +240,9 @@ def buffer_comparison(
     tag = secrets.randbits(31) | 1
     box: dict[str, pd.DataFrame] = {}
     with read_stream_child(events) as child:
-        cflags = [
-            f"-DTARGET_TGID={child.pid}",
-            f"-DRUN_TAG={tag:#x}",
-            f"-DRING_PAGES={sizes['ring'] // _PAGE}",
-        ]
+        cflags = [f"-DRING_PAGES={sizes['ring'] // _PAGE}"]
         cflags += [f"-DWITH_{b.upper()}" for b in chosen]
-        collector = _CompareReader(chosen, tag, sizes, ncpus)
+        collector = _CompareReader(chosen, tag, sizes, ncpus, child.pid)
         df = bounded_run(
             name="transfer",
             source=program_source("transfer"),
@@ -417,7 +413,7 @@ def stream_events(
         probe = Probe("raw_tracepoint", _RAW_SOURCE, "on_sys_enter")
     start = read_loop_child(events, threads) if source == "read_loop" else read_stream_child(events)
     with start as child:
-        cflags = [f"-DTARGET_TGID={child.pid}", f"-DRING_PAGES={ring_pages}"]
+        cflags = [f"-DRING_PAGES={ring_pages}"]
         if path == "batched":
             name, fn_source, cflags = (
                 "transfer_batch",
@@ -428,7 +424,7 @@ def stream_events(
             name, fn_source, cflags = (
                 "transfer",
                 "transfer",
-                cflags + ["-DWITH_RING", "-DRUN_TAG=0"],
+                cflags + ["-DWITH_RING"],
             )
         collector = _StreamReader(path, batch, ring_pages * _PAGE, child)
         df = bounded_run(
