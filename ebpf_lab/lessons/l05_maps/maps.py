@@ -150,15 +150,17 @@ def map_counts(
 
 # ---------------------------------------------------------------------------- lru_survivors
 
-LRU_COLUMNS = [
-    "size",
-    "in_lru",
-    "lru_calls",
-    "lru_last_event",
-    "in_plain",
-    "plain_calls",
-    "plain_last_event",
-]
+#: :func:`lru_survivors`' frame: one row per size either map still holds (<NA>: not held)
+LRU = Schema(
+    size="int64",
+    in_lru="bool",
+    lru_calls="Int64",
+    lru_last_event="Int64",
+    in_plain="bool",
+    plain_calls="Int64",
+    plain_last_event="Int64",
+)
+LRU_COLUMNS = LRU.columns
 
 
 def lru_survivors(
@@ -218,15 +220,7 @@ def lru_survivors(
         df = lru.join(plain, how="outer").sort_index().reset_index()
         df["in_lru"] = df["size"].isin(lru.index)
         df["in_plain"] = df["size"].isin(plain.index)
-        df = df[LRU_COLUMNS].astype(
-            {
-                "size": "int64",
-                "lru_calls": "Int64",
-                "lru_last_event": "Int64",
-                "plain_calls": "Int64",
-                "plain_last_event": "Int64",
-            }
-        )
+        df = LRU.frame(df)
         stats = ctx.table("stats")
         ctx.attrs["events"] = int(stats[0].value)
         ctx.attrs["refused"] = int(stats[1].value)
@@ -306,16 +300,18 @@ def size_histogram(
 
 # ----------------------------------------------------------------------- user_space_updates
 
-UPDATE_COLUMNS = [
-    "step",
-    "action",
-    "uid",
-    "weight",
-    "writes",
-    "expected",
-    "kernel_added",
-    "watched_after",
-]
+#: :func:`user_space_updates`' frame: one row per step and UID
+UPDATES = Schema(
+    step="int64",
+    action="category",
+    uid="int64",
+    weight="int64",
+    writes="int64",
+    expected="int64",
+    kernel_added="int64",
+    watched_after="string",
+)
+UPDATE_COLUMNS = UPDATES.columns
 
 
 def user_space_updates(
@@ -433,16 +429,4 @@ def _score_frame(ctx: RunContext, rows: list[dict[str, Any]]) -> pd.DataFrame:
     )
     df["expected"] = df["writes"] * df["weight"]
     df["kernel_added"] = [scores.get((s, u), 0) for s, u in zip(df["step"], df["uid"])]
-    df = df[UPDATE_COLUMNS]
-    return df.astype(
-        {
-            "step": "int64",
-            "action": "category",
-            "uid": "int64",
-            "weight": "int64",
-            "writes": "int64",
-            "expected": "int64",
-            "kernel_added": "int64",
-            "watched_after": "string",
-        }
-    )
+    return UPDATES.frame(df)
