@@ -51,7 +51,7 @@ def tgid_filter(pid: int | None) -> tuple[list[str], dict[str, dict[int, int]]]:
 
 
 class MapReader(Collector):
-    """Reads the program's maps once, at the end of the run (and fills some at the start).
+    """Reads the program's maps once, at the end of the run (and fills some before attaching).
 
     Args:
         read: builds the run's frame from the maps (``read(ctx)``); default: a frame listing
