@@ -25,7 +25,6 @@ from ebpf_lab.lessons.l04_verifier.verifier import VerifyResult, disassemble, pr
 from ebpf_lab.lessons.l05_maps.maps import (
     lru_survivors,
     map_counts,
-    plot_log2_histogram,
     size_histogram,
     user_space_updates,
 )
@@ -39,8 +38,6 @@ from ebpf_lab.lessons.l08_data_transfer.transfer import (
 )
 from ebpf_lab.lessons.l09_tracing.syscall_latency import (
     open_latency,
-    plot_latency_histogram,
-    plot_tracing_cost,
     tracing_cost,
 )
 from ebpf_lab.lessons.l10_networking.xdp_firewall import (
@@ -50,11 +47,18 @@ from ebpf_lab.lessons.l10_networking.xdp_firewall import (
 from ebpf_lab.lessons.l11_security.exec_watch import exec_deny, exec_watch, lsm_status
 from ebpf_lab.lessons.l12_performance.profile import (
     cpu_profile,
-    plot_flame,
     run_queue_latency,
     top_functions,
 )
-from ebpf_lab.show.plots import plot_counter_race, plot_exec_rates, plot_firewall
+from ebpf_lab.show.plots import (
+    plot_counter_race,
+    plot_exec_rates,
+    plot_firewall,
+    plot_flame,
+    plot_latency_histogram,
+    plot_log2_histogram,
+    plot_tracing_cost,
+)
 
 __all__ = [
     "BccMissing",

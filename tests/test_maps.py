@@ -13,8 +13,8 @@ import ebpf_lab
 import ebpf_lab.core.run
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core.loader import compile_program, release
-from ebpf_lab.lessons.l05_maps.maps import bucket_bounds, log2_bucket
 from ebpf_lab.show.frames import table_frame
+from ebpf_lab.show.log2 import bucket_bounds, log2_bucket
 from ebpf_lab.workloads import reads, writes
 
 pytestmark = needs_root
@@ -195,6 +195,21 @@ def test_histogram_bucket_counts_are_exact(syscall, fresh_uids, no_leaks):
     assert df.attrs["total"] == len(sizes)
     assert df.attrs["syscall"] == syscall
     assert df.attrs["attach"] == "tracepoint"
+
+
+def test_histograms_of_two_uids_compile_once(fresh_uids, no_leaks):
+    """The UID goes into the filter_uid map, not the C: a second UID reuses the first compile,
+    and each run counts only its own UID's calls."""
+    from ebpf_lab.core import compile_cache
+
+    a, b = fresh_uids(2)
+    compile_cache.clear()
+    first = ebpf_lab.size_histogram(uid=a, duration=0.1, workload=lambda: writes([1, 8], uid=a))
+    second = ebpf_lab.size_histogram(uid=b, duration=0.1, workload=lambda: writes([100], uid=b))
+    info = compile_cache.info()
+    assert (info["misses"], info["hits"], info["entries"]) == (1, 1, 1)
+    assert dict(zip(first["bucket"], first["count"])) == {1: 1, 2: 0, 3: 0, 4: 1}
+    assert dict(zip(second["bucket"], second["count"])) == {7: 1}
 
 
 def test_histogram_plot(fresh_uids, no_leaks):

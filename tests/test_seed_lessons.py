@@ -232,6 +232,33 @@ def test_hello_ignores_other_programs_lines(no_leaks):
     assert df.attrs["other_printk_lines"] >= 3
 
 
+def test_hello_compiles_once_and_each_run_keeps_its_own_lines(fresh_uids, no_leaks):
+    """The run's tag reaches the program through a map, so the C text is the same for every run:
+    two runs compile it once (the compile cache's counters). Run at the same time (the second
+    inside the first's workload), each keeps only the lines of its own tag: every exec once."""
+    from ebpf_lab.core import compile_cache
+
+    a, b = fresh_uids(2)
+    outer_box, inner_box = {}, {}
+
+    def outer_work():
+        outer_box["done"] = execs({a: 3})
+        outer_box["inner"] = ebpf_lab.hello(duration=0.3, workload=recording({b: 2}, inner_box))
+
+    compile_cache.clear()
+    outer = ebpf_lab.hello(duration=0.3, workload=outer_work)
+    info = compile_cache.info()
+    assert (info["misses"], info["hits"], info["entries"]) == (1, 1, 1)
+    inner = outer_box["inner"]
+    outer_pids, inner_pids = set(outer_box["done"].pid), set(inner_box["done"].pid)
+    # the inner run saw its own two execs once each, and nothing of the outer run's lines
+    assert sorted(inner.loc[inner.pid.isin(inner_pids | outer_pids), "pid"]) == sorted(inner_pids)
+    # the outer run saw all five execs (its own and the inner run's) once each
+    seen = outer.loc[outer.pid.isin(inner_pids | outer_pids), "pid"]
+    assert sorted(seen) == sorted(inner_pids | outer_pids)
+    assert (outer["message"] == "Hello World!").all() and (inner["message"] == "Hello World!").all()
+
+
 # ---------------------------------------------------------------- attach choices
 
 

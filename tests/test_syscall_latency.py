@@ -10,8 +10,8 @@ import pytest
 from conftest import interrupt_once_attached, needs_root
 
 import ebpf_lab
-from ebpf_lab.lessons.l05_maps.maps import log2_bucket
 from ebpf_lab.lessons.l09_tracing import syscall_latency as sl
+from ebpf_lab.show.log2 import log2_bucket
 from ebpf_lab.workloads import opens_child
 
 pytestmark = needs_root
@@ -79,6 +79,24 @@ def test_exact_opens_and_enoent(target, no_leaks):
     assert str(events["comm"].dtype) == "category" and str(hist["comm"].dtype) == "category"
     assert events.attrs["attach"] == "tracepoint" and events.attrs["syscall"] == "openat"
     assert events.attrs["pid"] == done.pid
+
+
+def test_two_children_compile_once(target, no_leaks):
+    """The pid goes into the target_tgid map, not the C: the second child's run reuses the first
+    compile, and each run sees only its own child's calls."""
+    from ebpf_lab.core import compile_cache
+
+    compile_cache.clear()
+    _, first, done1 = run_child(target, opens=3, missing=1)
+    _, second, done2 = run_child(target, opens=2, missing=2)
+    info = compile_cache.info()
+    assert (info["misses"], info["hits"], info["entries"]) == (1, 1, 1)
+    assert done1.pid != done2.pid
+    assert (first["pid"] == done1.pid).all() and len(first) == 4
+    assert (second["pid"] == done2.pid).all() and len(second) == 4
+    # the child's successful opens come first, then the missing ones
+    assert list(first["ret"] < 0) == [False, False, False, True]
+    assert list(second["ret"] < 0) == [False, False, True, True]
 
 
 def test_histogram_only(target, no_leaks):

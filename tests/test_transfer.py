@@ -86,6 +86,30 @@ def test_one_buffer_alone(no_leaks):
     assert len(df) == 2_000 and df.attrs["lost"] == {"ring": 0}
 
 
+def test_two_comparisons_compile_once(no_leaks):
+    """The source's pid and the run's tag go into maps, not the C: a second run (another dd,
+    another tag) reuses the first compile, and each run gets exactly its own source's reads."""
+    from ebpf_lab.core import compile_cache
+
+    compile_cache.clear()
+    first = buffer_comparison(1_000, buffer_kb=1024)
+    second = buffer_comparison(2_000, buffer_kb=1024)
+    info = compile_cache.info()
+    assert (info["misses"], info["hits"], info["entries"]) == (1, 1, 1)
+    assert first.attrs["source"]["pid"] != second.attrs["source"]["pid"]
+    for df, n in ((first, 1_000), (second, 2_000)):
+        assert df.attrs["generated"] == n
+        for b in BUFFERS:
+            assert sorted(df.loc[df["buffer"] == b, "seq"]) == list(range(n)), b
+
+
+def test_summary_needs_a_comparison_frame():
+    import pandas as pd
+
+    with pytest.raises(ValueError):
+        transfer_summary(pd.DataFrame({"seq": [1]}))
+
+
 # ---------------------------------------------------------------- one path at full speed
 
 

@@ -41,8 +41,10 @@ import pandas as pd
 
 from ebpf_lab.core import replay
 from ebpf_lab.core.attach import Probe
+from ebpf_lab.core.collectors import MapReader
 from ebpf_lab.core.errors import BccMissing, ProgramError, UnsupportedFeature
-from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run
+from ebpf_lab.core.run import Alternative, bounded_run
+from ebpf_lab.show.frames import table_frame
 
 _ID_RE = re.compile(r"^\d\d\.\d+$")
 _MISSING: Any = object()
@@ -325,24 +327,6 @@ def tracepoint_macros(source: str) -> list[str]:
     return [f"{m.group(1)}:{m.group(2)}" for m in _TP_MACRO_RE.finditer(source)]
 
 
-class _MapFrames(Collector):
-    """Every key/value map of the program as a frame, read once at the end of the run."""
-
-    def __init__(self) -> None:
-        self.frames: dict[str, pd.DataFrame] = {}
-
-    def finish(self, ctx: RunContext) -> pd.DataFrame:
-        from ebpf_lab.core.loader import table_names
-        from ebpf_lab.show.frames import table_frame
-
-        for raw in table_names(ctx.bpf):
-            try:
-                self.frames[raw.decode()] = table_frame(ctx.bpf[raw])
-            except (ValueError, KeyError):
-                continue  # perf/ring buffers and the like are not tables
-        return pd.DataFrame({"map": list(self.frames)})
-
-
 def run_answer(
     source: str,
     *,
@@ -398,7 +382,7 @@ def run_answer(
             raise Wrong(f"your C has no function called {fn}() (it defines: {', '.join(names)})")
         probes = [Probe("tracepoint", tracepoint, fn)]
         label = f"tracepoint {tracepoint}"
-    maps = _MapFrames()
+    maps = MapReader(each=table_frame)
     bounded_run(
         name="exercise check",
         source=source,

@@ -116,3 +116,26 @@ def require_bcc() -> ModuleType:
     if not hasattr(bcc, "BPF"):
         raise BccMissing(f"the 'bcc' module at {getattr(bcc, '__file__', '?')} is not BCC")
     return bcc
+
+
+def check_sample_freq(sample_freq: Any) -> int:
+    """A perf event's samples per second: a whole number from 1 to the kernel's limit.
+
+    The limit is ``kernel.perf_event_max_sample_rate`` (``/proc/sys``), which the kernel may
+    lower by itself when sampling takes too long; 100000 if it cannot be read.
+    """
+    try:
+        with open("/proc/sys/kernel/perf_event_max_sample_rate") as f:
+            limit = int(f.read())
+    except (OSError, ValueError):
+        limit = 100_000
+    if (
+        isinstance(sample_freq, bool)
+        or not isinstance(sample_freq, int)
+        or not 1 <= sample_freq <= limit
+    ):
+        raise ValueError(
+            f"sample_freq must be a whole number of samples per second from 1 to {limit} "
+            f"(kernel.perf_event_max_sample_rate), got {sample_freq!r}"
+        )
+    return sample_freq

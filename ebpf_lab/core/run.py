@@ -140,6 +140,10 @@ class Collector:
 
         return guarded
 
+    def prepare(self, bpf: Any) -> None:
+        """Write the run's own values (a tag, a pid) into the program's maps; called once, after
+        compiling and before attaching, so the program never runs without them."""
+
     def start(self, ctx: RunContext) -> None:
         """Open buffers and take first readings; called once, after attaching."""
 
@@ -359,6 +363,7 @@ def _run_live(spec: RunSpec) -> pd.DataFrame:
         # would belong to no Python object and stay until the process exits.
         with sigint_deferred() as arrived:
             bpf = compile_program(source, spec.cflags, name=name)
+            collector.prepare(bpf)  # the run's own values, before anything runs
             chosen, failures = _attach_first_working(bcc, bpf, alternatives, name)
         if arrived:
             raise KeyboardInterrupt

@@ -10,19 +10,28 @@ from typing import Any, Callable
 import pandas as pd
 
 from ebpf_lab.core.attach import exec_alternatives
+from ebpf_lab.core.collectors import MapReader
 from ebpf_lab.core.guards import check_duration, check_workload
 from ebpf_lab.core.loader import program_source
-from ebpf_lab.core.run import Collector, RunContext, bounded_run
+from ebpf_lab.core.run import RunContext, bounded_run
 from ebpf_lab.core.tracefs import PrintkInstance
-from ebpf_lab.show.frames import typed_frame
+from ebpf_lab.show.frames import Schema
 
-COLUMNS = ["time", "pid", "comm", "cpu", "message"]
+#: one line per execve
+LINES = Schema(time="time", pid="int64", comm="category", cpu="int64", message="string")
+COLUMNS = LINES.columns
 
 
-class _TraceReader(Collector):
-    """Reads the lab's private trace instance and keeps only lines carrying this run's tag."""
+class _TraceReader(MapReader):
+    """Reads the lab's private trace instance and keeps only lines carrying this run's tag.
+
+    The tag reaches the program through its ``run_tag`` map, written before the program is
+    attached (:class:`~ebpf_lab.core.collectors.MapReader`'s ``fill``): the program's text is
+    the same for every run, so it is compiled once.
+    """
 
     def __init__(self, tag: int) -> None:
+        super().__init__(read=self._frame, fill={"run_tag": {0: tag}})
         self.pattern = re.compile(rf"^\[ebpf-lab {tag:x} (.*?)\] (.*)$")
         self.instance: PrintkInstance | None = None
         self.rows: list[dict[str, Any]] = []
@@ -31,6 +40,7 @@ class _TraceReader(Collector):
 
     def start(self, ctx: RunContext) -> None:
         self.instance = PrintkInstance().open()
+        super().start(ctx)
 
     def poll(self, ctx: RunContext, timeout: float) -> None:
         assert self.instance is not None
@@ -53,17 +63,12 @@ class _TraceReader(Collector):
                 }
             )
 
-    def finish(self, ctx: RunContext) -> pd.DataFrame:
+    def _frame(self, ctx: RunContext) -> pd.DataFrame:
         df = pd.DataFrame(self.rows, columns=["ktime_ns", "pid", "comm", "cpu", "message"])
         df.insert(0, "time", ctx.to_time(df["ktime_ns"]).to_numpy())
-        df = typed_frame(
-            df.drop(columns="ktime_ns"),
-            COLUMNS,
-            {"pid": "int64", "comm": "category", "cpu": "int64", "message": "string"},
-        )
         ctx.attrs["other_printk_lines"] = self.others
         ctx.attrs["odd_lines"] = self.odd
-        return df
+        return LINES.frame(df.drop(columns="ktime_ns"))
 
     def close(self, ctx: RunContext | None) -> None:
         if self.instance is not None:
@@ -115,7 +120,6 @@ def hello(
         collector=_TraceReader(tag),
         duration=duration,
         workload=workload,
-        cflags=[f"-DRUN_TAG={tag:#x}"],
         live=live,
         attrs={"buffer": "trace (bpf_trace_printk)"},
     )

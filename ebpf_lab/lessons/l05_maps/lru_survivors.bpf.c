@@ -4,7 +4,13 @@
 // Both maps have room for MAX_ENTRIES keys and see the same write() calls, keyed by size.
 // The value remembers how many calls used the key and the number of the last event that did,
 // so user space can see which keys were used recently.
-// FILTER_UID (optional): count only calls made by that user ID.
+// FILTER_UID (optional): count only calls made by one user ID, the one the lab writes into the
+// map filter_uid before attaching (a map, not a number in the text: the text stays the same
+// whatever the UID, and compiles once).
+
+#ifdef FILTER_UID
+BPF_ARRAY(filter_uid, u32, 1);
+#endif
 
 struct use_t {
     u64 calls;         // calls with this size since the key was (last) inserted
@@ -19,7 +25,9 @@ BPF_ARRAY(stats, u64, 2);     // [0] events seen, [1] inserts the plain hash ref
 int remember_write(struct tracepoint__syscalls__sys_enter_write *args)
 {
 #ifdef FILTER_UID
-    if ((u32)bpf_get_current_uid_gid() != FILTER_UID)
+    int zero = 0;
+    u32 *uid = filter_uid.lookup(&zero);
+    if (uid == NULL || (u32)bpf_get_current_uid_gid() != *uid)
         return 0;
 #endif
     u64 size = args->count;

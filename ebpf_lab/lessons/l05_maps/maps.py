@@ -24,6 +24,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from ebpf_lab.core.attach import Probe
+from ebpf_lab.core.collectors import MapReader
 from ebpf_lab.core.guards import (
     check_choice,
     check_duration,
@@ -32,8 +33,9 @@ from ebpf_lab.core.guards import (
     check_workload,
 )
 from ebpf_lab.core.loader import program_source
-from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run, stop_requested
-from ebpf_lab.show.frames import table_frame
+from ebpf_lab.core.run import Alternative, RunContext, bounded_run, stop_requested
+from ebpf_lab.show.frames import Schema, table_frame
+from ebpf_lab.show.log2 import bucket_bounds, log2_bucket, slot_rows  # noqa: F401 (read here)
 
 #: the kinds of map :func:`map_counts` can count in
 MAP_KINDS = ("hash", "array", "percpu_hash", "percpu_array")
@@ -44,12 +46,19 @@ DEFAULT_MAX_ENTRIES = {"hash": 1024, "array": 64, "percpu_hash": 1024, "percpu_a
 MAX_MAP_ENTRIES = 65_536
 #: system calls whose sizes :func:`size_histogram` can count
 SYSCALLS = ("write", "read")
+#: :func:`size_histogram`'s frame: every slot from the smallest to the largest non-empty one
+SIZE_HISTOGRAM = Schema(bucket="int64", low="uint64", high="uint64", count="int64")
 
 
-def _uid_cflags(uid: int | None) -> list[str]:
+def _uid_filter(uid: int | None) -> tuple[list[str], dict[str, dict[int, int]]]:
+    """The cflags and map entries that count only ``uid``'s calls (nothing: every call).
+
+    The UID goes into the program's ``filter_uid`` map, not its text: one compile serves every
+    UID (the compile cache keys on the text and cflags).
+    """
     if uid is None:
-        return []
-    return [f"-DFILTER_UID={check_uid(uid)}"]
+        return [], {}
+    return ["-DFILTER_UID"], {"filter_uid": {0: check_uid(uid)}}
 
 
 def _syscall_probe(syscall: str, fn: str) -> list[Alternative]:
@@ -60,20 +69,6 @@ def _syscall_probe(syscall: str, fn: str) -> list[Alternative]:
             f"{syscall}() calls: the syscalls:sys_enter_{syscall} tracepoint",
         )
     ]
-
-
-class _ReadAtEnd(Collector):
-    """Reads the maps once, after the workload is done: ``read(ctx)`` builds the frame."""
-
-    def __init__(self, read: Callable[[RunContext], pd.DataFrame]) -> None:
-        self.read = read
-        self.ctx: RunContext | None = None
-
-    def start(self, ctx: RunContext) -> None:
-        self.ctx = ctx
-
-    def finish(self, ctx: RunContext) -> pd.DataFrame:
-        return self.read(ctx)
 
 
 # ------------------------------------------------------------------------------- map_counts
@@ -121,7 +116,7 @@ def map_counts(
         PermissionError: not root.
     """
     check_choice(kind, "kind", MAP_KINDS)
-    cflags = _uid_cflags(uid)
+    cflags, fill = _uid_filter(uid)
     duration = check_duration(duration)
     check_workload(workload)
     entries = check_positive_int(max_entries, "max_entries", MAX_MAP_ENTRIES)
@@ -144,7 +139,7 @@ def map_counts(
         name=f"map_counts ({kind})",
         source=program_source("write_counts"),
         alternatives=_syscall_probe("write", "count_write"),
-        collector=_ReadAtEnd(read),
+        collector=MapReader(read, fill=fill),
         duration=duration,
         workload=workload,
         cflags=cflags,
@@ -155,15 +150,17 @@ def map_counts(
 
 # ---------------------------------------------------------------------------- lru_survivors
 
-LRU_COLUMNS = [
-    "size",
-    "in_lru",
-    "lru_calls",
-    "lru_last_event",
-    "in_plain",
-    "plain_calls",
-    "plain_last_event",
-]
+#: :func:`lru_survivors`' frame: one row per size either map still holds (<NA>: not held)
+LRU = Schema(
+    size="int64",
+    in_lru="bool",
+    lru_calls="Int64",
+    lru_last_event="Int64",
+    in_plain="bool",
+    plain_calls="Int64",
+    plain_last_event="Int64",
+)
+LRU_COLUMNS = LRU.columns
 
 
 def lru_survivors(
@@ -207,7 +204,8 @@ def lru_survivors(
     entries = check_positive_int(max_entries, "max_entries", MAX_MAP_ENTRIES)
     if entries is None:
         raise ValueError("max_entries must be a positive whole number, e.g. 4")
-    cflags = _uid_cflags(uid) + [f"-DMAX_ENTRIES={entries}"]
+    cflags, fill = _uid_filter(uid)
+    cflags.append(f"-DMAX_ENTRIES={entries}")
     duration = check_duration(duration)
     check_workload(workload)
 
@@ -222,15 +220,7 @@ def lru_survivors(
         df = lru.join(plain, how="outer").sort_index().reset_index()
         df["in_lru"] = df["size"].isin(lru.index)
         df["in_plain"] = df["size"].isin(plain.index)
-        df = df[LRU_COLUMNS].astype(
-            {
-                "size": "int64",
-                "lru_calls": "Int64",
-                "lru_last_event": "Int64",
-                "plain_calls": "Int64",
-                "plain_last_event": "Int64",
-            }
-        )
+        df = LRU.frame(df)
         stats = ctx.table("stats")
         ctx.attrs["events"] = int(stats[0].value)
         ctx.attrs["refused"] = int(stats[1].value)
@@ -240,7 +230,7 @@ def lru_survivors(
         name="lru_survivors",
         source=program_source("lru_survivors"),
         alternatives=_syscall_probe("write", "remember_write"),
-        collector=_ReadAtEnd(read),
+        collector=MapReader(read, fill=fill),
         duration=duration,
         workload=workload,
         cflags=cflags,
@@ -250,26 +240,6 @@ def lru_survivors(
 
 
 # --------------------------------------------------------------------------- size_histogram
-
-
-def log2_bucket(size: int) -> int:
-    """The ``BPF_HISTOGRAM`` slot ``bpf_log2l(size)`` picks: the bit length of ``size`` (0 -> 1).
-
-    ``1 -> 1``, ``2..3 -> 2``, ``4..7 -> 3``, ..., ``4096..8191 -> 13``. Zero shares slot 1
-    with one.
-    """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise ValueError(f"size must be a whole number >= 0, got {size!r}")
-    return max(size.bit_length(), 1)
-
-
-def bucket_bounds(bucket: int) -> tuple[int, int]:
-    """The smallest and largest size counted in histogram slot ``bucket`` (1 holds 0 and 1)."""
-    if isinstance(bucket, bool) or not isinstance(bucket, int) or not 0 <= bucket < 65:
-        raise ValueError(f"bucket must be a whole number from 0 to 64, got {bucket!r}")
-    if bucket <= 1:
-        return 0, bucket
-    return 1 << (bucket - 1), (1 << bucket) - 1
 
 
 def size_histogram(
@@ -299,34 +269,27 @@ def size_histogram(
         One row per slot from the smallest to the largest non-empty one (empty slots between
         them included): ``bucket``, ``low``, ``high`` (the sizes the slot holds) and ``count``.
         ``df.attrs``: ``syscall``, ``uid``, ``total`` (calls counted). Plot it with
-        :func:`plot_log2_histogram`.
+        :func:`ebpf_lab.plot_log2_histogram`.
 
     Raises:
         ValueError: bad syscall, uid, duration or workload (before anything loads).
         PermissionError: not root.
     """
     check_choice(syscall, "syscall", SYSCALLS)
-    cflags = _uid_cflags(uid)
+    cflags, fill = _uid_filter(uid)
     duration = check_duration(duration)
     check_workload(workload)
 
     def read(ctx: RunContext) -> pd.DataFrame:
         counts = {int(k.value): int(v.value) for k, v in ctx.table("dist").items()}
-        used = [b for b, n in counts.items() if n]
         ctx.attrs["total"] = sum(counts.values())
-        rows = []
-        if used:
-            for b in range(min(used), max(used) + 1):
-                low, high = bucket_bounds(b)
-                rows.append({"bucket": b, "low": low, "high": high, "count": counts.get(b, 0)})
-        df = pd.DataFrame(rows, columns=["bucket", "low", "high", "count"])
-        return df.astype({"bucket": "int64", "low": "uint64", "high": "uint64", "count": "int64"})
+        return SIZE_HISTOGRAM.frame(slot_rows({(): counts}))
 
     return bounded_run(
         name=f"size_histogram ({syscall})",
         source=program_source("size_histogram"),
         alternatives=_syscall_probe(syscall, f"hist_{syscall}"),
-        collector=_ReadAtEnd(read),
+        collector=MapReader(read, fill=fill),
         duration=duration,
         workload=workload,
         cflags=cflags,
@@ -335,67 +298,20 @@ def size_histogram(
     )
 
 
-def _human_bytes(n: int) -> str:
-    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n >= scale and n % scale == 0:
-            return f"{n // scale}{unit}"
-    return str(n)
-
-
-def plot_log2_histogram(df: pd.DataFrame, ax: Any = None) -> Any:
-    """Bar plot of a :func:`size_histogram` frame: one bar per power-of-two slot.
-
-    Args:
-        df: the frame from ``size_histogram`` (columns ``low``, ``high``, ``count``).
-        ax: a matplotlib Axes to draw on (default: a new figure).
-
-    Returns:
-        The matplotlib Axes.
-    """
-    import matplotlib.pyplot as plt
-
-    from ebpf_lab.show.plots import PROJECTOR_STYLE, _axes
-
-    missing = {"low", "high", "count"} - set(df.columns)
-    if missing:
-        raise ValueError(
-            f"plot_log2_histogram needs a size_histogram frame; missing {sorted(missing)}"
-        )
-    ax = _axes(ax)
-    with plt.rc_context(PROJECTOR_STYLE):
-        # bucket b holds low..high, i.e. [low, high + 1): powers of two read best that way
-        labels = [
-            f"[{_human_bytes(int(lo))}, {_human_bytes(int(hi) + 1)})"
-            for lo, hi in zip(df["low"], df["high"])
-        ]
-        bars = ax.bar(range(len(df)), df["count"], color="tab:blue", edgecolor="black")
-        ax.bar_label(bars, padding=2)
-        ax.set_xticks(range(len(df)), labels, rotation=45, ha="right")
-        syscall = df.attrs.get("syscall", "")
-        ax.set_title(
-            f"{syscall}() calls by size (power-of-two buckets)"
-            if syscall
-            else "calls by size (power-of-two buckets)"
-        )
-        ax.set_xlabel("bytes asked for: [from, to)")
-        ax.set_ylabel("calls")
-        ax.set_ylim(0, max(1, int(df["count"].max()) if len(df) else 1) * 1.15)
-        ax.grid(True, axis="y", alpha=0.3)
-    return ax
-
-
 # ----------------------------------------------------------------------- user_space_updates
 
-UPDATE_COLUMNS = [
-    "step",
-    "action",
-    "uid",
-    "weight",
-    "writes",
-    "expected",
-    "kernel_added",
-    "watched_after",
-]
+#: :func:`user_space_updates`' frame: one row per step and UID
+UPDATES = Schema(
+    step="int64",
+    action="category",
+    uid="int64",
+    weight="int64",
+    writes="int64",
+    expected="int64",
+    kernel_added="int64",
+    watched_after="string",
+)
+UPDATE_COLUMNS = UPDATES.columns
 
 
 def user_space_updates(
@@ -469,7 +385,7 @@ def user_space_updates(
         ("watched.clear()", lambda w: w.clear()),
     ]
     rows: list[dict[str, Any]] = []
-    collector = _ReadAtEnd(lambda ctx: _score_frame(ctx, rows))
+    collector = MapReader(lambda ctx: _score_frame(ctx, rows))
 
     def demonstrate() -> None:
         ctx = collector.ctx
@@ -513,16 +429,4 @@ def _score_frame(ctx: RunContext, rows: list[dict[str, Any]]) -> pd.DataFrame:
     )
     df["expected"] = df["writes"] * df["weight"]
     df["kernel_added"] = [scores.get((s, u), 0) for s, u in zip(df["step"], df["uid"])]
-    df = df[UPDATE_COLUMNS]
-    return df.astype(
-        {
-            "step": "int64",
-            "action": "category",
-            "uid": "int64",
-            "weight": "int64",
-            "writes": "int64",
-            "expected": "int64",
-            "kernel_added": "int64",
-            "watched_after": "string",
-        }
-    )
+    return UPDATES.frame(df)

@@ -8,7 +8,13 @@
 //   MAP_KIND 4  BPF_PERCPU_ARRAY   an array whose every slot holds one value per CPU
 //
 // Key: the byte count the caller asked write() to write. Value: how many such calls.
-// FILTER_UID (optional): count only calls made by that user ID.
+// FILTER_UID (optional): count only calls made by one user ID, the one the lab writes into the
+// map filter_uid before attaching (a map, not a number in the text: the text stays the same
+// whatever the UID, and compiles once).
+
+#ifdef FILTER_UID
+BPF_ARRAY(filter_uid, u32, 1);
+#endif
 
 #define KIND_HASH 1
 #define KIND_ARRAY 2
@@ -48,7 +54,9 @@ static __always_inline void count_no_slot(void)
 int count_write(struct tracepoint__syscalls__sys_enter_write *args)
 {
 #ifdef FILTER_UID
-    if ((u32)bpf_get_current_uid_gid() != FILTER_UID)   // low 32 bits: the UID
+    int zero = 0;
+    u32 *uid = filter_uid.lookup(&zero);
+    if (uid == NULL || (u32)bpf_get_current_uid_gid() != *uid)   // low 32 bits: the UID
         return 0;
 #endif
     u64 size = args->count;

@@ -5,14 +5,15 @@ from __future__ import annotations
 from ebpf_lab.classroom.checks import (
     Right,
     Wrong,
-    _MapFrames,
     c_functions,
     exercise,
     int_key_columns,
     map_counts,
 )
 from ebpf_lab.core.attach import Probe
+from ebpf_lab.core.collectors import MapReader
 from ebpf_lab.core.run import Alternative, bounded_run
+from ebpf_lab.show.frames import table_frame
 from ebpf_lab.workloads import execs, unused_uid
 
 EXECVE = "syscalls:sys_enter_execve"
@@ -52,7 +53,7 @@ def _run_with_counter(answer: str, fn: str | None, n: int) -> tuple[dict, int]:
         fn = names[0]
     elif fn not in names:
         raise Wrong(f"your C has no function called {fn}() (it defines: {', '.join(names)})")
-    maps = _MapFrames()
+    maps = MapReader(each=table_frame)
     probes = [Probe("tracepoint", EXECVE, fn), Probe("tracepoint", EXECVE_EXIT, "lab_check_count")]
     bounded_run(
         name="exercise check",

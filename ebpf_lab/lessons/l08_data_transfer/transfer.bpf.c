@@ -1,7 +1,7 @@
 // transfer.bpf.c: one stream of events, written to three buffers at once, to compare them.
 //
-// The events: the read() calls on file descriptor 0 of ONE process (TARGET_TGID, a dd the lab
-// starts: about a million one-byte reads per second). For each event the program
+// The events: the read() calls on file descriptor 0 of ONE process (target_tgid: a dd the
+// lab starts, about a million one-byte reads per second). For each event the program
 //   1. numbers it: seq = generated++, a kernel-side counter that user space checks against;
 //   2. writes it to the trace buffer (bpf_trace_printk: a line of text)      if WITH_TRACE
 //   3. writes it to the perf buffer  (perf_submit: this CPU's ring)          if WITH_PERF
@@ -10,6 +10,10 @@
 //
 // One program doing all the writes for each event means the buffers get exactly the same events
 // at the same moments; what differs is how each buffer stores them and what it does when full.
+//
+// The run's own values come through maps the lab writes before attaching, not through the text
+// (which then compiles once for every run): target_tgid, the source's process id, and run_tag,
+// the tag of this run's trace lines.
 
 struct event_t {
     u64 ktime_ns;                     // bpf_ktime_get_ns(): when (monotonic clock)
@@ -22,6 +26,10 @@ struct event_t {
 #define PERF_FAILED 2
 #define RING_FAILED 3
 BPF_ARRAY(counters, u64, 4);
+BPF_ARRAY(target_tgid, u32, 1);       // the source's process id
+#ifdef WITH_TRACE
+BPF_ARRAY(run_tag, u32, 1);           // this run's tag on its trace lines
+#endif
 
 #ifdef WITH_PERF
 BPF_PERF_OUTPUT(perf_events);         // one ring per CPU, PERF_PAGES each (sized by user space)
@@ -40,10 +48,11 @@ static __always_inline void count(int index)
 int on_read(struct tracepoint__syscalls__sys_enter_read *args)
 {
     // Keep only our source's reads of fd 0 (its input, /dev/zero).
-    if ((bpf_get_current_pid_tgid() >> 32) != TARGET_TGID || args->fd != 0)
+    int zero = GENERATED;                          // also the one entry of target_tgid, run_tag
+    u32 *tgid = target_tgid.lookup(&zero);
+    if (!tgid || (bpf_get_current_pid_tgid() >> 32) != *tgid || args->fd != 0)
         return 0;
 
-    int zero = GENERATED;
     u64 *generated = counters.lookup(&zero);
     if (!generated)
         return 0;
@@ -54,7 +63,8 @@ int on_read(struct tracepoint__syscalls__sys_enter_read *args)
 
 #ifdef WITH_TRACE
     // The trace buffer takes text; the line carries this run's tag (other programs print too).
-    if (bpf_trace_printk("[ebpf-lab-xfer %x] %u", RUN_TAG, e.seq) < 0)
+    u32 *tag = run_tag.lookup(&zero);
+    if (!tag || bpf_trace_printk("[ebpf-lab-xfer %x] %u", *tag, e.seq) < 0)
         count(TRACE_FAILED);
 #endif
 #ifdef WITH_PERF

@@ -29,14 +29,10 @@ batched path counts on the ``sys_enter`` raw tracepoint.
 
 from __future__ import annotations
 
-import array
 import contextlib
-import ctypes
 import os
-import re
 import secrets
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,8 +42,15 @@ import pandas as pd
 from ebpf_lab.core.attach import Probe
 from ebpf_lab.core.guards import check_choice, check_duration, require_bcc, require_root
 from ebpf_lab.core.loader import program_source
-from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run, ended_early
-from ebpf_lab.core.tracefs import PrintkInstance, parse_line
+from ebpf_lab.core.run import Alternative, bounded_run, ended_early
+from ebpf_lab.lessons.l08_data_transfer.readers import (
+    _PAGE,
+    EVENT_COLUMNS,
+    EVENT_DTYPE,  # noqa: F401 (notebook 08 reads it here)
+    _CompareReader,
+    _StreamReader,
+)
+from ebpf_lab.show.frames import Schema
 from ebpf_lab.workloads import (
     GatedChild,
     check_threads,
@@ -70,13 +73,39 @@ MAX_COMPARE_EVENTS = 2_000_000
 #: the largest buffer, in KiB
 MAX_BUFFER_KB = 256 * 1024
 
-#: one event as the kernel writes it (``struct event_t``)
-EVENT_DTYPE = np.dtype([("ktime_ns", "<u8"), ("seq", "<u4"), ("cpu", "<u4")])
+#: :func:`transfer_summary`'s frame, one row per buffer
+SUMMARY = Schema(
+    buffer="category",
+    generated="int64",
+    delivered="int64",
+    lost="int64",
+    balanced="bool",
+    lost_counted_by="object",
+    lost_reported="Int64",
+    delivered_fraction="float64",
+    duplicates="int64",
+    out_of_order="int64",
+    monotonic="bool",
+    cpus="int64",
+    user_cpu_s="float64",
+    us_per_event="float64",
+    buffer_kb="int64",
+)
+#: :func:`transfer_rates`' frame, one row per path
+RATES = Schema(
+    path="category",
+    events="int64",
+    generated="int64",
+    delivered="int64",
+    lost="int64",
+    delivered_fraction="float64",
+    events_per_s="float64",
+    source_events_per_s="float64",
+    user_cpu_s="float64",
+    us_per_event="float64",
+    batch="int64",
+)
 
-EVENT_COLUMNS = ["buffer", "arrival", "seq", "time", "cpu"]
-STREAM_COLUMNS = ["arrival", "seq", "time", "cpu"]
-
-_PAGE = 4096
 _TRACE_SOURCE = "syscalls:sys_enter_read"
 _RAW_SOURCE = "sys_enter"
 
@@ -133,380 +162,6 @@ def _online_cpus() -> int:
     from bcc.utils import get_online_cpus
 
     return len(get_online_cpus())
-
-
-# ---------------------------------------------------------------------------------- readers
-
-
-class _Sink:
-    """What one buffer delivered, in arrival order, and the user-space CPU time it cost."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.seq = array.array("q")
-        self.ktime = array.array("q")
-        self.cpu = array.array("q")
-        self.cpu_s = 0.0
-        self.reported_lost = 0
-        self.last_data = 0.0
-
-    def __len__(self) -> int:
-        return len(self.seq)
-
-    def add(self, e: Any) -> None:
-        self.seq.append(e.seq)
-        self.ktime.append(e.ktime_ns)
-        self.cpu.append(e.cpu)
-
-
-def _timed(sink: _Sink, visit: Any) -> int:
-    """Run one visit of a buffer, charge its CPU time to the buffer; return events it brought."""
-    before = len(sink)
-    t = time.thread_time()
-    visit()
-    sink.cpu_s += time.thread_time() - t
-    got = len(sink) - before
-    if got:
-        sink.last_data = time.monotonic()
-    return got
-
-
-class _TraceVisitor:
-    """Reads this run's lines from a private tracefs instance, about a buffer-full per visit."""
-
-    def __init__(self, sink: _Sink, tag: int, kb_per_cpu: int) -> None:
-        self.sink = sink
-        self.marker = f"[ebpf-lab-xfer {tag:x}] ".encode()
-        self.pattern = re.compile(rf"^\[ebpf-lab-xfer {tag:x}\] (\d+)$")
-        self.kb_per_cpu = kb_per_cpu
-        self.budget = 0
-        self.instance: PrintkInstance | None = None
-        self.partial = b""
-        self.others = 0
-
-    def open(self, ncpus: int) -> None:
-        self.instance = PrintkInstance().open()
-        (self.instance.path / "buffer_size_kb").write_text(str(self.kb_per_cpu))
-        # text lines are about twice the size of the binary entries the buffer holds
-        self.budget = 2 * self.kb_per_cpu * 1024 * ncpus
-
-    def visit(self) -> None:
-        assert self.instance is not None and self.instance.fd is not None
-        chunks, size = [], 0
-        while size < self.budget:
-            try:
-                chunk = os.read(self.instance.fd, 1 << 18)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if not chunks:
-            return
-        lines = (self.partial + b"".join(chunks)).split(b"\n")
-        self.partial = lines.pop()
-        for raw in lines:
-            if self.marker not in raw:
-                self.others += 1
-                continue
-            line = parse_line(raw.decode(errors="replace"))
-            m = self.pattern.match(line.message) if line is not None else None
-            if m is None:
-                self.others += 1
-                continue
-            self.sink.seq.append(int(m.group(1)))
-            self.sink.ktime.append(line.ktime_ns)
-            self.sink.cpu.append(line.cpu)
-
-    def overrun(self) -> int:
-        """Entries the instance's buffer overwrote before they were read (every program's)."""
-        total = 0
-        if self.instance is None:
-            return 0
-        for stats in self.instance.path.glob("per_cpu/cpu*/stats"):
-            with contextlib.suppress(OSError, ValueError):
-                for line in stats.read_text().splitlines():
-                    if line.startswith("overrun:"):
-                        total += int(line.split()[1])
-        return total
-
-    def close(self) -> None:
-        if self.instance is not None:
-            self.instance.close()
-
-
-class _RingVisitor:
-    """Consumes a ring buffer with a per-event BCC callback, at most ``budget`` records a visit.
-
-    libbpf keeps consuming as long as the producer keeps adding, so a fast producer would keep a
-    reader in one buffer forever; a callback that returns a negative number ends the visit
-    (the record it got is consumed and kept).
-    """
-
-    def __init__(self, sink: _Sink, budget: int) -> None:
-        self.sink = sink
-        self.budget = budget
-        self.left = budget
-
-    def callback(self, table: Any) -> Any:
-        sink = self.sink
-
-        def on_event(ctx: Any, data: Any, size: int) -> int:
-            sink.add(table.event(data))
-            self.left -= 1
-            return -1 if self.left <= 0 else 0
-
-        return on_event
-
-
-class _CompareReader(Collector):
-    """One thread visits the trace, perf and ring buffers in turn, charging each its CPU time."""
-
-    def __init__(
-        self, buffers: tuple[str, ...], tag: int, sizes: dict[str, int], ncpus: int
-    ) -> None:
-        self.buffers = buffers
-        self.sizes = sizes
-        self.ncpus = ncpus
-        self.sinks = {b: _Sink(b) for b in buffers}
-        self.trace = (
-            _TraceVisitor(self.sinks["trace"], tag, sizes["trace"] // 1024 // ncpus)
-            if "trace" in buffers
-            else None
-        )
-        self.ring = (
-            _RingVisitor(self.sinks["ring"], sizes["ring"] // 24) if "ring" in buffers else None
-        )
-        self.visits: dict[str, Any] = {}
-
-    def start(self, ctx: RunContext) -> None:
-        if self.trace is not None:
-            self.trace.open(self.ncpus)
-            self.visits["trace"] = self.trace.visit
-        if "perf" in self.buffers:
-            table = ctx.table("perf_events")
-            sink = self.sinks["perf"]
-
-            def on_perf(cpu: int, data: Any, size: int) -> None:
-                sink.add(table.event(data))
-
-            def on_lost(count: int) -> None:
-                sink.reported_lost += count
-
-            table.open_perf_buffer(
-                on_perf, page_cnt=self.sizes["perf"] // _PAGE // self.ncpus, lost_cb=on_lost
-            )
-            self.visits["perf"] = lambda: ctx.bpf.perf_buffer_poll(timeout=0)
-        if self.ring is not None:
-            ring = self.ring
-            ctx.table("ring_events").open_ring_buffer(ring.callback(ctx.table("ring_events")))
-
-            def visit_ring() -> None:
-                ring.left = ring.budget
-                ctx.bpf.ring_buffer_consume()
-
-            self.visits["ring"] = visit_ring
-
-    def _round(self) -> int:
-        return sum(_timed(self.sinks[b], self.visits[b]) for b in self.buffers)
-
-    def poll(self, ctx: RunContext, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while True:
-            got = self._round()
-            now = time.monotonic()
-            if now >= end:
-                return
-            if not got:
-                time.sleep(min(0.001, end - now))
-
-    def finish(self, ctx: RunContext) -> pd.DataFrame:
-        quiet = 0
-        while quiet < 3:  # drain: three rounds in a row that bring nothing
-            quiet = quiet + 1 if self._round() == 0 else 0
-        counters = ctx.table("counters")
-        generated = int(counters[0].value)
-        failed = {
-            "trace": int(counters[1].value),
-            "perf": int(counters[2].value),
-            "ring": int(counters[3].value),
-        }
-        parts = []
-        lost, reported, cpu_s = {}, {}, {}
-        for b in self.buffers:
-            sink = self.sinks[b]
-            seq = np.frombuffer(sink.seq, dtype=np.int64)
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "buffer": b,
-                        "arrival": np.arange(len(seq), dtype=np.int64),
-                        "seq": seq,
-                        "time": ctx.to_time(np.frombuffer(sink.ktime, dtype=np.int64)).to_numpy(),
-                        "cpu": np.frombuffer(sink.cpu, dtype=np.int64),
-                    }
-                )
-            )
-            delivered = int(np.unique(seq).size)
-            # perf and ring: the writes the program saw fail; trace: the lines that never came
-            lost[b] = generated - delivered if b == "trace" else failed[b]
-            cpu_s[b] = sink.cpu_s
-        if "perf" in self.buffers:
-            reported["perf"] = self.sinks["perf"].reported_lost
-        if self.trace is not None:
-            reported["trace"] = self.trace.overrun()
-            ctx.attrs["other_printk_lines"] = self.trace.others
-        df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=EVENT_COLUMNS)
-        df["buffer"] = pd.Categorical(df["buffer"], categories=list(self.buffers))
-        df = df[EVENT_COLUMNS].astype({"arrival": "int64", "seq": "int64", "cpu": "int64"})
-        ctx.attrs.update(
-            {
-                "generated": generated,
-                "lost": lost,
-                "failed_writes": failed,
-                "lost_reported": reported,
-                "user_cpu_s": cpu_s,
-            }
-        )
-        return df
-
-    def close(self, ctx: RunContext | None) -> None:
-        if self.trace is not None:
-            self.trace.close()
-
-
-class _StreamReader(Collector):
-    """One path: per-event callbacks, or whole batches decoded with numpy."""
-
-    def __init__(self, path: str, batch: int, ring_bytes: int, child: GatedChild) -> None:
-        self.path = path
-        self.batch = batch
-        self.child = child
-        self.sink = _Sink(path)
-        self.ring = _RingVisitor(self.sink, max(1, ring_bytes // 24))
-        self.raw: list[bytes] = []
-        self.arrays: list[np.ndarray] = []
-        self.flushed = 0
-
-    def start(self, ctx: RunContext) -> None:
-        if self.path == "callback":
-            table = ctx.table("ring_events")
-            table.open_ring_buffer(self.ring.callback(table))
-        else:
-            raw = self.raw
-
-            def on_batch(ctx_: Any, data: Any, size: int) -> int:
-                raw.append(ctypes.string_at(data, size))  # one copy; decoded in bulk below
-                return 0
-
-            ctx.table("batches").open_ring_buffer(on_batch)
-
-    def _visit(self, ctx: RunContext, ms: int) -> None:
-        # Wait up to ms for the kernel's wake-up; with ms == 0 (the final drain) take what the
-        # ring holds whether or not a wake-up came (a BPF_RB_NO_WAKEUP record sends none).
-        def read() -> None:
-            if ms == 0:
-                ctx.bpf.ring_buffer_consume()
-            else:
-                ctx.bpf.ring_buffer_poll(timeout=ms)
-
-        if self.path == "callback":
-            self.ring.left = self.ring.budget
-            read()
-            return
-        read()
-        if self.raw:
-            block = np.frombuffer(b"".join(self.raw), dtype=EVENT_DTYPE)
-            self.raw.clear()
-            self.arrays.append(block)
-
-    def _poll_once(self, ctx: RunContext, ms: int) -> int:
-        before = self._count()
-        t = time.thread_time()
-        self._visit(ctx, ms)
-        self.sink.cpu_s += time.thread_time() - t
-        got = self._count() - before
-        if got:
-            self.sink.last_data = time.monotonic()
-        return got
-
-    def _count(self) -> int:
-        if self.path == "callback":
-            return len(self.sink)
-        return sum(len(a) for a in self.arrays)
-
-    def poll(self, ctx: RunContext, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while True:
-            now = time.monotonic()
-            if now >= end:
-                return
-            self._poll_once(ctx, max(1, int((end - now) * 1000)))
-
-    def _flush_staging(self, ctx: RunContext) -> None:
-        """Read what is left in each CPU's staging area (the source has ended: no writers)."""
-        table = ctx.table("staging")
-        values = table.getvalue(table.Key(0))
-        batch_dtype = np.dtype([("n", "<u4"), ("pad", "<u4"), ("rec", EVENT_DTYPE, self.batch)])
-        per_cpu = np.frombuffer(bytes(values), dtype=batch_dtype)
-        for row in per_cpu:
-            n = int(row["n"])
-            if n:
-                self.arrays.append(row["rec"][:n].copy())
-                self.flushed += n
-
-    def finish(self, ctx: RunContext) -> pd.DataFrame:
-        quiet = 0
-        while quiet < 3:
-            quiet = quiet + 1 if self._poll_once(ctx, 0) == 0 else 0
-        if self.path == "batched":
-            t = time.thread_time()
-            self._flush_staging(ctx)
-            self.sink.cpu_s += time.thread_time() - t
-            events = np.concatenate(self.arrays) if self.arrays else np.empty(0, dtype=EVENT_DTYPE)
-            seq = events["seq"].astype(np.int64)
-            ktime = events["ktime_ns"].astype(np.int64)
-            cpu = events["cpu"].astype(np.int64)
-        else:
-            seq = np.frombuffer(self.sink.seq, dtype=np.int64)
-            ktime = np.frombuffer(self.sink.ktime, dtype=np.int64)
-            cpu = np.frombuffer(self.sink.cpu, dtype=np.int64)
-        counters = ctx.table("counters")
-        generated = int(counters[0].value)
-        lost = int(counters[1].value if self.path == "batched" else counters[3].value)
-        delivered = int(np.unique(seq).size)
-        child = self.child
-        start = child.released_at or ctx.t0_mono_ns / 1e9
-        source_end = child.exited_at or time.monotonic()
-        seconds = max(source_end, self.sink.last_data) - start
-        df = pd.DataFrame(
-            {
-                "arrival": np.arange(len(seq), dtype=np.int64),
-                "seq": seq,
-                "time": ctx.to_time(ktime).to_numpy(),
-                "cpu": cpu,
-            }
-        )
-        cpu_s = self.sink.cpu_s
-        ctx.attrs.update(
-            {
-                "generated": generated,
-                "delivered": delivered,
-                "lost": lost,
-                "delivered_fraction": delivered / generated if generated else float("nan"),
-                "stream_seconds": seconds,
-                "events_per_s": delivered / seconds if seconds > 0 else float("nan"),
-                "source_events_per_s": (
-                    generated / (source_end - start) if source_end > start else float("nan")
-                ),
-                "user_cpu_s": cpu_s,
-                "us_per_event": cpu_s / delivered * 1e6 if delivered else float("nan"),
-                "out_of_order": int(np.count_nonzero(np.diff(seq) < 0)),
-                "flushed_from_staging": self.flushed,
-            }
-        )
-        return df
 
 
 # ---------------------------------------------------------------------------------- lessons
@@ -585,13 +240,9 @@ def buffer_comparison(
     tag = secrets.randbits(31) | 1
     box: dict[str, pd.DataFrame] = {}
     with read_stream_child(events) as child:
-        cflags = [
-            f"-DTARGET_TGID={child.pid}",
-            f"-DRUN_TAG={tag:#x}",
-            f"-DRING_PAGES={sizes['ring'] // _PAGE}",
-        ]
+        cflags = [f"-DRING_PAGES={sizes['ring'] // _PAGE}"]
         cflags += [f"-DWITH_{b.upper()}" for b in chosen]
-        collector = _CompareReader(chosen, tag, sizes, ncpus)
+        collector = _CompareReader(chosen, tag, sizes, ncpus, child.pid)
         df = bounded_run(
             name="transfer",
             source=program_source("transfer"),
@@ -694,28 +345,9 @@ def transfer_summary(df: pd.DataFrame) -> pd.DataFrame:
                 "buffer_kb": df.attrs.get("buffer_bytes", {}).get(b, 0) // 1024,
             }
         )
-    out = pd.DataFrame(rows)
-    out["monotonic"] = out["out_of_order"] == 0
-    out = out[
-        [
-            "buffer",
-            "generated",
-            "delivered",
-            "lost",
-            "balanced",
-            "lost_counted_by",
-            "lost_reported",
-            "delivered_fraction",
-            "duplicates",
-            "out_of_order",
-            "monotonic",
-            "cpus",
-            "user_cpu_s",
-            "us_per_event",
-            "buffer_kb",
-        ]
-    ]
-    return out.astype({"buffer": "category", "lost_reported": "Int64"})
+    for row in rows:
+        row["monotonic"] = row["out_of_order"] == 0
+    return SUMMARY.frame(rows)
 
 
 def stream_events(
@@ -781,7 +413,7 @@ def stream_events(
         probe = Probe("raw_tracepoint", _RAW_SOURCE, "on_sys_enter")
     start = read_loop_child(events, threads) if source == "read_loop" else read_stream_child(events)
     with start as child:
-        cflags = [f"-DTARGET_TGID={child.pid}", f"-DRING_PAGES={ring_pages}"]
+        cflags = [f"-DRING_PAGES={ring_pages}"]
         if path == "batched":
             name, fn_source, cflags = (
                 "transfer_batch",
@@ -792,7 +424,7 @@ def stream_events(
             name, fn_source, cflags = (
                 "transfer",
                 "transfer",
-                cflags + ["-DWITH_RING", "-DRUN_TAG=0"],
+                cflags + ["-DWITH_RING"],
             )
         collector = _StreamReader(path, batch, ring_pages * _PAGE, child)
         df = bounded_run(
@@ -856,17 +488,7 @@ def transfer_rates(
     _check_kb(ring_kb, "ring_kb")
     _check_source(source, threads)
     require_root()
-    keys = [
-        "generated",
-        "delivered",
-        "lost",
-        "delivered_fraction",
-        "events_per_s",
-        "source_events_per_s",
-        "user_cpu_s",
-        "us_per_event",
-        "batch",
-    ]
+    keys = RATES.columns[2:]  # what each stream_events run says in its attrs
     rows = []
     for path in PATHS:
         df = stream_events(
@@ -875,7 +497,7 @@ def transfer_rates(
         if ended_early(df):  # Stop or Ctrl-C: a partial stream is no rate; run no more
             break
         rows.append({"path": path, "events": events, **{k: df.attrs[k] for k in keys}})
-    out = pd.DataFrame(rows, columns=["path", "events", *keys]).astype({"path": "category"})
+    out = RATES.frame(rows)
     by = out.set_index("path")
     if len(by) == len(PATHS):
         out.attrs["benchmark"] = {

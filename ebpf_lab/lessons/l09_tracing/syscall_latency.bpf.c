@@ -15,7 +15,9 @@
 // matches the running kernel) or from helpers: no kernel struct is read through headers.
 //
 // Set by the lab with -D:
-//   TARGET_TGID     0: every process; otherwise only this process id (its threads too)
+//   FILTER_TGID     defined: only the process (its threads too) whose id the lab writes into
+//                   the map target_tgid before attaching; undefined: every process. (The id is
+//                   in a map, not in the text: one compile serves every process.)
 //   SEND_EVENTS     1: one event per call through the ring buffer; 0: histogram only
 //   FILENAME_LEN    bytes of the path kept per event
 //   RINGBUF_PAGES   size of the ring buffer in 4 KiB pages (a power of two)
@@ -51,10 +53,16 @@ BPF_ARRAY(stats, u64, 4);          // 0 events dropped (ring full)  1 entries no
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 #endif
 
+#ifdef FILTER_TGID
+BPF_ARRAY(target_tgid, u32, 1);
+#endif
+
 static __always_inline int wanted(u64 pid_tgid)
 {
-#if TARGET_TGID
-    return (pid_tgid >> 32) == TARGET_TGID;
+#ifdef FILTER_TGID
+    int zero = 0;
+    u32 *tgid = target_tgid.lookup(&zero);
+    return tgid != NULL && (pid_tgid >> 32) == *tgid;
 #else
     return 1;
 #endif

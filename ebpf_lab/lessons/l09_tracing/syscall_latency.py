@@ -34,6 +34,7 @@ from typing import Any, Callable, NamedTuple
 import pandas as pd
 
 from ebpf_lab.core.attach import Probe
+from ebpf_lab.core.collectors import fill_maps, tgid_filter
 from ebpf_lab.core.guards import (
     check_duration,
     check_pid,
@@ -43,8 +44,13 @@ from ebpf_lab.core.guards import (
 )
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run, ended_early
-from ebpf_lab.lessons.l05_maps.maps import bucket_bounds
-from ebpf_lab.show.frames import decode_c_string, typed_frame
+from ebpf_lab.show.frames import Schema, decode_c_string
+from ebpf_lab.show.log2 import (  # human_ns: notebook 09 reads it here
+    LATENCY_HISTOGRAM,
+    bucket_bounds,
+    human_ns,  # noqa: F401
+    latency_histogram,
+)
 
 #: the system call the lesson measures (its two tracepoints)
 SYSCALL = "openat"
@@ -55,8 +61,19 @@ RING_PAGES = 1024
 #: the most events one call keeps in memory
 MAX_EVENTS = 5_000_000
 
-HIST_COLUMNS = ["pid", "comm", "bucket", "low_ns", "high_ns", "count"]
-EVENT_COLUMNS = ["time", "pid", "tid", "comm", "filename", "ret", "errno", "latency_ns"]
+#: one event per call
+EVENTS = Schema(
+    time="time",
+    pid="int64",
+    tid="int64",
+    comm="category",
+    filename="string",
+    ret="int64",
+    errno="category",
+    latency_ns="int64",
+)
+HIST_COLUMNS = LATENCY_HISTOGRAM.columns
+EVENT_COLUMNS = EVENTS.columns
 
 _STATS = ("lost", "start_map_full", "hist_map_full", "exits_without_entry")
 
@@ -83,11 +100,17 @@ def errno_name(ret: int) -> str | None:
 class _LatencyReader(Collector):
     """Drains the ring buffer while the run goes on; reads the histogram map at the end."""
 
-    def __init__(self, events: bool, max_events: int | None) -> None:
+    def __init__(
+        self, events: bool, max_events: int | None, fill: dict[str, dict[int, int]]
+    ) -> None:
+        self.fill = fill
         self.events = events
         self.max_events = max_events
         self.rows: list[tuple[Any, ...]] = []
         self.histogram = pd.DataFrame()
+
+    def prepare(self, bpf: Any) -> None:
+        fill_maps(bpf, self.fill)  # the pid to watch, if any
 
     def start(self, ctx: RunContext) -> None:
         if not self.events:
@@ -133,19 +156,7 @@ class _LatencyReader(Collector):
                 "latency_ns": raw["latency_ns"],
             }
         )
-        df = typed_frame(
-            df,
-            EVENT_COLUMNS,
-            {
-                "pid": "int64",
-                "tid": "int64",
-                "comm": "category",
-                "filename": "string",
-                "ret": "int64",
-                "errno": "category",
-                "latency_ns": "int64",
-            },
-        )
+        df = EVENTS.frame(df)
         return df.sort_values("time", kind="stable", ignore_index=True)
 
 
@@ -155,32 +166,7 @@ def _histogram_frame(table: Any) -> pd.DataFrame:
     for key, value in table.items():
         proc = (int(key.pid), decode_c_string(key.comm))
         counts.setdefault(proc, {})[int(key.slot)] = int(value.value)
-    rows = []
-    for (pid, comm), slots in sorted(counts.items()):
-        for b in range(min(slots), max(slots) + 1):
-            low, high = bucket_bounds(b)
-            rows.append(
-                {
-                    "pid": pid,
-                    "comm": comm,
-                    "bucket": b,
-                    "low_ns": low,
-                    "high_ns": high,
-                    "count": slots.get(b, 0),
-                }
-            )
-    return typed_frame(
-        rows,
-        HIST_COLUMNS,
-        {
-            "pid": "int64",
-            "comm": "category",
-            "bucket": "int64",
-            "low_ns": "int64",
-            "high_ns": "int64",
-            "count": "int64",
-        },
-    )
+    return latency_histogram(counts)
 
 
 def open_latency(
@@ -214,7 +200,7 @@ def open_latency(
         * ``histogram``: ``pid``, ``comm``, ``bucket``, ``low_ns``, ``high_ns``, ``count``: per
           process, one row per power-of-two slot from its lowest to its highest (slot ``b`` holds
           latencies of ``2**(b-1) .. 2**b - 1`` ns). Plot it with
-          :func:`plot_latency_histogram`.
+          :func:`ebpf_lab.plot_latency_histogram`.
         * ``events``: ``time`` (when the call started), ``pid``, ``tid``, ``comm``, ``filename``,
           ``ret`` (the file descriptor, or ``-errno``), ``errno`` (e.g. ``"ENOENT"``; missing on
           success), ``latency_ns``.
@@ -234,8 +220,8 @@ def open_latency(
     if not isinstance(events, bool):
         raise ValueError(f"events must be True or False, got {events!r}")
     check_positive_int(max_events, "max_events", MAX_EVENTS)
-    cflags = [
-        f"-DTARGET_TGID={pid or 0}",
+    cflags, fill = tgid_filter(pid)
+    cflags += [
         f"-DSEND_EVENTS={int(events)}",
         f"-DFILENAME_LEN={FILENAME_LEN}",
         f"-DRINGBUF_PAGES={RING_PAGES}",
@@ -244,7 +230,7 @@ def open_latency(
         Probe("tracepoint", f"syscalls:sys_enter_{SYSCALL}", "openat_enter"),
         Probe("tracepoint", f"syscalls:sys_exit_{SYSCALL}", "openat_exit"),
     ]
-    collector = _LatencyReader(events, max_events)
+    collector = _LatencyReader(events, max_events, fill)
     events_frame = bounded_run(
         name="syscall_latency",
         source=program_source("syscall_latency"),
@@ -291,108 +277,7 @@ def events_histogram(events: pd.DataFrame) -> pd.DataFrame:
     bounds = [bucket_bounds(int(b)) for b in df["bucket"]]
     df["low_ns"] = [lo for lo, _ in bounds]
     df["high_ns"] = [hi for _, hi in bounds]
-    df = df[HIST_COLUMNS]
-    return df.astype(
-        {"pid": "int64", "bucket": "int64", "low_ns": "int64", "high_ns": "int64", "count": "int64"}
-    )
-
-
-# ------------------------------------------------------------------------------------ plots
-
-
-def human_ns(ns: float) -> str:
-    """A duration in nanoseconds as short text: ``512 ns``, ``16.4 µs``, ``1.05 ms``, ``2.1 s``."""
-    ns = float(ns)
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
-        if ns >= scale:
-            return f"{ns / scale:.3g} {unit}"
-    return f"{ns:.0f} ns"
-
-
-def plot_latency_histogram(
-    histogram: pd.DataFrame,
-    ax: Any = None,
-    *,
-    by: str | None = None,
-    top: int = 4,
-    title: str | None = None,
-) -> Any:
-    """Bar plot of a log2 latency histogram: one group of bars per slot, one colour per process.
-
-    Works for :func:`open_latency`'s histogram and for
-    :func:`ebpf_lab.run_queue_latency`'s (any frame with ``bucket``, ``low_ns``,
-    ``count``, and ``pid`` and ``comm`` unless ``by`` is given).
-
-    Args:
-        histogram: the frame; filter it first to the processes you want to see.
-        ax: a matplotlib Axes (default: a new figure).
-        by: a column whose values each get a colour (e.g. a ``scenario`` column you added to
-            compare runs); default: one colour per process, labelled ``comm (pid)``.
-        top: show at most this many groups, the ones with the most counts (in the frame's
-            order when ``by`` is given, else the largest first).
-        title: the plot's title (default: from ``attrs["syscall"]``).
-
-    Returns:
-        The matplotlib Axes.
-    """
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from ebpf_lab.show.plots import PROJECTOR_STYLE, _axes
-
-    needed = {"bucket", "low_ns", "count"} | ({by} if by is not None else {"pid", "comm"})
-    missing = needed - set(histogram.columns)
-    if missing:
-        raise ValueError(
-            f"plot_latency_histogram needs a latency histogram frame; missing {sorted(missing)}"
-        )
-    ax = _axes(ax)
-    if by is None:
-        labels_of = histogram["comm"].astype(str) + " (" + histogram["pid"].astype(str) + ")"
-        legend_title = "comm (pid)"
-    else:
-        labels_of = histogram[by].astype(str)
-        legend_title = by
-    with plt.rc_context(PROJECTOR_STYLE):
-        totals = histogram.groupby(labels_of.to_numpy(), sort=False)["count"].sum()
-        shown = list(totals.sort_values(ascending=False, kind="stable").head(top).index)
-        if by is not None:  # the groups in the order the frame has them (e.g. scenario order)
-            shown = [label for label in totals.index if label in shown]
-        buckets = sorted(histogram["bucket"].unique())
-        if buckets:
-            buckets = list(range(int(min(buckets)), int(max(buckets)) + 1))
-        x = np.arange(len(buckets))
-        width = 0.8 / max(1, len(shown))
-        for i, label in enumerate(shown):
-            rows = histogram[(labels_of == label).to_numpy()]
-            counts = rows.groupby("bucket")["count"].sum().reindex(buckets, fill_value=0)
-            bars = ax.bar(
-                x + (i - (len(shown) - 1) / 2) * width,
-                counts.to_numpy(),
-                width,
-                label=label,
-                edgecolor="black",
-                linewidth=0.5,
-            )
-            if len(shown) <= 2:
-                ax.bar_label(bars, [str(c) if c else "" for c in counts], padding=2, fontsize=9)
-        labels = [human_ns(bucket_bounds(int(b))[0]) for b in buckets]
-        ax.set_xticks(x, labels, rotation=45, ha="right")
-        syscall = histogram.attrs.get("syscall")
-        ax.set_title(
-            title
-            or (
-                f"{syscall}() latency, power-of-two slots"
-                if syscall
-                else "latency, power-of-two slots"
-            )
-        )
-        ax.set_xlabel("latency (slot's lower bound; each slot is twice as wide as the last)")
-        ax.set_ylabel("count")
-        ax.grid(True, axis="y", alpha=0.3)
-        if len(shown):
-            ax.legend(title=legend_title)
-    return ax
+    return LATENCY_HISTOGRAM.frame(df)
 
 
 # ------------------------------------------------------------------------------ tracing cost
@@ -618,48 +503,3 @@ def tracing_cost(
         }
     )
     return df
-
-
-def plot_tracing_cost(cost: pd.DataFrame, ax: Any = None) -> Any:
-    """Horizontal bars: microseconds per open() call in each mode of :func:`tracing_cost`.
-
-    Each bar is the median over the rounds; dots are the single rounds; the label says how many
-    times slower than ``plain``.
-    """
-    import matplotlib.pyplot as plt
-
-    from ebpf_lab.show.plots import PROJECTOR_STYLE, _axes
-
-    missing = {"mode", "ns_per_call", "available"} - set(cost.columns)
-    if missing:
-        raise ValueError(f"plot_tracing_cost needs a tracing_cost frame; missing {sorted(missing)}")
-    ax = _axes(ax, figsize=(10, 4))
-    with plt.rc_context(PROJECTOR_STYLE):
-        ran = cost[cost["available"]]
-        us = ran["ns_per_call"] / 1e3
-        med = us.groupby(ran["mode"], observed=True).median()
-        top = us.groupby(ran["mode"], observed=True).max()
-        modes = list(med.index)
-        plain = med.get("plain", float("nan"))
-        y = range(len(modes))
-        ax.barh(list(y), med.to_numpy(), color="tab:blue", edgecolor="black", alpha=0.8)
-        for i, mode in enumerate(modes):
-            pts = us[ran["mode"] == mode]
-            ax.plot(pts, [i] * len(pts), "o", color="black", markersize=4)
-            ax.annotate(f"  {med[mode] / plain:.1f}x", (max(med[mode], top[mode]), i), va="center")
-        ax.set_yticks(list(y), modes)
-        ax.invert_yaxis()
-        ax.set_xlabel("µs per open() call (bar: median of the rounds; dots: each round)")
-        ax.set_title("what tracing costs the traced program")
-        ax.grid(True, axis="x", alpha=0.3)
-        ax.set_xlim(0, float(top.max()) * 1.2 if len(top) else 1)
-        absent = cost.loc[~cost["available"], "mode"].astype(str).unique()
-        if len(absent):
-            ax.annotate(
-                "not measured: " + ", ".join(absent) + f" ({cost.attrs.get('strace_note', '')})",
-                xy=(0, -0.3),
-                xycoords="axes fraction",
-                fontsize=10,
-                color="0.4",
-            )
-    return ax

@@ -15,7 +15,9 @@
 // in a hash map. User space turns addresses into function names afterwards (symbolization).
 //
 // Set by the lab with -D:
-//   TARGET_TGID     0: every process; otherwise only samples of this process id
+//   FILTER_TGID     defined: only samples of the process whose id the lab writes into the map
+//                   target_tgid before attaching (a map, not the text: one compile serves every
+//                   process); undefined: every process
 //   STACK_ENTRIES   room in the stack map (distinct stacks)
 //   COUNT_ENTRIES   room in the count map (distinct (process, stack, stack) combinations)
 
@@ -34,6 +36,9 @@ BPF_STACK_TRACE(stack_traces, STACK_ENTRIES);
 // 3 not counted: count map full  4 user stack lost  5 kernel stack lost (stack map full or
 // a different stack with the same hash: bpf_get_stackid says -EEXIST)
 BPF_ARRAY(stats, u64, 6);
+#ifdef FILTER_TGID
+BPF_ARRAY(target_tgid, u32, 1);
+#endif
 
 // The context of a perf event program is a struct bpf_perf_event_data (the sampled registers).
 // bpf_get_stackid() only passes it on, so the program takes a void * and spares the compiler
@@ -47,8 +52,10 @@ int on_sample(void *ctx)
         stats.atomic_increment(1);
         return 0;
     }
-#if TARGET_TGID
-    if (pid != TARGET_TGID)
+#ifdef FILTER_TGID
+    int entry = 0;                       // the map's one entry
+    u32 *tgid = target_tgid.lookup(&entry);
+    if (tgid == NULL || pid != *tgid)
         return 0;
 #endif
     stats.atomic_increment(2);

@@ -28,11 +28,18 @@ import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core.attach import Probe
-from ebpf_lab.core.guards import check_choice, check_duration, check_pid, check_workload
+from ebpf_lab.core.collectors import fill_maps, tgid_filter
+from ebpf_lab.core.guards import (
+    check_choice,
+    check_duration,
+    check_pid,
+    check_sample_freq,
+    check_workload,
+)
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run
-from ebpf_lab.lessons.l05_maps.maps import bucket_bounds
-from ebpf_lab.show.frames import decode_c_string, typed_frame
+from ebpf_lab.show.frames import Schema, decode_c_string
+from ebpf_lab.show.log2 import LATENCY_HISTOGRAM, latency_histogram
 
 #: default samples per second per CPU: a prime, so the timer does not tick in step with the
 #: scheduler's own tick (HZ) and the periodic work of other programs
@@ -43,16 +50,18 @@ COUNT_ENTRIES = 16384
 #: how often (seconds) the profiler looks for new processes to symbolize while they still exist
 SYMBOLIZE_EVERY = 0.25
 
-STACK_COLUMNS = [
-    "pid",
-    "comm",
-    "samples",
-    "in_kernel",
-    "leaf_function",
-    "leaf_module",
-    "frames",
-    "stack",
-]
+#: one row per distinct stack of one process
+STACKS = Schema(
+    pid="int64",
+    comm="category",
+    samples="int64",
+    in_kernel="bool",
+    leaf_function="category",
+    leaf_module="category",
+    frames="object",
+    stack="string",
+)
+STACK_COLUMNS = STACKS.columns
 _PROFILE_STATS = (
     "all_samples",
     "idle_samples",
@@ -156,6 +165,9 @@ class _Sampler(Collector):
         self.symbols: Symbolizer | None = None
         self.next_scan = 0.0
 
+    def prepare(self, bpf: Any) -> None:
+        fill_maps(bpf, tgid_filter(self.pid)[1])  # the pid to sample, if any
+
     def start(self, ctx: RunContext) -> None:
         self.symbols = Symbolizer()
         self.symbols.remember(-1)
@@ -205,20 +217,7 @@ class _Sampler(Collector):
                     "stack": folded,
                 }
             )
-        df = typed_frame(
-            rows,
-            STACK_COLUMNS,
-            {
-                "pid": "int64",
-                "comm": "category",
-                "samples": "int64",
-                "in_kernel": "bool",
-                "leaf_function": "category",
-                "leaf_module": "category",
-                "frames": "object",
-                "stack": "string",
-            },
-        )
+        df = STACKS.frame(rows)
         return df.sort_values("samples", ascending=False, kind="stable", ignore_index=True)
 
     def close(self, ctx: RunContext | None) -> None:
@@ -234,27 +233,6 @@ def _walk(stacks: Any, stack_id: int) -> list[int]:
         return [int(a) for a in stacks.walk(stack_id)]
     except KeyError:
         return []
-
-
-def _max_sample_rate() -> int:
-    try:
-        return int(Path("/proc/sys/kernel/perf_event_max_sample_rate").read_text())
-    except (OSError, ValueError):
-        return 100_000
-
-
-def _check_sample_freq(sample_freq: Any) -> int:
-    limit = _max_sample_rate()
-    if (
-        isinstance(sample_freq, bool)
-        or not isinstance(sample_freq, int)
-        or not 1 <= sample_freq <= limit
-    ):
-        raise ValueError(
-            f"sample_freq must be a whole number of samples per second from 1 to {limit} "
-            f"(kernel.perf_event_max_sample_rate), got {sample_freq!r}"
-        )
-    return sample_freq
 
 
 def cpu_profile(
@@ -294,7 +272,7 @@ def cpu_profile(
     duration = check_duration(duration)
     check_workload(workload)
     pid = check_pid(pid)
-    sample_freq = _check_sample_freq(sample_freq)
+    sample_freq = check_sample_freq(sample_freq)
     visible, why = kernel_symbols_visible()
     probe = Probe("perf_event", "software:cpu-clock", "on_sample", sample_freq=sample_freq)
     return bounded_run(
@@ -307,7 +285,7 @@ def cpu_profile(
         duration=duration,
         workload=workload,
         cflags=[
-            f"-DTARGET_TGID={pid or 0}",
+            *tgid_filter(pid)[0],
             f"-DSTACK_ENTRIES={STACK_ENTRIES}",
             f"-DCOUNT_ENTRIES={COUNT_ENTRIES}",
         ],
@@ -356,7 +334,11 @@ def sampling_bound(expected: float, timeslices: int, ncpus: int | None = None) -
 # -------------------------------------------------------------------------- summaries
 
 
-FUNCTION_COLUMNS = ["function", "module", "where", "samples", "percent"]
+#: :func:`top_functions`' frame
+FUNCTIONS = Schema(
+    function="string", module="category", where="category", samples="int64", percent="float64"
+)
+FUNCTION_COLUMNS = FUNCTIONS.columns
 
 
 def top_functions(stacks: pd.DataFrame, n: int = 15, by: str = "self") -> pd.DataFrame:
@@ -397,127 +379,24 @@ def top_functions(stacks: pd.DataFrame, n: int = 15, by: str = "self") -> pd.Dat
     ]
     df = pd.DataFrame(rows, columns=FUNCTION_COLUMNS)
     df = df.sort_values(["samples", "function"], ascending=[False, True], ignore_index=True)
-    df = df.head(n).astype(
-        {"function": "string", "module": "category", "where": "category", "samples": "int64"}
-    )
+    df = FUNCTIONS.frame(df.head(n))
     df.attrs.update({"by": by, "total_samples": total})
     return df
 
 
-def _flame_tree(stacks: pd.DataFrame) -> dict[str, Any]:
-    root: dict[str, Any] = {"n": 0, "kids": {}, "kernel": False}
-    for comm, pid, frames, samples in zip(
-        stacks["comm"], stacks["pid"], stacks["frames"], stacks["samples"]
-    ):
-        node = root
-        node["n"] += int(samples)
-        path = [(f"{comm} ({pid})", "process")] + [(f, m) for f, m in frames]
-        for label, module in path:
-            kid = node["kids"].setdefault(label, {"n": 0, "kids": {}, "module": module})
-            kid["n"] += int(samples)
-            node = kid
-    return root
-
-
-def plot_flame(
-    stacks: pd.DataFrame,
-    ax: Any = None,
-    *,
-    min_percent: float = 0.5,
-    max_depth: int = 24,
-    title: str | None = None,
-) -> Any:
-    """An icicle chart (a flame graph upside down) of a :func:`cpu_profile` frame.
-
-    The top row is the process; under each box are the functions it called, as wide as the
-    samples that went through them. User frames are yellow, kernel frames orange. A wide box
-    at the bottom of a tower is where the CPU spent its time.
-
-    Args:
-        stacks: the frame (filter it first, e.g. to one pid).
-        ax: a matplotlib Axes (default: a new, tall figure).
-        min_percent: leave out boxes narrower than this share of all samples.
-        max_depth: draw at most this many levels.
-        title: the plot's title.
-
-    Returns:
-        The matplotlib Axes.
-    """
-    import matplotlib.pyplot as plt
-
-    from ebpf_lab.show.plots import PROJECTOR_STYLE, _axes
-
-    missing = {"frames", "samples", "comm", "pid"} - set(stacks.columns)
-    if missing:
-        raise ValueError(f"plot_flame needs a cpu_profile frame; missing {sorted(missing)}")
-    tree = _flame_tree(stacks)
-    total = tree["n"]
-    ax = _axes(ax, figsize=(12, 6))
-    colors = {"process": "#bbbbbb", "kernel": "#f4a259", "user": "#f6e27f"}
-    deepest = 0
-    with plt.rc_context(PROJECTOR_STYLE):
-        fig = ax.figure
-        width_px = fig.get_figwidth() * fig.dpi * 0.9
-
-        def draw(node: dict[str, Any], x0: int, depth: int) -> None:
-            nonlocal deepest
-            x = x0
-            for label, kid in sorted(node["kids"].items(), key=lambda kv: (-kv[1]["n"], kv[0])):
-                share = kid["n"] / total
-                if 100 * share >= min_percent and depth < max_depth:
-                    module = kid["module"]
-                    kind = (
-                        module
-                        if module == "process"
-                        else ("kernel" if module == "kernel" else "user")
-                    )
-                    ax.barh(
-                        depth,
-                        kid["n"],
-                        left=x,
-                        height=0.95,
-                        color=colors[kind],
-                        edgecolor="white",
-                        linewidth=0.5,
-                    )
-                    chars = int(share * width_px / 7.5)
-                    text = label if len(label) <= chars else label[: max(chars - 1, 0)] + "…"
-                    if chars >= 4:
-                        ax.text(
-                            x + kid["n"] / 2,
-                            depth,
-                            text,
-                            ha="center",
-                            va="center",
-                            fontsize=9,
-                            clip_on=True,
-                        )
-                    deepest = max(deepest, depth)
-                    draw(kid, x, depth + 1)
-                x += kid["n"]
-
-        draw(tree, 0, 0)
-        ax.set_xlim(0, max(total, 1))
-        ax.set_ylim(deepest + 0.6, -0.6)
-        ax.set_yticks([])
-        ax.set_xlabel(f"samples ({total} in all; a box's width = samples through that function)")
-        ax.set_title(title or "CPU profile: callers above, callees below (icicle chart)")
-        from matplotlib.patches import Patch
-
-        ax.legend(
-            handles=[
-                Patch(color=colors["user"], label="user space"),
-                Patch(color=colors["kernel"], label="kernel"),
-            ],
-            loc="lower right",
-        )
-    return ax
-
-
 # ------------------------------------------------------------------------ run_queue_latency
 
-RUNQ_HIST_COLUMNS = ["pid", "comm", "bucket", "low_ns", "high_ns", "count"]
-RUNQ_TASK_COLUMNS = ["pid", "comm", "waits", "total_wait_ns", "max_wait_ns", "mean_wait_ns"]
+#: per task, its waits for a CPU
+RUNQ_TASKS = Schema(
+    pid="int64",
+    comm="category",
+    waits="int64",
+    total_wait_ns="int64",
+    max_wait_ns="int64",
+    mean_wait_ns="float64",
+)
+RUNQ_HIST_COLUMNS = LATENCY_HISTOGRAM.columns
+RUNQ_TASK_COLUMNS = RUNQ_TASKS.columns
 _RUNQ_STATS = ("waits", "enqueued_map_full", "hist_map_full", "task_map_full")
 
 
@@ -556,49 +435,13 @@ class _RunQueueReader(Collector):
                     "mean_wait_ns": int(t.total_ns) / max(int(t.waits), 1),
                 }
             )
-        tasks = typed_frame(
-            task_rows,
-            RUNQ_TASK_COLUMNS,
-            {
-                "pid": "int64",
-                "comm": "category",
-                "waits": "int64",
-                "total_wait_ns": "int64",
-                "max_wait_ns": "int64",
-                "mean_wait_ns": "float64",
-            },
-        )
+        tasks = RUNQ_TASKS.frame(task_rows)
         self.tasks = tasks.sort_values("total_wait_ns", ascending=False, ignore_index=True)
-        slots: dict[int, dict[int, int]] = {}
+        slots: dict[tuple[int, str], dict[int, int]] = {}
         for key, value in ctx.table("run_hist").items():
-            slots.setdefault(int(key.pid), {})[int(key.slot)] = int(value.value)
-        rows = []
-        for pid in sorted(slots):
-            used = slots[pid]
-            for b in range(min(used), max(used) + 1):
-                low, high = bucket_bounds(b)
-                rows.append(
-                    {
-                        "pid": pid,
-                        "comm": comms.get(pid, UNKNOWN),
-                        "bucket": b,
-                        "low_ns": low,
-                        "high_ns": high,
-                        "count": used.get(b, 0),
-                    }
-                )
-        return typed_frame(
-            rows,
-            RUNQ_HIST_COLUMNS,
-            {
-                "pid": "int64",
-                "comm": "category",
-                "bucket": "int64",
-                "low_ns": "int64",
-                "high_ns": "int64",
-                "count": "int64",
-            },
-        )
+            pid = int(key.pid)
+            slots.setdefault((pid, comms.get(pid, UNKNOWN)), {})[int(key.slot)] = int(value.value)
+        return latency_histogram(slots)
 
 
 def run_queue_latency(
@@ -627,7 +470,7 @@ def run_queue_latency(
         * ``histogram``: ``pid`` (the task: a thread id), ``comm``, ``bucket``, ``low_ns``,
           ``high_ns``, ``count``: per task, every slot from its lowest to highest (slot ``b``:
           waits of ``2**(b-1) .. 2**b - 1`` ns). Plot it with
-          :func:`ebpf_lab.lessons.l09_tracing.syscall_latency.plot_latency_histogram`.
+          :func:`ebpf_lab.plot_latency_histogram`.
         * ``tasks``: ``pid``, ``comm``, ``waits``, ``total_wait_ns``, ``max_wait_ns``,
           ``mean_wait_ns``, the longest total first.
 
