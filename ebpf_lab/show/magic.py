@@ -39,15 +39,13 @@ import re
 import shlex
 from typing import Any
 
-import pandas as pd
-
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core.attach import CELL_KINDS, KPROBE_KINDS, TARGET_FORMS, Probe, check_target
 from ebpf_lab.core.attach import prog_type as probe_prog_type
+from ebpf_lab.core.collectors import MapReader
 from ebpf_lab.core.errors import ProgramError, UnsupportedFeature
 from ebpf_lab.core.guards import check_duration, require_bcc
-from ebpf_lab.core.loader import table_names
-from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run
+from ebpf_lab.core.run import Alternative, bounded_run
 from ebpf_lab.core.verdict import Verdict, autoloaded, check
 from ebpf_lab.show.frames import table_frame
 
@@ -58,8 +56,6 @@ try:  # IPython is a dependency of the lab (Jupyter), but keep the module import
 except ImportError:  # pragma: no cover
     magic_arguments = None  # type: ignore[assignment]
 
-#: map types that are event streams (read with callbacks), not tables: skipped
-STREAM_MAP_TYPES = {4: "perf buffer", 27: "ring buffer"}
 
 #: what the first line of the cell adds: the C starts on line 2 of the cell
 LINE_OFFSET = 1
@@ -118,33 +114,6 @@ def _readable(result: Verdict, cell_lines: list[str]) -> str:
         out.extend(f"  {r['text']}" for r in result.rows if r["text"].startswith("HINT: "))
         out.append("The verifier's whole log: the exception's .log (or .result.rows).")
     return "\n".join(out)
-
-
-class _MapReader(Collector):
-    """Reads every key/value map of the program once the run is over."""
-
-    def __init__(self) -> None:
-        self.frames: dict[str, pd.DataFrame] = {}
-        self.skipped: dict[str, str] = {}
-
-    def finish(self, ctx: RunContext) -> pd.DataFrame:
-        for raw in table_names(ctx.bpf):
-            name = raw.decode()
-            table = ctx.bpf[raw]
-            ttype = int(getattr(table, "ttype", -1))
-            if ttype in STREAM_MAP_TYPES:
-                self.skipped[name] = STREAM_MAP_TYPES[ttype]
-                continue
-            try:
-                frame = table_frame(table)
-            except ValueError as exc:
-                self.skipped[name] = str(exc)
-                continue
-            frame.attrs["map"] = name
-            self.frames[name] = frame
-        return pd.DataFrame(
-            {"map": list(self.frames), "rows": [len(f) for f in self.frames.values()]}
-        )
 
 
 def _probes_from(args: Any) -> list[Probe]:
@@ -235,7 +204,7 @@ def run_cell(line: str, cell: str, user_ns: dict[str, Any], args: Any) -> Any:
     # BCC attaches these while it compiles; the core checks that it did (its autoload kind)
     label = ", ".join([p.describe() for p in probes] + [f"auto {fn}" for fn in auto])
     probes = [*probes, *(Probe("autoload", fn, fn) for fn in auto)]
-    reader = _MapReader()
+    reader = MapReader(each=table_frame)  # every key/value map, read once at the end
     summary = bounded_run(
         name="%%ebpf",
         source=source,
