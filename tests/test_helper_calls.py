@@ -212,3 +212,21 @@ def test_bad_input_is_refused_before_anything_loads(call, monkeypatch, no_leaks)
     monkeypatch.setattr(hc, "compile_program", must_not_compile)
     with pytest.raises(ValueError):
         call()
+
+
+def test_two_runs_with_other_users_compile_once(fresh_uids, no_leaks):
+    """The run's tag and the uid filter go into maps, not the C: a second run for another user
+    reuses the first compile, and each counts exactly its own user's execs."""
+    from ebpf_lab.core import compile_cache
+
+    a, b = fresh_uids(2)
+    compile_cache.clear()
+    first = ebpf_lab.helper_calls(duration=0.3, uid=a, wide=True, workload=lambda: execs({a: 2}))
+    second = ebpf_lab.helper_calls(
+        duration=0.3, uid=b, wide=True, workload=lambda: execs({a: 1, b: 3})
+    )
+    info = compile_cache.info()
+    assert (info["misses"], info["hits"], info["entries"]) == (1, 1, 1)
+    assert first["uid"].tolist() == [a, a]
+    assert second["uid"].tolist() == [b, b, b]  # a's exec in the second run is filtered out
+    assert second.attrs["printk_lines_missing"] == 0

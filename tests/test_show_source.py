@@ -58,17 +58,29 @@ def test_unknown_program_is_a_value_error_before_compiling():
 
 
 def test_a_program_that_needs_the_lessons_flags_says_which(no_leaks):
-    """hello takes RUN_TAG from hello.py: alone it does not compile, and the error says so."""
+    """exec_events takes BTF offsets from its Python: alone it does not compile, and the error
+    names them; with them given, it compiles."""
     from ebpf_lab import ProgramError
     from ebpf_lab.core.loader import final_source
 
-    with pytest.raises(ProgramError, match=r"hello takes RUN_TAG from its lesson's Python") as info:
-        ebpf_lab.show_source("hello", final=True)
+    with pytest.raises(
+        ProgramError,
+        match=r"exec_events takes TASK_REAL_PARENT_OFF, TASK_TGID_OFF from its lesson's Python",
+    ) as info:
+        ebpf_lab.show_source("exec_events", final=True)
     assert info.value.stage == "compile"
-    assert "use of undeclared identifier 'RUN_TAG'" in info.value.log
-    final = final_source(program_source("hello"), ["-DRUN_TAG=0x2a"])
-    # the format string moves into a stack array whose size BCC passes to the helper
-    assert (
-        '({ char _fmt[] = "[ebpf-lab %x %s] Hello World!"; '
-        "bpf_trace_printk_(_fmt, sizeof(_fmt), RUN_TAG, comm); });"
-    ) in final
+    assert "use of undeclared identifier 'TASK_REAL_PARENT_OFF'" in info.value.log
+    final = final_source(
+        program_source("exec_events"), ["-DTASK_REAL_PARENT_OFF=8", "-DTASK_TGID_OFF=16"]
+    )
+    assert "bpf_probe_read_kernel(&parent, sizeof(parent)" in final
+
+
+def test_transfer_batch_without_its_batch_size_is_a_compile_error_not_a_crash(no_leaks):
+    """clang aborts the whole process on ``rec[BATCH]`` with BATCH undefined; the program's own
+    #error turns that into a ProgramError naming the flag."""
+    from ebpf_lab import ProgramError
+
+    with pytest.raises(ProgramError) as info:
+        ebpf_lab.show_source("transfer_batch", final=True)
+    assert "BATCH is set by the lesson's Python (transfer.py)" in info.value.log

@@ -7,8 +7,10 @@
 // The lab compares every value with what the workload knows: the pid it started, the UID it
 // chose, the program it ran.
 //
-// RUN_TAG (chosen by the lab for each run) marks this run's bpf_trace_printk lines.
-// FILTER_UID (optional): only execs by that user ID.
+// The lab writes a tag chosen for each run into the map run_tag before it attaches the program:
+// it marks this run's bpf_trace_printk lines. With -DFILTER_UID, only execs by the user ID the
+// lab wrote into filter_uid count. Per-run values live in maps, not in the C text, so one
+// compile serves every run.
 
 #include <uapi/linux/ptrace.h>    // struct pt_regs (an architecture ABI: stable across versions)
 
@@ -29,20 +31,26 @@ struct helper_event {
 
 BPF_PERF_OUTPUT(events);
 BPF_ARRAY(next_seq, u64, 1);
+BPF_ARRAY(run_tag, u32, 1);
+#ifdef FILTER_UID
+BPF_ARRAY(filter_uid, u32, 1);
+#endif
 
 static __always_inline int call_helpers(void *ctx, const char *filename)
 {
     struct helper_event e = {};
     int zero = 0;
     u64 *seq = next_seq.lookup(&zero);
-    if (!seq)
+    u32 *tag = run_tag.lookup(&zero);
+    if (!seq || !tag)   // cannot happen (key 0 of one-entry arrays), but the verifier wants it
         return 0;
 
     e.ktime_ns = bpf_ktime_get_ns();
     e.pid_tgid = bpf_get_current_pid_tgid();
     e.uid_gid = bpf_get_current_uid_gid();
 #ifdef FILTER_UID
-    if ((u32)e.uid_gid != FILTER_UID)
+    u32 *uid = filter_uid.lookup(&zero);
+    if (!uid || (u32)e.uid_gid != *uid)
         return 0;
 #endif
     e.seq = __sync_fetch_and_add(seq, 1);
@@ -50,7 +58,7 @@ static __always_inline int call_helpers(void *ctx, const char *filename)
     // filename points into the calling process's memory: only a helper may read it
     e.filename_ret = bpf_probe_read_user_str(&e.filename, sizeof(e.filename), filename);
     e.cpu = bpf_get_smp_processor_id();
-    e.printk_ret = bpf_trace_printk("[ebpf-lab %x] helper event %llu", RUN_TAG, e.seq);
+    e.printk_ret = bpf_trace_printk("[ebpf-lab %x] helper event %llu", *tag, e.seq);
 
     events.perf_submit(ctx, &e, sizeof(e));
     return 0;

@@ -19,6 +19,7 @@ import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core.attach import exec_alternatives
+from ebpf_lab.core.collectors import fill_maps
 from ebpf_lab.core.errors import ProgramError
 from ebpf_lab.core.guards import (
     check_choice,
@@ -92,13 +93,17 @@ PERF_PAGES = 64
 class _HelperReader(Collector):
     """Decodes the perf buffer's events and reads this run's bpf_trace_printk lines back."""
 
-    def __init__(self, tag: int, max_events: int | None) -> None:
+    def __init__(self, tag: int, max_events: int | None, fill: dict[str, dict[int, int]]) -> None:
+        self.fill = fill  # the run's tag (and uid filter), written before the program runs
         self.pattern = re.compile(rf"^\[ebpf-lab {tag:x}\] helper event (\d+)$")
         self.max_events = max_events
         self.instance: PrintkInstance | None = None
         self.rows: list[dict[str, Any]] = []
         self.lines: dict[int, str] = {}
         self.lost = 0
+
+    def prepare(self, bpf: Any) -> None:
+        fill_maps(bpf, self.fill)
 
     def start(self, ctx: RunContext) -> None:
         self.instance = PrintkInstance().open()
@@ -245,7 +250,8 @@ def helper_calls(
         PermissionError: not root.
     """
     duration = check_duration(duration)
-    cflags = [] if uid is None else [f"-DFILTER_UID={check_uid(uid)}"]
+    cflags = [] if uid is None else ["-DFILTER_UID"]
+    fill = {} if uid is None else {"filter_uid": {0: check_uid(uid)}}
     check_workload(workload)
     check_positive_int(max_events, "max_events", MAX_EVENTS)
     if not isinstance(wide, bool):
@@ -256,10 +262,10 @@ def helper_calls(
         name="helper_calls",
         source=program_source("helper_calls"),
         alternatives=alternatives,
-        collector=_HelperReader(tag, max_events or MAX_EVENTS),
+        collector=_HelperReader(tag, max_events or MAX_EVENTS, {**fill, "run_tag": {0: tag}}),
         duration=duration,
         workload=workload,
-        cflags=[*cflags, f"-DRUN_TAG={tag:#x}"],
+        cflags=cflags,
         live=live,
         attrs={"uid": uid, "buffer": "perf"},
     )

@@ -14,6 +14,11 @@
 
 #include <asm/unistd.h>           // __NR_read: the read() system call's number on this machine
 
+#ifndef BATCH                     // the compile fails with this message; the define keeps
+#error "BATCH is set by the lesson's Python (transfer.py): compile with -DBATCH=<events>"
+#define BATCH 1                   // clang from aborting the whole process on rec[BATCH]
+#endif
+
 struct event_t {
     u64 ktime_ns;                     // bpf_ktime_get_ns(): when
     u32 seq;                          // 0, 1, 2, ... in the order the events happened
