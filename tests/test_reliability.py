@@ -58,6 +58,7 @@ tested in ``tests/test_lab_server.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -393,11 +394,11 @@ class Injection:
 
 
 def _patched_run_live(original: Callable[..., Any], inj: Injection) -> Callable[..., Any]:
-    def run_live(**kw: Any) -> Any:
+    def run_live(spec: Any) -> Any:
         if inj.used:
-            return original(**kw)
+            return original(spec)
         inj.used = True
-        inner = kw.get("workload")
+        inner = spec.workload
 
         def workload() -> Any:
             inj.active.set()
@@ -411,8 +412,7 @@ def _patched_run_live(original: Callable[..., Any], inj: Injection) -> Callable[
                     time.sleep(0.005)
             return result
 
-        kw["workload"] = workload
-        return original(**kw)
+        return original(dataclasses.replace(spec, workload=workload))
 
     return run_live
 
@@ -1054,10 +1054,9 @@ def test_interrupt_during_a_callback_storm_ends_the_run(no_leaks, monkeypatch):
 
     original = core._run_live
 
-    def run_live(**kw: Any) -> Any:
-        inner = kw["workload"]
-        kw["workload"] = lambda: (started(), inner())[1]
-        return original(**kw)
+    def run_live(spec: Any) -> Any:
+        inner = spec.workload
+        return original(dataclasses.replace(spec, workload=lambda: (started(), inner())[1]))
 
     actor = threading.Thread(target=act, daemon=True)
     actor.start()
