@@ -95,6 +95,8 @@ class _EgressCounter(Collector):
 
     def traffic(self) -> None:
         """The known workload: UDP datagrams to a receiver in B, then echo requests to B."""
+        if self.pair is None:  # replaying a recording: no cable was built, nothing to send
+            return
         self._udp()
         self._ping()
         time.sleep(SETTLE)
@@ -212,7 +214,10 @@ def tc_egress(
     check_positive_int(pings, "pings", MAX_PINGS)
     check_positive_int(datagrams, "datagrams", MAX_DATAGRAMS)
     if pings is None or datagrams is None:
-        raise ValueError("pings and datagrams must be whole numbers >= 1")
+        raise ValueError(
+            f"pings and datagrams must be whole numbers >= 1, got pings={pings!r}, "
+            f"datagrams={datagrams!r}"
+        )
     if drop is not None:
         check_choice(drop, "drop", DROP_CHOICES)
     duration = check_duration(duration)
