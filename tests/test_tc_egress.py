@@ -280,3 +280,51 @@ def test_plot_and_export():
         plot_tc_egress(df.drop(columns=["xdp_ingress"]))
     assert ebpf_lab.tc_egress is tc_egress
     assert "tc_egress" in ebpf_lab.__all__
+
+
+def test_a_killed_run_leaves_its_tc_filter_only_until_the_next_run_reaps_it(no_leaks):
+    """SIGKILL mid-run (Restart kernel, the OOM killer) cannot remove the tc filter: it stays on
+    veth-a inside the run's namespace, holding its program, until the next run's reaper deletes
+    the namespaces (they carry the dead pid); then the program is gone too."""
+    import signal
+    import sys
+
+    from conftest import REPO
+
+    from ebpf_lab.core import leftovers
+
+    code = "import ebpf_lab\nebpf_lab.tc_egress(duration=1800, pings=1, datagrams=1, live=False)\n"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    names = netns.LabCable().names(proc.pid)
+    try:
+
+        def attached() -> list:
+            assert proc.poll() is None, f"the run ended early: {proc.stderr.read().decode()}"
+            try:
+                return netns.tc_on(names[0], "veth-a", "egress")
+            except RuntimeError:  # the namespace or the device is not there yet
+                return []
+
+        deadline = time.monotonic() + 600
+        while not (shown := attached()):
+            assert time.monotonic() < deadline, "the run never attached its tc program"
+            time.sleep(0.05)
+        prog = shown[0]["prog_id"]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+
+        removed = leftovers.reap(warn=False)
+
+        # another process's run (a concurrent test) may have reaped some of them first
+        mine = removed[removed.pid == proc.pid]
+        assert set(mine["name"]) <= set(names) and mine["removed"].all()
+        assert not any(netns.exists(n) for n in names)
+        _unloaded(prog)  # the filter went with veth-a's namespace, and the program with it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        proc.stderr.close()
+        leftovers.reap(warn=False)

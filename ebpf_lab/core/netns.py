@@ -16,9 +16,9 @@ The pieces:
 - :func:`veth_pair`: two throw-away namespaces joined by a veth pair (a virtual cable), with
   addresses from a reserved test range, IPv6 off and static neighbour entries, so the only
   packets on the cable are the ones a lesson sends. Deleted afterwards, always.
-- :class:`LabCable`: the cable an ``xdp`` probe asks the core for (namespaces named after the
-  process, so the next run removes a killed run's); :func:`xdp_on`: what ``ip link`` says is
-  attached to a device by XDP.
+- :class:`LabCable`: the cable an ``xdp`` or ``tc`` probe asks the core for (namespaces named
+  after the process, so the next run removes a killed run's); :func:`xdp_on`: what ``ip link``
+  says is attached to a device by XDP.
 - :func:`tc_attach` / :func:`tc_detach`: a BPF classifier (``BPF_PROG_TYPE_SCHED_CLS``) on a
   device's ``clsact`` qdisc, in one direction (``ingress`` or ``egress``), given the loaded
   program's file descriptor (rtnetlink, as ``tc filter add ... bpf da`` does: no pinned file);
@@ -390,7 +390,7 @@ def veth_pair(
 class LabCable:
     """The lab's private cable for one run: two namespaces named ``<prefix><pid>`` and a veth
     pair between them (see :func:`veth_pair`). The core builds it when it attaches an ``xdp``
-    probe and deletes it when it detaches (:mod:`ebpf_lab.core.attach`).
+    or ``tc`` probe and deletes it when it detaches (:mod:`ebpf_lab.core.attach`).
 
     The names end in the process id, so a killed run's namespaces are recognised and removed by
     the next run (:data:`ebpf_lab.core.leftovers.NETNS_RE`).

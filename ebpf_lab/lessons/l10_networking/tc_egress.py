@@ -36,8 +36,7 @@ from ebpf_lab.lessons.l10_networking.xdp_firewall import (
     DATAGRAM_PAYLOAD,
     PING_PAYLOAD,
     _check_number,
-    _echo_request,
-    _wait_replies,
+    send_pings,
 )
 from ebpf_lab.show.frames import Schema
 from ebpf_lab.show.plots import PROJECTOR_STYLE
@@ -123,21 +122,7 @@ class _EgressCounter(Collector):
     def _ping(self) -> None:
         assert self.pair is not None
         ident = (os.getpid() + 0x7C) & 0xFFFF
-        sock = netns.socket_in(self.pair.ns_a, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-        sent_at: dict[int, float] = {}
-        rtt: dict[int, float] = {}
-        with sock:
-            sock.setblocking(False)
-            start = time.monotonic()
-            for seq in range(self.pings):
-                if stop_requested():
-                    break
-                _wait_replies(sock, ident, sent_at, rtt, start + seq * PING_INTERVAL)
-                sent_at[seq] = time.monotonic()
-                sock.sendto(_echo_request(ident, seq), (self.pair.ip_b, 0))
-            if sent_at:
-                last = max(sent_at.values())
-                _wait_replies(sock, ident, sent_at, rtt, last + self.timeout, early=True)
+        sent_at, rtt = send_pings(self.pair, self.pings, PING_INTERVAL, self.timeout, ident)
         self.sent["icmp"] = len(sent_at)
         self.delivered["icmp"] = sum(r <= self.timeout for r in rtt.values())
 
@@ -270,7 +255,7 @@ def plot_tc_egress(df: pd.DataFrame, ax: Any = None) -> Any:
         left = [i - 0.2 for i in x]
         right = [i + 0.2 for i in x]
         passed = rows["tc_egress"] - rows["tc_dropped"]
-        ax.bar(left, passed, width=0.4, color="tab:blue", label="left veth-a (tc egress)")
+        ax.bar(left, passed, width=0.4, color="tab:blue", label="passed tc egress (veth-a)")
         ax.bar(left, rows["tc_dropped"], width=0.4, bottom=passed, color="tab:red",
                hatch="//", label="dropped by tc (TC_ACT_SHOT)")  # fmt: skip
         ax.bar(right, rows["xdp_ingress"], width=0.4, color="tab:green",
