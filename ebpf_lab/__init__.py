@@ -40,6 +40,7 @@ from ebpf_lab.lessons.l09_tracing.syscall_latency import (
     open_latency,
     tracing_cost,
 )
+from ebpf_lab.lessons.l10_networking.tc_egress import tc_egress
 from ebpf_lab.lessons.l10_networking.xdp_firewall import (
     firewall_traffic,
     xdp_firewall,
@@ -106,6 +107,7 @@ __all__ = [
     "stop_requested",
     "stream_events",
     "supports",
+    "tc_egress",
     "top_functions",
     "tracing_cost",
     "transfer_rates",

@@ -249,12 +249,12 @@ CATALOGUE: tuple[Lesson, ...] = (
     Lesson(
         "10",
         "10-networking.ipynb",
-        "Networking: an XDP firewall on a private veth cable",
+        "Networking: an XDP firewall on a private veth cable; tc egress beside XDP ingress",
         ("root", "bcc", "xdp", "hash_map", "array_map"),
         folder="l10_networking",
-        programs=("xdp_firewall",),
-        exercises=("10.5",),
-        solutions=("10.5.py",),
+        programs=("xdp_firewall", "tc_egress"),
+        exercises=("10.5", "10.7"),
+        solutions=("10.5.py", "10.7.py"),
     ),
     Lesson(
         "11",

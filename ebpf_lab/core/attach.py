@@ -6,9 +6,11 @@ every exit path (:func:`detach_all`). Every way into the kernel is a kind here:
 
 * ``tracepoint``, ``raw_tracepoint``, ``kprobe``/``kretprobe``, ``uprobe``/``uretprobe``,
   ``perf_event``: BCC's ``attach_*`` calls;
-* ``xdp``: the core builds the lab's private cable (:class:`ebpf_lab.core.netns.LabCable`: two
-  network namespaces and a veth pair), attaches the function in generic (SKB) mode to one end,
-  and on detach removes it and deletes the namespaces (:func:`xdp_link` finds the cable);
+* ``xdp`` and ``tc``: the core builds the lab's private cable (:class:`~.netns.LabCable`: two
+  network namespaces and a veth pair; one a run, shared by its xdp and tc probes), attaches the
+  function to one end (xdp: generic/SKB mode; tc: the end's ``clsact`` qdisc, ``ingress`` or
+  ``egress``), and on detach removes the programs, then deletes the namespaces
+  (:func:`xdp_link`, :func:`tc_link` find them and the cable);
 * ``lsm`` and ``autoload``: functions BCC loads and attaches by their name while it compiles the
   C (``LSM_PROBE(hook)`` makes ``lsm__hook``; ``TRACEPOINT_PROBE``, ``KFUNC_PROBE``,
   ``kprobe__*``...). The core checks that BCC attached them, and detaches them with the rest.
@@ -40,6 +42,7 @@ PROBE_KINDS = (
     "uretprobe",
     "perf_event",
     "xdp",
+    "tc",
     "lsm",
     "autoload",
 )
@@ -71,13 +74,16 @@ TARGET_FORMS = {
     ),
 }
 
-#: the kinds a ``%%ebpf`` cell can name by an option (those of :data:`TARGET_FORMS`); xdp needs
-#: the lab's cable, and lsm/autoload functions (``LSM_PROBE``, ``TRACEPOINT_PROBE``...) are
+#: the kinds a ``%%ebpf`` cell can name by an option (those of :data:`TARGET_FORMS`); xdp and tc
+#: need the lab's cable, and lsm/autoload functions (``LSM_PROBE``, ``TRACEPOINT_PROBE``...) are
 #: attached by BCC itself while it compiles, so a cell needs no option for them
 CELL_KINDS = tuple(TARGET_FORMS)
 
 #: kinds that need the kernel's kprobes (CONFIG_KPROBES)
 KPROBE_KINDS = ("kprobe", "kretprobe")
+
+#: the two ends of the lab's cable, where xdp and tc probes go
+CABLE_ENDS = ("veth-a", "veth-b")
 
 #: values of ``attach=`` accepted by the execve lessons
 EXEC_ATTACH_CHOICES = ("auto", "kprobe", "tracepoint")
@@ -92,12 +98,14 @@ class Probe:
         target: tracepoint ``"category:event"``; raw tracepoint name; kprobe kernel function, or
             ``"syscall:NAME"`` for a syscall's entry point; uprobe ``"library_or_path:symbol"``;
             perf event ``"software:cpu-clock"`` or ``"hardware:cpu-cycles"``; xdp: the end of
-            the cable (``"veth-a"`` or ``"veth-b"``); lsm: the LSM hook (``fn`` is then
+            the cable (``"veth-a"`` or ``"veth-b"``); tc: the end and the direction
+            (``"veth-a:egress"``, ``"veth-b:ingress"``...); lsm: the LSM hook (``fn`` is then
             ``lsm__<hook>``, as ``LSM_PROBE`` names it); autoload: what it hooks, for messages.
         fn: the C function's name.
         pid: for uprobes and perf events, the process to watch (-1: all).
         sample_freq: for perf events, samples per second per CPU.
-        cable: for xdp, the lab cable to build (default: ``LabCable()``).
+        cable: for xdp and tc, the lab cable to build (default: ``LabCable()``); the probes of
+            one run share it, so they must name the same cable.
     """
 
     kind: str
@@ -119,9 +127,16 @@ class Probe:
                 f"BCC attaches by itself only functions named {', '.join(AUTOLOAD_PREFIXES)}*; "
                 f"{self.fn!r} is not one"
             )
-        if self.kind == "xdp":
-            if self.target not in ("veth-a", "veth-b"):
-                raise ValueError(f"an xdp probe goes on 'veth-a' or 'veth-b', not {self.target!r}")
+        if self.kind == "xdp" and self.target not in CABLE_ENDS:
+            raise ValueError(f"an xdp probe goes on 'veth-a' or 'veth-b', not {self.target!r}")
+        if self.kind == "tc":
+            end, _, direction = self.target.partition(":")
+            if end not in CABLE_ENDS or direction not in netns.TC_DIRECTIONS:
+                raise ValueError(
+                    "a tc probe goes on an end of the cable and a direction: 'veth-a:egress', "
+                    f"'veth-a:ingress', 'veth-b:egress' or 'veth-b:ingress'; not {self.target!r}"
+                )
+        if self.kind in ("xdp", "tc"):
             if self.cable is None:
                 object.__setattr__(self, "cable", netns.LabCable())
             elif not isinstance(self.cable, netns.LabCable):
@@ -149,20 +164,25 @@ _PERF_SW = {"cpu-clock": 0, "task-clock": 1, "page-faults": 2, "context-switches
 _PERF_HW = {"cpu-cycles": 0, "instructions": 1, "cache-misses": 3}
 
 
+#: the BPF program type (BCC's ``BPF.<NAME>``) each kind loads its function as
+PROG_TYPES = {
+    "tracepoint": "TRACEPOINT",
+    "raw_tracepoint": "RAW_TRACEPOINT",
+    "kprobe": "KPROBE",
+    "kretprobe": "KPROBE",
+    "uprobe": "KPROBE",
+    "uretprobe": "KPROBE",
+    "perf_event": "PERF_EVENT",
+    "xdp": "XDP",
+    "tc": "SCHED_CLS",
+    "lsm": "LSM",
+}
+
+
 def prog_type(bcc: Any, probe: Probe) -> int:
     """The BPF program type BCC must load ``probe.fn`` as."""
-    return {
-        "tracepoint": bcc.BPF.TRACEPOINT,
-        "raw_tracepoint": bcc.BPF.RAW_TRACEPOINT,
-        "kprobe": bcc.BPF.KPROBE,
-        "kretprobe": bcc.BPF.KPROBE,
-        "uprobe": bcc.BPF.KPROBE,
-        "uretprobe": bcc.BPF.KPROBE,
-        "perf_event": bcc.BPF.PERF_EVENT,
-        "xdp": bcc.BPF.XDP,
-        "lsm": bcc.BPF.LSM,
-        "autoload": getattr(bcc.BPF, _autoload_type(probe.fn)),
-    }[probe.kind]
+    name = PROG_TYPES.get(probe.kind) or _autoload_type(probe.fn)
+    return getattr(bcc.BPF, name)
 
 
 def _autoload_type(fn: str) -> str:
@@ -187,8 +207,24 @@ def _bcc_attached(bpf: Any, fn: str) -> bool:
     return any(name in fns for fns in getattr(bpf, "kprobe_fds", {}).values())
 
 
+class CableLink:
+    """The lab cable built for a run's xdp and tc probes (``cable``: the
+    :class:`~.netns.LabCable`; ``pair``: the :class:`~.netns.VethPair`); detaching deletes it."""
+
+    kind = "cable"
+
+    def __init__(self, cable: netns.LabCable, stack: contextlib.ExitStack, pair: netns.VethPair):
+        self.cable = cable
+        self.stack = stack
+        self.pair = pair
+
+    def detach(self) -> None:
+        """Delete both namespaces, and with them the veth pair and whatever is attached to it."""
+        self.stack.close()
+
+
 class XdpLink:
-    """An XDP program the core attached to one end of the lab cable, and the cable itself.
+    """An XDP program the core attached to one end of the lab cable.
 
     Attributes:
         pair: the cable (:class:`ebpf_lab.core.netns.VethPair`), for the lesson's traffic.
@@ -198,9 +234,8 @@ class XdpLink:
 
     kind = "xdp"
 
-    def __init__(self, bcc: Any, stack: contextlib.ExitStack, pair: netns.VethPair, dev: str):
+    def __init__(self, bcc: Any, pair: netns.VethPair, dev: str):
         self.bcc = bcc
-        self.stack = stack
         self.pair = pair
         self.device = dev
         self.namespace = pair.ns_b if dev == pair.dev_b else pair.ns_a
@@ -222,20 +257,46 @@ class XdpLink:
         }
 
     def detach(self) -> None:
-        """Remove the program from the device, then delete both namespaces (and the cable)."""
-        try:
-            if self.attached:
-                from ebpf_lab.core.loader import capture_stderr_fd
+        """Remove the program from the device (the cable goes after it: :class:`CableLink`)."""
+        if self.attached:
+            from ebpf_lab.core.loader import capture_stderr_fd
 
-                def remove() -> None:
-                    with capture_stderr_fd():
-                        self.bcc.BPF.remove_xdp(self.device.encode(), self.flags)
+            def remove() -> None:
+                with capture_stderr_fd():
+                    self.bcc.BPF.remove_xdp(self.device.encode(), self.flags)
 
-                with contextlib.suppress(Exception):
-                    netns.run_in_netns(self.namespace, remove, timeout=10.0)
-                self.attached = False
-        finally:
-            self.stack.close()
+            with contextlib.suppress(Exception):
+                netns.run_in_netns(self.namespace, remove, timeout=10.0)
+            self.attached = False
+
+
+class TcLink:
+    """A tc classifier (``SCHED_CLS``) the core attached to an end of the lab cable (``pair``):
+    on ``device``'s (in ``namespace``) ``clsact`` qdisc, in ``direction``; ``prog_id``: its id."""
+
+    kind = "tc"
+
+    def __init__(self, pair: netns.VethPair, dev: str, direction: str):
+        self.pair = pair
+        self.device = dev
+        self.direction = direction
+        self.namespace = pair.ns_b if dev == pair.dev_b else pair.ns_a
+        self.attached = False
+        self.prog_id: int | None = None
+
+    def attrs(self) -> dict[str, Any]:
+        """What a lesson's frame says about the program (``df.attrs``)."""
+        return {
+            "tc_device": f"{self.device} in {self.namespace}",
+            "tc_direction": self.direction,
+            "tc_prog_id": self.prog_id,
+        }
+
+    def detach(self) -> None:
+        """Delete the device's ``clsact`` qdisc, and the filter on it (the cable goes after)."""
+        if self.attached:
+            netns.tc_detach(self.namespace, self.device)
+            self.attached = False
 
 
 def links(bpf: Any) -> list[Any]:
@@ -253,6 +314,33 @@ def xdp_link(bpf: Any) -> XdpLink:
     return found[0]
 
 
+def tc_link(bpf: Any, direction: str | None = None) -> TcLink:
+    """The (first) tc attachment of a run, in ``direction`` if given; ``.pair`` is the cable."""
+    found = [x for x in links(bpf) if isinstance(x, TcLink) and direction in (None, x.direction)]
+    if not found:
+        raise RuntimeError(
+            f"this run attached no tc probe{f' on {direction}' if direction else ''}"
+        )
+    return found[0]
+
+
+def _cable(bpf: Any, probe: Probe) -> netns.VethPair:
+    """The run's cable: built for its first xdp or tc probe, shared by the others."""
+    assert probe.cable is not None
+    for link in links(bpf):
+        if isinstance(link, CableLink):
+            if link.cable != probe.cable:
+                raise ValueError(
+                    f"the probes of one run share one cable; {probe.describe()} names "
+                    f"{probe.cable}, another probe {link.cable}"
+                )
+            return link.pair
+    stack = contextlib.ExitStack()
+    pair = stack.enter_context(probe.cable.build())
+    links(bpf).append(CableLink(probe.cable, stack, pair))  # detach_all deletes it last
+    return pair
+
+
 def _prog_id(fd: int) -> int | None:
     """The kernel's id of the BPF program open at ``fd`` (from ``/proc/self/fdinfo``)."""
     with contextlib.suppress(OSError):
@@ -265,9 +353,7 @@ def _prog_id(fd: int) -> int | None:
 def _attach_xdp(bcc: Any, bpf: Any, probe: Probe) -> None:
     """Build the cable, attach in generic mode inside its namespace, check with ``ip link``."""
     fn = bpf.load_func(probe.fn.encode(), bcc.BPF.XDP)  # loaded already: BCC returns it
-    stack = contextlib.ExitStack()
-    assert probe.cable is not None
-    link = XdpLink(bcc, stack, stack.enter_context(probe.cable.build()), probe.target)
+    link = XdpLink(bcc, _cable(bpf, probe), probe.target)
     links(bpf).append(link)  # from now on detach_all removes it, whatever happens
     link.prog_id = _prog_id(fn.fd)
     netns.run_in_netns(link.namespace, _xdp_in_netns, bcc, fn, link, timeout=10.0)
@@ -283,6 +369,23 @@ def _attach_xdp(bcc: Any, bpf: Any, probe: Probe) -> None:
 def _xdp_in_netns(bcc: Any, fn: Any, link: XdpLink) -> None:
     bcc.BPF.attach_xdp(link.device.encode(), fn, link.flags)  # raises bare Exception
     link.attached = True
+
+
+def _attach_tc(bcc: Any, bpf: Any, probe: Probe) -> None:
+    """Build (or share) the cable, attach to the end's clsact qdisc, check with ``tc filter``."""
+    fn = bpf.load_func(probe.fn.encode(), bcc.BPF.SCHED_CLS)  # loaded already: BCC returns it
+    dev, _, direction = probe.target.partition(":")
+    link = TcLink(_cable(bpf, probe), dev, direction)
+    links(bpf).append(link)  # from now on detach_all removes it, whatever happens
+    link.prog_id = _prog_id(fn.fd)
+    link.attached = True  # the qdisc may exist even if the filter is refused: remove it too
+    netns.tc_attach(link.namespace, dev, direction, fn.fd, probe.fn)
+    shown = [f["prog_id"] for f in netns.tc_on(link.namespace, dev, direction)]
+    if shown != [link.prog_id]:
+        raise RuntimeError(
+            f"the tc program was attached to {dev} {direction}, but `tc filter show` lists "
+            f"program ids {shown} instead of {link.prog_id}"
+        )
 
 
 def attach_probe(bcc: Any, bpf: Any, probe: Probe) -> None:
@@ -320,6 +423,8 @@ def attach_probe(bcc: Any, bpf: Any, probe: Probe) -> None:
         )
     elif probe.kind == "xdp":
         _attach_xdp(bcc, bpf, probe)
+    elif probe.kind == "tc":
+        _attach_tc(bcc, bpf, probe)
     elif not _bcc_attached(bpf, probe.fn):  # lsm, autoload: BCC attached them while compiling
         raise Exception(
             f"{probe.fn} is not attached: BCC attaches it while compiling only when the C names "
@@ -350,9 +455,9 @@ def try_attach(bcc: Any, bpf: Any, probe: Probe) -> str | None:
 def detach_all(bpf: Any) -> None:
     """Detach every probe of ``bpf``, keeping the compiled module (for trying an alternative).
 
-    The core's own attachments go first, newest first (XDP: removed, then its namespaces
-    deleted), then BCC's records, LSM and fentry included. Every step is tried even if one
-    fails; the first failure is raised at the end.
+    The core's own attachments go first, newest first (XDP and tc programs removed, then the
+    cable's namespaces deleted), then BCC's records, LSM and fentry included. Every step is
+    tried even if one fails; the first failure is raised at the end.
     """
     steps: list[Callable[[], Any]] = []
     mine = links(bpf)

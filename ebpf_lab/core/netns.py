@@ -1,4 +1,4 @@
-"""Throw-away network namespaces: attach XDP (and later tc) programs without touching the host.
+"""Throw-away network namespaces: attach XDP and tc programs without touching the host.
 
 A network namespace is a private copy of the network stack: its own interfaces (at first only a
 ``lo`` that is down), routes and sockets. Attaching XDP to the ``lo`` of a fresh namespace cannot
@@ -16,9 +16,13 @@ The pieces:
 - :func:`veth_pair`: two throw-away namespaces joined by a veth pair (a virtual cable), with
   addresses from a reserved test range, IPv6 off and static neighbour entries, so the only
   packets on the cable are the ones a lesson sends. Deleted afterwards, always.
-- :class:`LabCable`: the cable an ``xdp`` probe asks the core for (namespaces named after the
-  process, so the next run removes a killed run's); :func:`xdp_on`: what ``ip link`` says is
-  attached to a device by XDP.
+- :class:`LabCable`: the cable an ``xdp`` or ``tc`` probe asks the core for (namespaces named
+  after the process, so the next run removes a killed run's); :func:`xdp_on`: what ``ip link``
+  says is attached to a device by XDP.
+- :func:`tc_attach` / :func:`tc_detach`: a BPF classifier (``BPF_PROG_TYPE_SCHED_CLS``) on a
+  device's ``clsact`` qdisc, in one direction (``ingress`` or ``egress``), given the loaded
+  program's file descriptor (rtnetlink, as ``tc filter add ... bpf da`` does: no pinned file);
+  :func:`tc_on`: what ``tc filter show`` says is attached.
 
 Example (as root)::
 
@@ -32,12 +36,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import ipaddress
 import json
 import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -65,19 +71,25 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _ip(*args: str) -> str:
-    """Run ``ip ARGS`` and return its stdout; raise RuntimeError with ip's own message."""
-    ip = shutil.which("ip") or "/usr/sbin/ip"
+def _iproute2(tool: str, *args: str) -> str:
+    """Run iproute2's ``tool ARGS`` (``ip``, ``tc``) and return its stdout; raise RuntimeError
+    with the tool's own message."""
+    path = shutil.which(tool) or f"/usr/sbin/{tool}"
     try:
-        proc = subprocess.run([ip, *args], capture_output=True, text=True, timeout=10)
+        proc = subprocess.run([path, *args], capture_output=True, text=True, timeout=10)
     except FileNotFoundError:
         raise RuntimeError(
-            "the `ip` command (iproute2) is not installed: `sudo apt-get install iproute2`"
+            f"the `{tool}` command (iproute2) is not installed: `sudo apt-get install iproute2`"
         ) from None
     if proc.returncode != 0:
         message = (proc.stderr or proc.stdout).strip() or f"exit status {proc.returncode}"
-        raise RuntimeError(f"`ip {' '.join(args)}` failed: {message}")
+        raise RuntimeError(f"`{tool} {' '.join(args)}` failed: {message}")
     return proc.stdout
+
+
+def _ip(*args: str) -> str:
+    """Run ``ip ARGS`` and return its stdout; raise RuntimeError with ip's own message."""
+    return _iproute2("ip", *args)
 
 
 def list_netns() -> list[str]:
@@ -378,7 +390,7 @@ def veth_pair(
 class LabCable:
     """The lab's private cable for one run: two namespaces named ``<prefix><pid>`` and a veth
     pair between them (see :func:`veth_pair`). The core builds it when it attaches an ``xdp``
-    probe and deletes it when it detaches (:mod:`ebpf_lab.core.attach`).
+    or ``tc`` probe and deletes it when it detaches (:mod:`ebpf_lab.core.attach`).
 
     The names end in the process id, so a killed run's namespaces are recognised and removed by
     the next run (:data:`ebpf_lab.core.leftovers.NETNS_RE`).
@@ -429,3 +441,120 @@ def xdp_on(ns: str, dev: str) -> dict[str, Any]:
         "mode": _XDP_MODES.get(xdp.get("mode"), str(xdp.get("mode"))),
         "prog_id": xdp.get("prog", {}).get("id"),
     }
+
+
+# ------------------------------------------------------------------ tc: BPF on a clsact qdisc
+
+#: the directions of a ``clsact`` qdisc, and the minor number of each in a filter's parent
+TC_DIRECTIONS = {"ingress": 0xFFF2, "egress": 0xFFF3}
+_TC_H_CLSACT = 0xFFFFFFF1  # the clsact (and ingress) qdisc's parent, TC_H_CLSACT
+_TC_H_CLSACT_HANDLE = 0xFFFF0000
+_RTM_NEWQDISC, _RTM_DELQDISC, _RTM_NEWTFILTER = 36, 37, 44
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_EXCL, _NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+_NLMSG_ERROR = 2
+_TCA_KIND, _TCA_OPTIONS = 1, 2
+_TCA_BPF_FD, _TCA_BPF_NAME, _TCA_BPF_FLAGS = 6, 7, 8
+_TCA_BPF_FLAG_ACT_DIRECT = 1  # "da": the program's return value is the verdict (TC_ACT_*)
+_ETH_P_ALL = 0x0003
+#: the filter's priority (``pref``) and handle, as ``tc filter show`` lists them
+TC_PRIORITY = 1
+TC_HANDLE = 1
+
+
+def _nlattr(kind: int, payload: bytes) -> bytes:
+    """One netlink attribute: length, type, payload, padded to 4 bytes."""
+    length = 4 + len(payload)
+    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
+
+
+def _tc_request(
+    ns: str, msg_type: int, flags: int, dev: str, handle: int, parent: int, info: int,
+    attrs: bytes = b"",
+) -> None:  # fmt: skip
+    """Send one rtnetlink traffic-control message (``struct tcmsg`` + ``attrs``) about ``dev``
+    inside namespace ``ns`` and wait for the kernel's answer; raise OSError if it refuses."""
+    try:
+        ifindex = run_in_netns(ns, socket.if_nametoindex, dev, timeout=10.0)
+    except OSError:
+        raise OSError(errno.ENODEV, f"no device {dev!r} in network namespace {ns}") from None
+    body = struct.pack("=BxxxiIII", socket.AF_UNSPEC, ifindex, handle, parent, info) + attrs
+    header = struct.pack("=IHHII", 16 + len(body), msg_type, _NLM_F_REQUEST | _NLM_F_ACK | flags,
+                         1, 0)  # fmt: skip
+    sock = socket_in(ns, socket.AF_NETLINK, socket.SOCK_RAW, 0)  # 0: NETLINK_ROUTE
+    with sock:
+        sock.settimeout(5.0)
+        sock.bind((0, 0))
+        sock.send(header + body)
+        reply = sock.recv(65536)
+    _length, kind = struct.unpack_from("=IH", reply)
+    if kind == _NLMSG_ERROR:
+        (error,) = struct.unpack_from("=i", reply, 16)
+        if error:
+            raise OSError(-error, f"{os.strerror(-error)} (rtnetlink, {dev} in {ns})")
+
+
+def tc_attach(ns: str, dev: str, direction: str, prog_fd: int, name: str) -> None:
+    """Attach the loaded BPF classifier ``prog_fd`` to ``dev`` (in namespace ``ns``) in
+    ``direction``, in direct-action mode.
+
+    What ``tc qdisc add dev DEV clsact`` then ``tc filter add dev DEV DIRECTION pref 1 handle 1
+    bpf da fd PROG_FD`` would do, if ``tc`` could take a file descriptor (it takes an object
+    file or a pinned path): a ``clsact`` qdisc (kept if there is one), then the filter. The
+    filter holds its own reference to the program; it goes away with :func:`tc_detach`, or with
+    the device (deleting the namespace deletes the device).
+
+    Raises:
+        ValueError: an unknown direction.
+        OSError: the kernel refused (e.g. ``EINVAL`` for a program that is not SCHED_CLS).
+    """
+    if direction not in TC_DIRECTIONS:
+        raise ValueError(f"a tc direction is 'ingress' or 'egress', not {direction!r}")
+    qdisc = _nlattr(_TCA_KIND, b"clsact\0")
+    try:
+        _tc_request(ns, _RTM_NEWQDISC, _NLM_F_CREATE | _NLM_F_EXCL, dev, _TC_H_CLSACT_HANDLE,
+                    _TC_H_CLSACT, 0, qdisc)  # fmt: skip
+    except FileExistsError:
+        pass  # the device has its clsact qdisc already (e.g. for the other direction)
+    options = (
+        _nlattr(_TCA_BPF_FD, struct.pack("=I", prog_fd))
+        + _nlattr(_TCA_BPF_NAME, name.encode() + b"\0")
+        + _nlattr(_TCA_BPF_FLAGS, struct.pack("=I", _TCA_BPF_FLAG_ACT_DIRECT))
+    )
+    parent = (_TC_H_CLSACT & 0xFFFF0000) | TC_DIRECTIONS[direction]
+    info = (TC_PRIORITY << 16) | socket.htons(_ETH_P_ALL)
+    attrs = _nlattr(_TCA_KIND, b"bpf\0") + _nlattr(_TCA_OPTIONS | 0x8000, options)  # nested
+    _tc_request(ns, _RTM_NEWTFILTER, _NLM_F_CREATE | _NLM_F_EXCL, dev, TC_HANDLE, parent, info,
+                attrs)  # fmt: skip
+
+
+def tc_detach(ns: str, dev: str) -> None:
+    """Delete ``dev``'s ``clsact`` qdisc (``tc qdisc del dev DEV clsact``), and with it every
+    filter on it in both directions; no error if the qdisc, device or namespace is gone."""
+    if not exists(ns):
+        return
+    try:
+        _tc_request(ns, _RTM_DELQDISC, 0, dev, _TC_H_CLSACT_HANDLE, _TC_H_CLSACT, 0,
+                    _nlattr(_TCA_KIND, b"clsact\0"))  # fmt: skip
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.EINVAL, errno.ENODEV, errno.ENXIO):
+            raise  # the others: no qdisc, no device
+
+
+def tc_on(ns: str, dev: str, direction: str) -> list[dict[str, Any]]:
+    """What ``tc -n ns -j filter show dev DEV DIRECTION`` lists: one dict per BPF filter, with
+    ``name``, ``prog_id``, ``direct_action`` (empty if there is none, or no clsact qdisc)."""
+    if direction not in TC_DIRECTIONS:
+        raise ValueError(f"a tc direction is 'ingress' or 'egress', not {direction!r}")
+    out = _iproute2("tc", "-n", ns, "-j", "filter", "show", "dev", dev, direction)
+    found = []
+    for entry in json.loads(out or "[]"):
+        options = entry.get("options") or {}
+        if entry.get("kind") == "bpf" and "prog" in options:
+            found.append(
+                {
+                    "name": options.get("bpf_name", ""),
+                    "prog_id": options["prog"].get("id"),
+                    "direct_action": bool(options.get("direct-action", False)),
+                }
+            )
+    return found

@@ -127,3 +127,63 @@ def tcp_exact_numbers(answer: Any) -> Right:
         "right: SYNs (one per connection), payload bytes (what the clients sent) and TCP drops "
         "(none under an ICMP rule) are exact; the packet count is not"
     )
+
+
+#: the run exercise 10.7 asks about: ``ebpf_lab.tc_egress(pings=3, datagrams=4, drop="udp")``
+EGRESS_RUN = {"pings": 3, "datagrams": 4, "drop": "udp"}
+#: what that run shows, per protocol (its ``tcp`` and ``other`` rows are all 0)
+EGRESS_TRUTH = {
+    "icmp": {"tc_egress": 3, "tc_dropped": 0, "xdp_ingress": 3, "delivered": 3},
+    "udp": {"tc_egress": 4, "tc_dropped": 4, "xdp_ingress": 0, "delivered": 0},
+}
+#: a question to think about for each number a prediction gets wrong
+_EGRESS_HINTS = {
+    ("udp", "tc_egress"): "does the tc program count a packet before or after it decides to "
+    "drop it?",
+    ("udp", "tc_dropped"): "which protocol does drop='udp' put in the drop mask?",
+    ("udp", "xdp_ingress"): "can a packet dropped before it leaves veth-a arrive at veth-b?",
+    ("udp", "delivered"): "what can B's socket receive when nothing arrives at veth-b?",
+    ("icmp", "tc_egress"): "do the echo requests leave through veth-a too?",
+    ("icmp", "tc_dropped"): "is ICMP in the drop mask?",
+    ("icmp", "xdp_ingress"): "what happens at veth-b to the packets tc let through?",
+    ("icmp", "delivered"): "B's kernel answers every echo request that arrives: do the replies "
+    "pass either program?",
+}
+
+
+@exercise(
+    "10.7",
+    title="Dropped on the way out: what does the other end see?",
+    asks="a dict predicting ebpf_lab.tc_egress(pings=3, datagrams=4, drop='udp') before you run "
+    "it: {'icmp': {'tc_egress': n, 'tc_dropped': n, 'xdp_ingress': n, 'delivered': n}, "
+    "'udp': {...the same four...}, 'sendto_raises': True or False}",
+)
+def egress_drop_prediction(answer: Any) -> Right:
+    if not isinstance(answer, dict) or not {"icmp", "udp", "sendto_raises"} <= set(answer):
+        raise Wrong(
+            "give a dict with keys 'icmp', 'udp' (each a dict of tc_egress, tc_dropped, "
+            "xdp_ingress, delivered) and 'sendto_raises' (True or False)"
+        )
+    for protocol, truth in EGRESS_TRUTH.items():
+        row = answer[protocol]
+        if not isinstance(row, dict) or set(row) != set(truth):
+            raise Wrong(
+                f"answer[{protocol!r}] must be a dict with exactly the keys {sorted(truth)}"
+            )
+        for column, value in truth.items():
+            if isinstance(row[column], bool) or row[column] != value:
+                raise Wrong(
+                    f"{protocol} {column}: you said {row[column]!r}, which the run does not "
+                    f"show. Think again: {_EGRESS_HINTS[(protocol, column)]}"
+                )
+    if answer["sendto_raises"] is not False:
+        raise Wrong(
+            "sendto does not raise: a UDP socket is not told that a packet was dropped after it "
+            "left the socket (the kernel only reports it with IP_RECVERR set), and UDP promises "
+            "no delivery anyway; the workload ran to the end"
+        )
+    return Right(
+        "right: tc counts before its verdict, so the 4 datagrams are counted and dropped at "
+        "veth-a; XDP at veth-b never sees them and B receives nothing, while sendto reported "
+        "success; the 3 pings pass both hooks and are answered"
+    )

@@ -302,22 +302,7 @@ class _Firewall(Collector):
         """``ping -c N -i interval -W timeout``: echo requests from a raw socket in namespace A."""
         assert self.pair is not None
         ident = (os.getpid() + len(self.phases_started)) & 0xFFFF
-        icmp = socket.IPPROTO_ICMP
-        sock = netns.socket_in(self.pair.ns_a, socket.AF_INET, socket.SOCK_RAW, icmp)
-        sent_at: dict[int, float] = {}
-        rtt: dict[int, float] = {}
-        with sock:
-            sock.setblocking(False)
-            start = time.monotonic()
-            for seq in range(self.pings):
-                if stop_requested():
-                    break
-                _wait_replies(sock, ident, sent_at, rtt, start + seq * self.ping_interval)
-                sent_at[seq] = time.monotonic()
-                sock.sendto(_echo_request(ident, seq), (self.pair.ip_b, 0))
-            if sent_at:
-                last = max(sent_at.values())
-                _wait_replies(sock, ident, sent_at, rtt, last + self.timeout, early=True)
+        sent_at, rtt = send_pings(self.pair, self.pings, self.ping_interval, self.timeout, ident)
         wall0 = time.time() - time.monotonic()
         answered = 0
         for seq, t in sorted(sent_at.items()):
@@ -365,6 +350,34 @@ class _Firewall(Collector):
         ctx.attrs["traffic"] = list(self.traffic)
         ctx.attrs["pings"] = list(self.ping_rows)
         return df
+
+
+def send_pings(
+    pair: netns.VethPair, count: int, interval: float, timeout: float, ident: int
+) -> tuple[dict[int, float], dict[int, float]]:
+    """``ping -c count -i interval -W timeout`` from namespace A to B over ``pair``: echo
+    requests with id ``ident`` from a raw socket, each replied to within ``timeout`` seconds.
+
+    Stops sending early when the run is stopped. Returns ``(sent_at, rtt)``: by sequence
+    number, when each request was sent (``time.monotonic()``) and, for those answered, the
+    round trip in seconds.
+    """
+    sock = netns.socket_in(pair.ns_a, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    sent_at: dict[int, float] = {}
+    rtt: dict[int, float] = {}
+    with sock:
+        sock.setblocking(False)
+        start = time.monotonic()
+        for seq in range(count):
+            if stop_requested():
+                break
+            _wait_replies(sock, ident, sent_at, rtt, start + seq * interval)
+            sent_at[seq] = time.monotonic()
+            sock.sendto(_echo_request(ident, seq), (pair.ip_b, 0))
+        if sent_at:
+            last = max(sent_at.values())
+            _wait_replies(sock, ident, sent_at, rtt, last + timeout, early=True)
+    return sent_at, rtt
 
 
 def _wait_replies(
