@@ -176,7 +176,8 @@ def prog_records(data: Any) -> list[dict[str, Any]]:
 def xlated_records(data: Any) -> list[dict[str, Any]]:
     """Rows from ``bpftool -j prog dump xlated id N``: one per instruction, as the verifier left it.
 
-    Keys: ``insn`` (its index), ``disasm`` (the instruction, e.g. ``(85) call ...``), ``src``
+    Keys: ``insn`` (its offset in 8-byte slots, what ``goto pc+N`` counts: a 64-bit load, opcode
+    ``(18)``, takes two), ``disasm`` (the instruction, e.g. ``(85) call ...``), ``src``
     (the C line it came from, when the program has line info; None otherwise), ``proto`` (the
     function's prototype, on its first instruction).
     """
@@ -188,17 +189,16 @@ def xlated_records(data: Any) -> list[dict[str, Any]]:
             insns.extend(item["insns"])
         else:
             insns.append(item)
-    for i, insn in enumerate(insns):
+    offset = 0
+    for insn in insns:
         if not isinstance(insn, dict):
             continue
+        disasm = str(insn.get("disasm", ""))
         rows.append(
-            {
-                "insn": i,
-                "disasm": str(insn.get("disasm", "")),
-                "src": insn.get("src"),
-                "proto": insn.get("proto"),
-            }
+            {"insn": offset, "disasm": disasm, "src": insn.get("src"), "proto": insn.get("proto")}
         )
+        # a 64-bit load (opcode 0x18: a constant or a map's address) takes two 8-byte slots
+        offset += 2 if disasm.startswith("(18)") else 1
     return rows
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ebpf_lab.core import replay
-from ebpf_lab.core.guards import check_duration, check_positive_int, check_uid
+from ebpf_lab.core.guards import check_duration, check_positive_int
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
 from ebpf_lab.kernel import bpftool
@@ -24,9 +24,10 @@ from ebpf_lab.lessons.l13_bpftool.tour import (
     bcc_contents,
     quiet_call,
     subject_alternatives,
+    workload_uid,
 )
 from ebpf_lab.show.frames import Schema
-from ebpf_lab.workloads import MAX_EXECS, execs, unused_uid
+from ebpf_lab.workloads import MAX_EXECS, execs
 
 #: one row per program: the kernel's statistics (through bpftool) and the program's own count
 COST = Schema(
@@ -114,7 +115,7 @@ def program_cost(
     """
     execs_count = check_positive_int(execs_count, "execs_count", MAX_EXECS)
     duration = check_duration(duration)
-    uid = unused_uid() if uid is None else check_uid(uid)
+    uid = workload_uid(uid)
     collector = _Cost(uid)
     # a replay touches no sysctl: the recorded frame answers
     stats = contextlib.nullcontext(None) if replay.replaying() else bpftool.bpf_stats()

@@ -251,7 +251,7 @@ def bpftool_tour(
     execs_count = check_positive_int(execs_count, "execs_count", MAX_EXECS)
     duration = check_duration(duration)
     subs = _check_subcommands(subcommands)
-    uid = unused_uid() if uid is None else check_uid(uid)
+    uid = workload_uid(uid)
     collector = _Tour(subs)
     df = bounded_run(
         name="bpftool_tour",
@@ -270,6 +270,20 @@ def bpftool_tour(
         df.attrs["bcc_maps"] = collector.bcc_maps
         df.attrs["quiet"] = collector.quiet
     return df
+
+
+def workload_uid(uid: Any) -> int:
+    """``uid`` checked, or a UID nobody uses (:func:`unused_uid`) when it is None.
+
+    Raises:
+        ValueError: ``uid`` is not a UID.
+    """
+    if uid is None:
+        return unused_uid()
+    try:
+        return check_uid(uid)
+    except ValueError as exc:
+        raise ValueError(f"uid: {exc}") from None
 
 
 def _check_subcommands(subcommands: Any) -> list[str]:
