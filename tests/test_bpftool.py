@@ -338,3 +338,31 @@ def test_program_cost_run_cnt_is_the_programs_own_count() -> None:
     # 64 lookups and random numbers cost more than one add, on average over the same runs
     light, heavy = df["ns_per_run"]
     assert heavy > light
+
+
+@needs_root
+def test_a_recording_replays_the_tour_and_the_cost_with_their_frames(tmp_path, monkeypatch) -> None:
+    import ebpf_lab
+
+    ebpf_lab.record(tmp_path)
+    try:
+        tour = bpftool_tour(3, subcommands=["prog", "map"], live=False)
+        costs = program_cost(3, live=False)
+    finally:
+        ebpf_lab.recordings.off()
+
+    def no_sysctl(*args, **kwargs):
+        raise AssertionError("a replay must not touch kernel.bpf_stats_enabled")
+
+    monkeypatch.setattr(bpftool, "bpf_stats", no_sysctl)
+    ebpf_lab.replay(tmp_path)
+    try:
+        again = bpftool_tour(3, subcommands=["prog", "map"], live=False)
+        costs_again = program_cost(3, live=False)
+    finally:
+        ebpf_lab.recordings.off()
+    assert again.attrs["replay"] and again.equals(tour)
+    assert tour_frame(again, "map").equals(tour_frame(tour, "map"))
+    assert again.attrs["bcc_maps"] == tour.attrs["bcc_maps"]
+    assert costs_again.drop(columns="map_ids").equals(costs.drop(columns="map_ids"))
+    assert costs_again.attrs["uid_execs"] == 3

@@ -199,6 +199,15 @@ class _Tour(Collector):
             elif sub == "net":
                 answer = bpftool.run("net")
                 self._note(sub, [answer], bpftool.net_records(answer.data))
+        # in ctx.attrs, so a recording keeps them with the summary (and a replay gives them back)
+        ctx.attrs.update(
+            {
+                "frames": self.frames,
+                "prog_ids": self.ids,
+                "bcc_maps": self.bcc_maps,
+                "quiet": self.quiet,
+            }
+        )
         return SUMMARY.frame(self.summary)
 
 
@@ -253,7 +262,7 @@ def bpftool_tour(
     subs = _check_subcommands(subcommands)
     uid = workload_uid(uid)
     collector = _Tour(subs)
-    df = bounded_run(
+    return bounded_run(
         name="bpftool_tour",
         source=program_source(PROGRAM),
         alternatives=subject_alternatives(),
@@ -264,12 +273,6 @@ def bpftool_tour(
         live=live,
         attrs={"uid": uid, "execs": execs_count, "bpftool": bpftool.version()},
     )
-    if collector.frames:  # a replay returns the recorded frame, attrs included
-        df.attrs["frames"] = collector.frames
-        df.attrs["prog_ids"] = collector.ids
-        df.attrs["bcc_maps"] = collector.bcc_maps
-        df.attrs["quiet"] = collector.quiet
-    return df
 
 
 def workload_uid(uid: Any) -> int:
