@@ -21,27 +21,17 @@ from ebpf_lab.kernel import bpftool
 from ebpf_lab.lessons.l13_bpftool.tour import (
     FUNCTIONS,
     PROGRAM,
+    PROGS,
     bcc_contents,
     quiet_call,
     subject_alternatives,
     workload_uid,
 )
-from ebpf_lab.show.frames import Schema
 from ebpf_lab.workloads import MAX_EXECS, execs
 
-#: one row per program: the kernel's statistics (through bpftool) and the program's own count
-COST = Schema(
-    id="int64",
-    name="string",
-    type="category",
-    run_cnt="int64",
-    run_time_ns="int64",
-    ns_per_run="float64",
-    own_count="int64",
-    bytes_xlated="Int64",
-    bytes_jited="Int64",
-    map_ids=None,
-)
+#: one row per program: ``prog show``'s columns (the kernel's statistics among them) and the
+#: program's own count of its runs
+COST = PROGS.extend(own_count="int64")
 
 
 class _Cost(Collector):
@@ -101,10 +91,11 @@ def program_cost(
         live: show the progress bar and Stop button (default: in Jupyter only).
 
     Returns:
-        One row per program: ``id``, ``name``, ``type``, ``run_cnt`` and ``run_time_ns`` (the
-        kernel's), ``ns_per_run`` (their ratio: the mean cost of one run, in nanoseconds),
-        ``own_count`` (the program's own count of its runs), ``bytes_xlated``,
-        ``bytes_jited``, ``map_ids``. ``df.attrs``: ``uid``, ``execs``, ``uid_execs`` (the
+        One row per program, with ``prog show``'s columns (``tour.PROGS``): ``id``, ``name``,
+        ``type``, ``tag``, ``run_cnt`` and ``run_time_ns`` (the kernel's), ``ns_per_run`` (their
+        ratio: the mean cost of one run, in nanoseconds), ``bytes_xlated``, ``bytes_jited``,
+        ``map_ids``, ``btf_id``, ``loaded_at``, ``verified_insns``; then ``own_count`` (the
+        program's own count of its runs). ``df.attrs``: ``uid``, ``execs``, ``uid_execs`` (the
         workload's execs as counted by ``count_light``: ``execs_count``), ``quiet``,
         ``stats_before`` (the sysctl's value before the run), ``prog_ids``, ``command``.
 

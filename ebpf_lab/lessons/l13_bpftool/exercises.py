@@ -27,6 +27,7 @@ def recorded_cost(rows: list[tuple[str, int, int, int]]) -> pd.DataFrame:
                 "bytes_xlated": 360,
                 "bytes_jited": 212,
                 "map_ids": [7, 8],
+                "tag": "0ac85c4bea0c314c",
             }
             for i, (name, run_cnt, run_time_ns, own_count) in enumerate(rows)
         ]
