@@ -280,6 +280,16 @@ CATALOGUE: tuple[Lesson, ...] = (
         exercises=("12.1",),
         solutions=("12.1.py",),
     ),
+    Lesson(
+        "13",
+        "13-bpftool.ipynb",
+        "bpftool on the lab's own program; what a program costs, measured by the kernel",
+        ("root", "bcc", "tracepoint", "hash_map"),
+        folder="l13_bpftool",
+        programs=("bpftool_subject",),
+        exercises=("13.1",),
+        solutions=("13.1.py",),
+    ),
 )
 
 

@@ -4,7 +4,8 @@
 cached on its own: supported, unsupported or inconclusive, with the reason), ``probes`` (the tiny
 programs those probes load), ``doctor`` (the table as a DataFrame), ``btf`` (struct offsets from
 the kernel's own BTF), ``prose`` (sentences about this kernel computed at run time for the
-notebooks), ``platforms`` (known-bad distribution/BCC/LLVM combinations). The raw facts (release,
+notebooks), ``platforms`` (known-bad distribution/BCC/LLVM combinations), ``bpftool``
+(``bpftool -j`` read into rows; the run-time statistics sysctl for a block). The raw facts (release,
 tracefs, kprobes, lockdown, LSMs, config options, emulated CPU) are re-exported here from
 :mod:`ebpf_lab.core.kernelfs`, so ``ebpf_lab.kernel.release()`` works.
 

@@ -288,6 +288,7 @@ def test_lesson_plan_says_what_is_missing_when_a_lesson_cannot_run() -> None:
         "10": "missing: hash_map",
         "11": "missing: tracepoint, hash_map",
         "12": "missing: tracepoint, hash_map",
+        "13": "missing: tracepoint, hash_map",
     }
     assert plan.loc["00", "status"] == "runs"
 

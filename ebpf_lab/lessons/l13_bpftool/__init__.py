@@ -1,0 +1,1 @@
+"""Lesson 13: the code behind ``notebooks/13-bpftool.ipynb``."""
