@@ -335,8 +335,9 @@ def test_program_cost_run_cnt_is_the_programs_own_count() -> None:
     assert df["run_cnt"].iloc[0] == df["run_cnt"].iloc[1] >= 41
     assert list(df["ns_per_run"]) == list(df["run_time_ns"] / df["run_cnt"])
     assert (df["run_time_ns"] > 0).all()
-    # 64 lookups and random numbers cost more than one add, on average over the same runs
-    light, heavy = df["ns_per_run"]
+    # 64 lookups and random numbers are more instructions than one add (what each run costs is
+    # a measurement: the notebook and `make bench` show it; a test asserts only structure)
+    light, heavy = df["bytes_xlated"]
     assert heavy > light
 
 
