@@ -216,6 +216,14 @@ MATRIX: dict[str, set[str] | None] = {
     "test_exec_watch.py": None,
     "test_leftovers.py": None,
     "test_reliability.py": {"test_cycle", "test_after_all_cycles"},
+    # the core's attach kinds (autoload, xdp, tc) and the lessons that use them
+    "test_core.py": None,
+    "test_xdp_firewall.py": None,
+    "test_tc_egress.py": None,
+    "test_helper_calls.py": None,
+    "test_magic.py": None,
+    "test_seed_scripts.py": None,
+    "test_bpftool.py": None,
     "test_notebooks.py": {
         f"test_notebook_runs_top_to_bottom[{nb}]"
         for nb in (
@@ -224,7 +232,9 @@ MATRIX: dict[str, set[str] | None] = {
             "02-maps-exec-per-uid",
             "03-perf-buffer",
             "07-attach-points",
+            "10-networking",
             "11-security",
+            "13-bpftool",
         )
     },
 }

@@ -137,6 +137,13 @@ def test_the_matrix_subset_is_marked(pytestconfig):
         "tests/test_notebooks.py",
         "tests/test_leftovers.py",
         "tests/test_reliability.py",
+        "tests/test_core.py",
+        "tests/test_xdp_firewall.py",
+        "tests/test_tc_egress.py",
+        "tests/test_helper_calls.py",
+        "tests/test_magic.py",
+        "tests/test_seed_scripts.py",
+        "tests/test_bpftool.py",
     }
     notebooks = sorted(i.split("[")[1].rstrip("]") for i in ids if "test_notebooks" in i)
     assert notebooks == [
@@ -145,5 +152,7 @@ def test_the_matrix_subset_is_marked(pytestconfig):
         "02-maps-exec-per-uid",
         "03-perf-buffer",
         "07-attach-points",
+        "10-networking",
         "11-security",
+        "13-bpftool",
     ]
