@@ -240,7 +240,7 @@ def test_program_cost_restores_the_sysctl_when_the_run_fails(monkeypatch) -> Non
         seen.append(bpftool.stats_sysctl())
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cost_module, "bounded_run", failing_run)
+    monkeypatch.setattr(cost_module, "run_subject", failing_run)
     with pytest.raises(KeyboardInterrupt):
         program_cost(5)
     assert seen == [1] and bpftool.stats_sysctl() == before
@@ -278,7 +278,7 @@ def test_tour_shows_the_labs_own_programs(tour) -> None:
     light = progs.iloc[0]
     maps = tour_frame(tour, "map")
     assert set(maps["map_id"]) == set(light["map_ids"])
-    assert set(maps["map"]) == {"execs_by_uid", "runs"}
+    assert set(maps["map"]) == {"target_uid", "execs_by_uid", "runs"}
 
 
 @needs_root
@@ -288,7 +288,8 @@ def test_tour_map_dump_is_what_bcc_reads(tour) -> None:
         name: dict(zip(group["key"], group["value"]))
         for name, group in maps.groupby("map", observed=True)
     }
-    # only the workload's UID is counted: exactly its execs
+    # the UID the lab wrote before attaching, and only that UID counted: exactly its execs
+    assert dumped["target_uid"] == {0: tour.attrs["uid"]}
     assert dumped["execs_by_uid"] == {tour.attrs["uid"]: N_EXECS}
     assert dumped["execs_by_uid"] == tour.attrs["bcc_maps"]["execs_by_uid"]
     # every exec runs both programs; no exec but bpftool's own came between BCC's reads

@@ -15,30 +15,29 @@ import pandas as pd
 
 from ebpf_lab.core import replay
 from ebpf_lab.core.guards import check_duration, check_positive_int
-from ebpf_lab.core.loader import program_source
-from ebpf_lab.core.run import Collector, RunContext, bounded_run
+from ebpf_lab.core.run import RunContext
 from ebpf_lab.kernel import bpftool
 from ebpf_lab.lessons.l13_bpftool.tour import (
     FUNCTIONS,
-    PROGRAM,
     PROGS,
+    SubjectCollector,
     bcc_contents,
     quiet_call,
-    subject_alternatives,
+    run_subject,
     workload_uid,
 )
-from ebpf_lab.workloads import MAX_EXECS, execs
+from ebpf_lab.workloads import MAX_EXECS
 
 #: one row per program: ``prog show``'s columns (the kernel's statistics among them) and the
 #: program's own count of its runs
 COST = PROGS.extend(own_count="int64")
 
 
-class _Cost(Collector):
+class _Cost(SubjectCollector):
     """Reads both programs' statistics once the workload is done, while they are attached."""
 
     def __init__(self, uid: int) -> None:
-        self.uid = uid
+        super().__init__(uid)
         self.attrs: dict[str, Any] = {}
 
     def finish(self, ctx: RunContext) -> pd.DataFrame:
@@ -111,16 +110,14 @@ def program_cost(
     # a replay touches no sysctl: the recorded frame answers
     stats = contextlib.nullcontext(None) if replay.replaying() else bpftool.bpf_stats()
     with stats as before:
-        return bounded_run(
-            name="program_cost",
-            source=program_source(PROGRAM),
-            alternatives=subject_alternatives(),
-            collector=collector,
+        return run_subject(
+            "program_cost",
+            collector,
+            uid=uid,
+            execs_count=execs_count,
             duration=duration,
-            workload=lambda: execs({uid: execs_count}),
-            cflags=[f"-DTARGET_UID={uid}u"],
             live=live,
-            attrs={"uid": uid, "execs": execs_count, "stats_before": before},
+            attrs={"stats_before": before},
         )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from ebpf_lab.core.attach import Alternative, Probe
+from ebpf_lab.core.collectors import fill_maps
 from ebpf_lab.core.guards import check_duration, check_positive_int, check_uid
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
@@ -81,6 +82,41 @@ SCHEMAS = {
 }
 
 
+class SubjectCollector(Collector):
+    """A collector of the subject programs: writes the workload's UID into ``target_uid``
+    after the compile, before anything is attached."""
+
+    def __init__(self, uid: int) -> None:
+        self.uid = uid
+
+    def prepare(self, bpf: Any) -> None:
+        fill_maps(bpf, {"target_uid": {0: self.uid}})
+
+
+def run_subject(
+    name: str,
+    collector: SubjectCollector,
+    *,
+    uid: int,
+    execs_count: int,
+    duration: float,
+    live: bool | None,
+    attrs: dict[str, Any],
+) -> pd.DataFrame:
+    """Both subject programs attached while ``execs_count`` execs run as ``uid`` (which the
+    collector writes into the ``target_uid`` map, so every run shares one compile)."""
+    return bounded_run(
+        name=name,
+        source=program_source(PROGRAM),
+        alternatives=subject_alternatives(),
+        collector=collector,
+        duration=duration,
+        workload=lambda: execs({uid: execs_count}),
+        live=live,
+        attrs={"uid": uid, "execs": execs_count, **attrs},
+    )
+
+
 def subject_alternatives(functions: Sequence[str] = FUNCTIONS) -> list[Alternative]:
     """Both functions on the execve tracepoint (present wherever the lesson runs)."""
     probes = [Probe("tracepoint", TRACEPOINT, fn) for fn in functions]
@@ -135,10 +171,11 @@ def _map_rows(ctx: RunContext, map_id: int) -> tuple[list[dict[str, Any]], Quiet
     return rows, dump
 
 
-class _Tour(Collector):
+class _Tour(SubjectCollector):
     """Runs the bpftool subcommands once the workload is done, while the programs are loaded."""
 
-    def __init__(self, subcommands: Sequence[str]) -> None:
+    def __init__(self, subcommands: Sequence[str], uid: int) -> None:
+        super().__init__(uid)
         self.subcommands = list(subcommands)
         self.frames: dict[str, pd.DataFrame] = {}
         self.summary: list[dict[str, Any]] = []
@@ -261,17 +298,15 @@ def bpftool_tour(
     duration = check_duration(duration)
     subs = _check_subcommands(subcommands)
     uid = workload_uid(uid)
-    collector = _Tour(subs)
-    return bounded_run(
-        name="bpftool_tour",
-        source=program_source(PROGRAM),
-        alternatives=subject_alternatives(),
-        collector=collector,
+    collector = _Tour(subs, uid)
+    return run_subject(
+        "bpftool_tour",
+        collector,
+        uid=uid,
+        execs_count=execs_count,
         duration=duration,
-        workload=lambda: execs({uid: execs_count}),
-        cflags=[f"-DTARGET_UID={uid}u"],
         live=live,
-        attrs={"uid": uid, "execs": execs_count, "bpftool": bpftool.version()},
+        attrs={"bpftool": bpftool.version()},
     )
 
 
