@@ -153,7 +153,7 @@ KINDS: tuple[Kind, ...] = (
     Kind(
         "network namespace",
         "network namespaces",
-        "with what was in them: a veth cable, an XDP program",
+        "with what was in them: a veth cable, XDP and TC programs",
         find_netns,
         remove_netns,
         lambda name: f"sudo ip netns del {name}",
