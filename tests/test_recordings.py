@@ -220,6 +220,7 @@ def test_notebook_02_recorded_then_replayed_without_bpf(tmp_path: Path) -> None:
         ("workload", "getppid_loop"),  # the counter race (section 6)
         ("run", "counter_race"),
         ("workload", "disassemble"),  # its bytecode (loading it needs root)
+        ("workload", "final_source"),  # the C after BCC's rewrite (compiling it needs BPF)
     ]
 
     # 2. replay it in a kernel process that cannot load BPF programs

@@ -50,7 +50,13 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from ebpf_lab.classroom.replay_banner import banner_text, install_display, uninstall_display
+from ebpf_lab.classroom.replay_banner import (
+    banner_text,
+    install_display,
+    install_live_only,
+    uninstall_display,
+    uninstall_live_only,
+)
 from ebpf_lab.classroom.saved import (
     FORMAT,
     _decode,
@@ -336,6 +342,7 @@ def record(path: str | os.PathLike[str]) -> Recording:
     session._write_manifest()
     _replay.install(session)
     uninstall_display()
+    install_live_only()
     return session
 
 
@@ -361,6 +368,7 @@ def replay(path: str | os.PathLike[str]) -> Recording:
     session = Recording(root, "replay", manifest)
     _replay.install(session)
     install_display()
+    install_live_only()
     return session
 
 
@@ -369,6 +377,7 @@ def off() -> Recording | None:
     recording that was in force (None if there was none)."""
     session = _replay.install(None)
     uninstall_display()
+    uninstall_live_only()
     return session  # type: ignore[return-value]
 
 

@@ -121,6 +121,72 @@ def _ensure_figure_banner(*_args: Any) -> None:
         _DISPLAY["figure_plain"] = plain.for_type(Figure, _plain)
 
 
+#: a code cell whose first line starts with this runs on a live kernel only: while a recording
+#: is replayed it is not run, and says so (cells that use BCC directly, such as the seed's own
+#: scripts, have no recorded run to replay)
+LIVE_ONLY = "# live only"
+
+
+def skip_live_only(lines: list[str]) -> list[str]:
+    """IPython input transformer: while replaying, a ``# live only`` cell prints why it is not
+    run instead of running (a live session runs it unchanged)."""
+    if lines and lines[0].lstrip().lower().startswith(LIVE_ONLY) and _replay.replaying():
+        why = lines[0].strip()[len(LIVE_ONLY) :].lstrip(" :-")
+        text = "REPLAY: this cell runs on a live kernel only" + (f" ({why})" if why else "")
+        return [f"print({text!r})\n"]
+    return lines
+
+
+_LIVE_ONLY_BYPASS: list[Any] = []
+
+
+def _is_live_only(cell: str) -> bool:
+    return cell.lstrip().lower().startswith(LIVE_ONLY)
+
+
+def _pre_run_cell(info: Any) -> None:
+    """While recording, a ``# live only`` cell runs outside the recording (its workloads are
+    not saved: a replay skips the cell, so it must not expect them)."""
+    if _replay.mode() == "record" and _is_live_only(getattr(info, "raw_cell", "") or ""):
+        bypass = _replay.bypass()
+        bypass.__enter__()
+        _LIVE_ONLY_BYPASS.append(bypass)
+
+
+def _post_run_cell(*_args: Any) -> None:
+    while _LIVE_ONLY_BYPASS:
+        _LIVE_ONLY_BYPASS.pop().__exit__(None, None, None)
+
+
+def install_live_only() -> None:
+    """Apply the ``# live only`` rule in the running IPython (while a recording is in force)."""
+    shell = _shell()
+    if shell is None or skip_live_only in shell.input_transformers_post:
+        return
+    shell.input_transformers_post.append(skip_live_only)
+    shell.events.register("pre_run_cell", _pre_run_cell)
+    shell.events.register("post_run_cell", _post_run_cell)
+
+
+def uninstall_live_only() -> None:
+    shell = _shell()
+    if shell is None:
+        return
+    with contextlib.suppress(ValueError):
+        shell.input_transformers_post.remove(skip_live_only)
+    for event, fn in (("pre_run_cell", _pre_run_cell), ("post_run_cell", _post_run_cell)):
+        with contextlib.suppress(ValueError):
+            shell.events.unregister(event, fn)
+
+
+def _shell() -> Any:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return None
+    return get_ipython()
+
+
 def install_display() -> None:
     """Register the REPLAY banner for frames, Series and figures in the running IPython."""
     try:

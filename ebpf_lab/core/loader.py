@@ -24,6 +24,7 @@ from typing import Any
 from ebpf_lab.core import compile_cache
 from ebpf_lab.core.errors import ProgramError
 from ebpf_lab.core.guards import require_bcc
+from ebpf_lab.core.replay import replayable
 
 #: the package; every lesson keeps its programs in its own folder, ``lessons/lNN_name/*.bpf.c``
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -385,6 +386,7 @@ def compiled_unattached(
             release(bpf)
 
 
+@replayable  # a replayed notebook shows the recorded text (compiling needs root and BPF)
 def final_source(text: str, cflags: Sequence[str] = (), *, name: str = "program") -> str:
     """The C after BCC's rewrite: what clang compiles (see :func:`show_source` ``final=True``).
 

@@ -130,3 +130,43 @@ def test_replay_banner_in_ipython_formatters(tmp_path: Path, monkeypatch) -> Non
     finally:
         recordings.off()
         InteractiveShell.clear_instance()
+
+
+def test_live_only_cells_are_skipped_only_while_replaying(tmp_path):
+    """A ``# live only`` cell (BCC used directly) prints why instead of running in a replay."""
+    from ebpf_lab.classroom import recordings
+    from ebpf_lab.classroom.replay_banner import skip_live_only
+
+    cell = ["# live only: BCC itself\n", "raise SystemExit('ran')\n"]
+    assert skip_live_only(cell) == cell  # live: unchanged
+    assert skip_live_only(["x = 1\n"]) == ["x = 1\n"]
+    (tmp_path / recordings.MANIFEST).write_text('{"format": 1, "entries": []}')
+    recordings.replay(tmp_path)
+    try:
+        assert skip_live_only(cell) == [
+            "print('REPLAY: this cell runs on a live kernel only (BCC itself)')\n"
+        ]
+        assert skip_live_only(["x = 1\n"]) == ["x = 1\n"]  # other cells run
+    finally:
+        recordings.off()
+
+
+def test_live_only_cells_run_outside_a_recording(tmp_path):
+    """While recording, a ``# live only`` cell's calls are not saved (a replay skips the cell)."""
+    from types import SimpleNamespace
+
+    from ebpf_lab.classroom import recordings
+    from ebpf_lab.classroom.replay_banner import _post_run_cell, _pre_run_cell
+    from ebpf_lab.core import replay
+
+    session = recordings.record(tmp_path)
+    try:
+        _pre_run_cell(SimpleNamespace(raw_cell="x = 1\n"))
+        assert replay.current() is session  # an ordinary cell is recorded
+        _post_run_cell()
+        _pre_run_cell(SimpleNamespace(raw_cell="# live only: BCC itself\nx = 1\n"))
+        assert replay.current() is None and replay.mode() == "live"
+        _post_run_cell()
+        assert replay.current() is session
+    finally:
+        recordings.off()
