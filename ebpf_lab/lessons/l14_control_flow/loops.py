@@ -71,7 +71,9 @@ def _check_bounds(loops: Any) -> list[int]:
         raise ValueError(f"loops must be a list of loop bounds like [8, 64], got {loops!r}")
     for n in loops:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_LOOPS:
-            raise ValueError(f"each loop bound must be a whole number 1..{MAX_LOOPS}, got {n!r}")
+            raise ValueError(
+                f"each bound in loops must be a whole number 1..{MAX_LOOPS}, got {n!r} in {loops!r}"
+            )
     return list(loops)
 
 

@@ -98,7 +98,13 @@ def tail_call_counts(
     if execs_count is None:
         raise ValueError("execs_count must be a positive whole number, got None")
     duration = check_duration(duration)
-    uid = unused_uid() if uid is None else check_uid(uid)
+    if uid is None:
+        uid = unused_uid()
+    else:
+        try:
+            uid = check_uid(uid)
+        except ValueError as exc:
+            raise ValueError(f"uid: {exc}") from None
     probes = [Probe("tracepoint", TRACEPOINT, "dispatch")]
     return bounded_run(
         name="tail_call",
