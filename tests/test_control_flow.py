@@ -1,11 +1,11 @@
 """Lesson 14: control flow, on the real kernel, with exact expectations.
 
 A C loop's cost to the verifier is a straight line in its bound (the kernel's ``verified_insns``);
-``bpf_loop`` either loads with a cost that does not depend on the bound, or is refused for the
-same reason at every bound, and the bytecode shows why; a tail call runs the second program
-exactly once per exec of a UID nobody else uses, and never returns; a BPF-to-BPF call is where
-the verifier splits the program. The appendix to chapter 04 (``docs/compile-cache.md``) runs as
-written.
+``bpf_loop`` loads wherever the kernel has it (linked by the lab where BCC cannot), at one cost
+for every bound, and BCC's own bytecode shows why it needs linking; a tail call runs the second
+program exactly once per exec of a UID nobody else uses, and never returns; a BPF-to-BPF call is
+where the verifier splits the program. The appendix to chapter 04 (``docs/compile-cache.md``)
+runs as written.
 """
 
 from __future__ import annotations
@@ -96,29 +96,51 @@ def test_a_c_loop_costs_the_verifier_the_same_per_round(no_leaks) -> None:
 
 
 @needs_root
-def test_bpf_loop_either_costs_the_same_at_every_bound_or_is_refused_for_one_reason(
+def test_bpf_loop_costs_the_verifier_the_same_at_every_bound_where_the_kernel_has_it(
     no_leaks,
 ) -> None:
     cost = loop_cost(BOUNDS)
     helper = cost[cost["method"] == "bpf_loop"].set_index("loops")
     assert cost.attrs["bpf_loop_helper"] == kernel_has_helper("loop")
+    # every kernel with bpf_loop (5.17+) loads it, linked by the lab where BCC alone cannot
+    assert helper["accepted"].tolist() == [kernel_has_helper("loop")] * len(BOUNDS)
+    if helper["accepted"].all():
+        assert helper["processed"].nunique() == 1, "the callback is checked once"
+        for_loop = cost[cost["method"] == "for loop"].set_index("loops")["processed"]
+        assert int(helper["processed"].iloc[0]) < int(for_loop[8])
+    else:
+        assert helper["processed"].isna().all() and helper["verifier"].nunique() == 1
+
+
+@needs_root
+def test_bcc_alone_leaves_the_callbacks_address_unlinked(no_leaks) -> None:
     insns = ebpf_lab.disassemble("loop_cost", fn="sum_with_bpf_loop", cflags=["-DLOOPS=8"])
     load = insns[(insns["mnemonic"] == "lddw") & (insns["dst_reg"] == 2)]
     assert len(load) == 1
     assert insns[insns["mnemonic"] == "call"]["imm"].tolist() == [181]  # BPF_FUNC_loop
-    if helper["accepted"].all():
-        assert helper["processed"].nunique() == 1, "the callback is checked once"
-        assert int(helper["processed"].iloc[0]) < int(
-            cost[(cost["method"] == "for loop") & (cost["loops"] == 64)]["processed"].iloc[0]
-        )
-        assert int(load["src_reg"].iloc[0]) == 4  # BPF_PSEUDO_FUNC
-    else:
-        assert not helper["accepted"].any() and helper["processed"].isna().all()
-        assert helper["verifier"].nunique() == 1
+    alone = ebpf_lab.verify("loop_cost", fn="sum_with_bpf_loop", log_level=1)
+    if int(load["src_reg"].iloc[0]) == 0:  # BCC without a linker: the callback's byte offset
+        assert int(load["imm"].iloc[0]) == 8 * len(insns)
+        assert load["text"].iloc[0] == f"r2 = {8 * len(insns):#x}"
+        assert not alone.ok
         if kernel_has_helper("loop"):
-            # the kernel has bpf_loop: what failed is the callback's address (no relocation)
-            assert int(load["src_reg"].iloc[0]) == 0 and load["text"].iloc[0] == "r2 = 0x0"
-            assert helper["verifier"].iloc[0] == "R2 type=scalar expected=func"
+            assert alone.errors["text"].tolist() == ["R2 type=scalar expected=func"]
+    else:  # a BCC that links: the verifier's own answer
+        assert int(load["src_reg"].iloc[0]) == 4 and alone.ok == kernel_has_helper("loop")
+
+
+@needs_root
+def test_linking_refuses_a_function_without_a_callback(no_leaks) -> None:
+    from ebpf_lab.core.loader import compiled_unattached, program_source
+    from ebpf_lab.lessons.l14_control_flow.linking import linked_bytecode
+
+    with compiled_unattached(program_source("loop_cost"), name="loop_cost") as (bpf, _):
+        with pytest.raises(ValueError, match=r"sum_with_for_loop\(\) must load the address of one"):
+            linked_bytecode(bpf, "sum_with_for_loop", "out")
+        code = linked_bytecode(bpf, "sum_with_bpf_loop", "out")
+        caller = bytes(bpf.dump_func(b"sum_with_bpf_loop"))
+    assert code[: len(caller)] != caller and len(code) > len(caller)
+    assert code[-8] == 0x95, "the linked program ends with the callback's exit"
 
 
 @needs_root

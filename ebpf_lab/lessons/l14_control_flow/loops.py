@@ -7,11 +7,12 @@ each function with the verifier (nothing is attached) and keeps the kernel's cou
 instructions the verifier processed (``verified_insns``), or, when the verifier refuses a
 function, its own words.
 
-Whether the ``bpf_loop`` half loads depends on two things, both found out here, never assumed:
-the kernel must have the helper (:func:`kernel_has_helper`), and the compiler's loader must put
-the callback's address into the program (a relocation: ``r2 = &func``, ``src_reg`` 4). BCC
-0.26 does not (it loads each function by itself and has no linker for BPF functions,
-iovisor/bcc#2459), so there the verifier refuses with ``R2 type=scalar expected=func``.
+BCC alone cannot load the ``bpf_loop`` half: the callback's address needs a relocation that BCC
+0.26 does not apply (it loads each function by itself, iovisor/bcc#2459), and the verifier
+refuses with ``R2 type=scalar expected=func``. :func:`loop_cost` records that answer
+(``attrs["bcc_alone"]``) and then loads the function linked by
+:mod:`ebpf_lab.lessons.l14_control_flow.linking`, the step a loader like libbpf does. Whether the
+kernel has the helper at all is found out too (:func:`kernel_has_helper`), never assumed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import pandas as pd
 
 from ebpf_lab.core import kernelfs
 from ebpf_lab.core import verdict as engine
-from ebpf_lab.core.loader import program_source
+from ebpf_lab.core.guards import require_bcc
+from ebpf_lab.core.loader import compiled_unattached, program_source
+from ebpf_lab.lessons.l14_control_flow.linking import load_linked
 from ebpf_lab.show.frames import Schema
 
 #: the program and its two loops (function names)
@@ -92,7 +95,9 @@ def loop_cost(loops: Sequence[int] = BOUNDS) -> pd.DataFrame:
         ``fn``, ``accepted``, ``instructions`` (what clang produced) and ``processed`` (what
         the verifier walked through, the kernel's ``verified_insns``), both empty when the
         verifier refused, and ``verifier`` (its summary line, or its words when it refused).
-        ``df.attrs``: ``kernel``, ``bpf_loop_helper`` (the kernel has ``bpf_loop``).
+        The ``bpf_loop`` rows are the lab-linked load whenever BCC alone is refused.
+        ``df.attrs``: ``kernel``, ``bpf_loop_helper`` (the kernel has ``bpf_loop``),
+        ``bcc_alone`` (the verifier's words on ``sum_with_bpf_loop`` as BCC loads it).
 
     Raises:
         ValueError: a bad list of bounds (before anything is loaded).
@@ -101,25 +106,53 @@ def loop_cost(loops: Sequence[int] = BOUNDS) -> pd.DataFrame:
     bounds = _check_bounds(loops)
     text = program_source(PROGRAM)
     rows = []
+    bcc_alone = ""
     for n in bounds:
         for method, fn in METHODS.items():
             v = engine.check(text, "tracepoint", fn, [f"-DLOOPS={n}"], 1, label=PROGRAM)
-            fact = v.facts[0] if v.ok else {}
-            said = v.message if v.ok else " ".join(v.errors) or v.message
-            rows.append(
-                {
-                    "loops": n,
-                    "method": method,
-                    "fn": fn,
-                    "accepted": v.ok,
-                    "instructions": fact.get("compiled_insns"),
-                    "processed": fact.get("verified_insns"),
-                    "verifier": said,
-                }
-            )
+            row = _row(n, method, fn, v)
+            if method == "bpf_loop" and not v.ok and v.stage == "verifier":
+                bcc_alone = bcc_alone or " ".join(v.errors) or v.message
+                row = _linked_row(text, n, method, fn)
+            rows.append(row)
     df = COST.frame(rows)
-    df.attrs.update({"kernel": kernelfs.release(), "bpf_loop_helper": kernel_has_helper("loop")})
+    df.attrs.update(
+        {
+            "kernel": kernelfs.release(),
+            "bpf_loop_helper": kernel_has_helper("loop"),
+            "bcc_alone": bcc_alone or "loaded by BCC alone",
+        }
+    )
     return df
+
+
+def _row(n: int, method: str, fn: str, v: engine.Verdict) -> dict[str, Any]:
+    fact = v.facts[0] if v.ok else {}
+    return {
+        "loops": n,
+        "method": method,
+        "fn": fn,
+        "accepted": v.ok,
+        "instructions": fact.get("compiled_insns"),
+        "processed": fact.get("verified_insns"),
+        "verifier": v.message if v.ok else " ".join(v.errors) or v.message,
+    }
+
+
+def _linked_row(text: str, n: int, method: str, fn: str) -> dict[str, Any]:
+    """``fn`` linked with its callback by the lab, loaded, measured and unloaded."""
+    bcc = require_bcc()
+    row: dict[str, Any] = {"loops": n, "method": method, "fn": fn, "accepted": False}
+    with compiled_unattached(text, [f"-DLOOPS={n}"], name=PROGRAM) as (bpf, _):
+        with load_linked(bpf, fn, "out", bcc.BPF.TRACEPOINT) as (fd, log, insns):
+            if fd < 0:
+                said = [ln for ln in log.splitlines() if ln and not ln.startswith("processed ")]
+                return {**row, "verifier": said[-1] if said else "refused, with no log"}
+            info, _ = engine.prog_info(fd)
+    processed = int(info.verified_insns)
+    said = f"{fn}() + its callback, linked by the lab: {insns} instructions, {processed} processed"
+    row.update(accepted=True, instructions=insns, processed=processed, verifier=said)
+    return row
 
 
 def plot_loop_cost(df: pd.DataFrame, ax: Any = None) -> Any:
