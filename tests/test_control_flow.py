@@ -18,6 +18,7 @@ from conftest import REPO, needs_root
 
 import ebpf_lab
 from ebpf_lab.lessons.l14_control_flow import loops as loops_module
+from ebpf_lab.lessons.l14_control_flow.linking import linked_load
 from ebpf_lab.lessons.l14_control_flow.loops import (
     COST,
     kernel_has_helper,
@@ -135,7 +136,7 @@ def test_linking_refuses_a_function_without_a_callback(no_leaks) -> None:
     from ebpf_lab.lessons.l14_control_flow.linking import linked_bytecode
 
     with compiled_unattached(program_source("loop_cost"), name="loop_cost") as (bpf, _):
-        with pytest.raises(ValueError, match=r"sum_with_for_loop\(\) must load the address of one"):
+        with pytest.raises(ValueError, match=r"sum_with_for_loop\(\) must call, or load the"):
             linked_bytecode(bpf, "sum_with_for_loop", "out")
         code = linked_bytecode(bpf, "sum_with_bpf_loop", "out")
         caller = bytes(bpf.dump_func(b"sum_with_bpf_loop"))
@@ -186,12 +187,30 @@ def test_a_bpf_to_bpf_call_is_where_the_verifier_splits_the_program(no_leaks) ->
     local = calls.iloc[1]
     target = int(local["index"]) + 1 + int(local["imm"])
     assert local["text"] == f"call pc{int(local['imm']):+d} (a BPF function)"
-    verdict = ebpf_lab.verify("bpf_to_bpf_call")
-    split = [t for t in verdict.log_lines["text"] if re.match(r"func#\d+ @\d+$", t)]
-    assert split[:2] == ["func#0 @0", f"func#1 @{target}"]
-    if not verdict.ok:  # an unlinked call (BCC): it points at itself
-        assert target == int(local["index"])
-        assert verdict.errors["text"].tolist() == ["last insn is not an exit or jmp"]
+    linked = linked_load("bpf_to_bpf_call", "caller")
+    assert linked.attrs["accepted"] and linked.attrs["error"] == ""
+    assert linked.attrs["functions"] == ["func#0 @0", f"func#1 @{target}"]
+    assert linked.attrs["processed"] == linked.attrs["instructions"] - 1  # one path, lddw twice
+    assert any(t.startswith(f"{target}: frame1: R1=") for t in linked["text"])
+    alone = ebpf_lab.verify("bpf_to_bpf_call", log_level=1)
+    if not alone.ok:  # BCC loads caller() alone: the call points just past its end
+        assert target == len(insns)
+        assert alone.errors["text"].tolist() == ["call to invalid destination"]
+
+
+@needs_root
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"program": "no_such_program", "fn": "caller"}, "no_such_program"),
+        ({"program": "bpf_to_bpf_call", "fn": "caller()"}, "fn must be a C function name"),
+        ({"program": "bpf_to_bpf_call", "fn": "caller", "log_level": 3}, "log_level must be"),
+        ({"program": "bpf_to_bpf_call", "fn": "caller", "cflags": "-DX"}, "cflags must be"),
+    ],
+)
+def test_linked_load_refuses_bad_input(kwargs, message, no_leaks) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        linked_load(**kwargs)
 
 
 # ------------------------------------------------------------------ chapter 04's appendix

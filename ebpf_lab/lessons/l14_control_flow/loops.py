@@ -25,9 +25,8 @@ import pandas as pd
 
 from ebpf_lab.core import kernelfs
 from ebpf_lab.core import verdict as engine
-from ebpf_lab.core.guards import require_bcc
-from ebpf_lab.core.loader import compiled_unattached, program_source
-from ebpf_lab.lessons.l14_control_flow.linking import load_linked
+from ebpf_lab.core.loader import program_source
+from ebpf_lab.lessons.l14_control_flow.linking import linked_load
 from ebpf_lab.show.frames import Schema
 
 #: the program and its two loops (function names)
@@ -113,7 +112,7 @@ def loop_cost(loops: Sequence[int] = BOUNDS) -> pd.DataFrame:
             row = _row(n, method, fn, v)
             if method == "bpf_loop" and not v.ok and v.stage == "verifier":
                 bcc_alone = bcc_alone or " ".join(v.errors) or v.message
-                row = _linked_row(text, n, method, fn)
+                row = _linked_row(n, method, fn)
             rows.append(row)
     df = COST.frame(rows)
     df.attrs.update(
@@ -139,17 +138,13 @@ def _row(n: int, method: str, fn: str, v: engine.Verdict) -> dict[str, Any]:
     }
 
 
-def _linked_row(text: str, n: int, method: str, fn: str) -> dict[str, Any]:
+def _linked_row(n: int, method: str, fn: str) -> dict[str, Any]:
     """``fn`` linked with its callback by the lab, loaded, measured and unloaded."""
-    bcc = require_bcc()
-    row: dict[str, Any] = {"loops": n, "method": method, "fn": fn, "accepted": False}
-    with compiled_unattached(text, [f"-DLOOPS={n}"], name=PROGRAM) as (bpf, _):
-        with load_linked(bpf, fn, "out", bcc.BPF.TRACEPOINT) as (fd, log, insns):
-            if fd < 0:
-                said = [ln for ln in log.splitlines() if ln and not ln.startswith("processed ")]
-                return {**row, "verifier": said[-1] if said else "refused, with no log"}
-            info, _ = engine.prog_info(fd)
-    processed = int(info.verified_insns)
+    log = linked_load(PROGRAM, fn, "out", cflags=[f"-DLOOPS={n}"], log_level=1)
+    row: dict[str, Any] = {"loops": n, "method": method, "fn": fn}
+    if not log.attrs["accepted"]:
+        return {**row, "accepted": False, "verifier": log.attrs["error"]}
+    insns, processed = log.attrs["instructions"], log.attrs["processed"]
     said = f"{fn}() + its callback, linked by the lab: {insns} instructions, {processed} processed"
     row.update(accepted=True, instructions=insns, processed=processed, verifier=said)
     return row
