@@ -290,6 +290,14 @@ CATALOGUE: tuple[Lesson, ...] = (
         exercises=("13.1",),
         solutions=("13.1.py",),
     ),
+    Lesson(
+        "14",
+        "14-control-flow.ipynb",
+        "Control flow: a loop's cost to the verifier, bpf_loop, a tail call, a BPF-to-BPF call",
+        ("root", "bcc", "tracepoint", "array_map"),
+        folder="l14_control_flow",
+        programs=("loop_cost", "tail_call", "bpf_to_bpf_call"),
+    ),
 )
 
 

@@ -289,6 +289,7 @@ def test_lesson_plan_says_what_is_missing_when_a_lesson_cannot_run() -> None:
         "11": "missing: tracepoint, hash_map",
         "12": "missing: tracepoint, hash_map",
         "13": "missing: tracepoint, hash_map",
+        "14": "missing: tracepoint",
     }
     assert plan.loc["00", "status"] == "runs"
 

@@ -1,0 +1,1 @@
+"""Lesson 14: the code behind ``notebooks/14-control-flow.ipynb`` (loops, tail calls, calls)."""
