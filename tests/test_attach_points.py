@@ -333,3 +333,50 @@ def test_interrupt_ends_the_whole_table(no_leaks, no_children):
     stopped = table.attrs["not_run"]
     assert stopped and stopped == list(KINDS[KINDS.index(stopped[0]) :])
     assert list(table["kind"]) == [k for k in KINDS if k not in stopped]
+
+
+# ---------------------------------------------------------------- every attach kind, live (#14)
+
+
+def test_uprobe_uretprobe_usdt_read_the_loops_values_exactly(no_leaks, no_children):
+    """lab_tick(i) returns 3*i + 7 for i < 1234; the USDT probe gets (i, value) after each."""
+    from ebpf_lab.lessons.l07_attach_points.user_probes import user_probes
+
+    calls = 1234
+    df = user_probes(calls)
+    triangle = calls * (calls - 1) // 2
+    assert df["kind"].tolist() == ["uprobe", "uretprobe", "usdt"]
+    assert df["events"].tolist() == [calls] * 3
+    assert df["sum_first"].tolist() == [triangle, 3 * triangle + 7 * calls, triangle]
+    assert df["sum_second"].tolist()[2] == 3 * triangle + 7 * calls
+    assert df["sum_second"].isna().tolist() == [True, True, False]
+    assert df["ok"].tolist() == [True, True, True]
+    assert df.attrs["attach"] == "uprobe+uretprobe+usdt"
+    assert "_bpf_readarg_on_usdt_tick_1" in df.attrs["usdt_c"]
+    assert "_bpf_readarg_on_usdt_tick_2" in df.attrs["usdt_c"]
+
+
+def test_usdt_probe_the_process_lacks_is_unsupported_before_loading(no_leaks, no_children):
+    from ebpf_lab.core.attach import Probe, usdt_source
+    from ebpf_lab.workloads.c_helpers import probe_loop_child
+
+    with probe_loop_child(1) as child:
+        with pytest.raises(UnsupportedFeature, match="no USDT probe ebpf_lab:nothing"):
+            usdt_source([Probe("usdt", "ebpf_lab:nothing", "fn", pid=child.pid)])
+        child.run()
+
+
+@pytest.mark.parametrize("target,pid", [("tick", 1), ("ebpf_lab:tick", -1), ("a:b:c", 1)])
+def test_usdt_probe_needs_provider_name_and_pid(target, pid):
+    from ebpf_lab.core.attach import Probe
+
+    with pytest.raises(ValueError, match="usdt"):
+        Probe("usdt", target, "fn", pid=pid)
+
+
+@pytest.mark.parametrize("calls", [0, -1, 1_000_001, 2.0, True, None])
+def test_user_probes_bad_calls_before_anything_starts(calls, no_children):
+    from ebpf_lab.lessons.l07_attach_points.user_probes import user_probes
+
+    with pytest.raises(ValueError, match="calls"):
+        user_probes(calls)

@@ -6,6 +6,10 @@ every exit path (:func:`detach_all`). Every way into the kernel is a kind here:
 
 * ``tracepoint``, ``raw_tracepoint``, ``kprobe``/``kretprobe``, ``uprobe``/``uretprobe``,
   ``perf_event``: BCC's ``attach_*`` calls;
+* ``usdt``: a probe a program defines itself (``DTRACE_PROBE2(provider, name, ...)`` from
+  ``sys/sdt.h``), found in a running process by BCC's ``USDT(pid=...)``; the C reads its
+  arguments with ``bpf_usdt_readarg()``, which :func:`usdt_source` writes (the lesson puts it
+  before its C), and the core attaches a uprobe at each of the probe's places;
 * ``xdp`` and ``tc``: the core builds the lab's private cable (:class:`~.netns.LabCable`: two
   network namespaces and a veth pair; one a run, shared by its xdp and tc probes), attaches the
   function to one end (xdp: generic/SKB mode; tc: the end's ``clsact`` qdisc, ``ingress`` or
@@ -29,7 +33,7 @@ from typing import Any, Callable
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core import netns, replay
 from ebpf_lab.core.errors import UnsupportedFeature
-from ebpf_lab.core.guards import check_choice, require_root
+from ebpf_lab.core.guards import check_choice, require_bcc, require_root
 from ebpf_lab.core.links import (  # noqa: F401 - xdp_link, tc_link... are imported from here too
     CableLink,
     TcLink,
@@ -50,6 +54,7 @@ PROBE_KINDS = (
     "kretprobe",
     "uprobe",
     "uretprobe",
+    "usdt",
     "perf_event",
     "xdp",
     "tc",
@@ -77,6 +82,7 @@ TARGET_FORMS = {
     "kretprobe": ("FUNCTION", "do_sys_openat2", "run FN when a kernel function returns (kprobes)"),
     "uprobe": ("LIBRARY:SYMBOL", "c:getpid", "run FN when a user-space function is entered"),
     "uretprobe": ("LIBRARY:SYMBOL", "c:getpid", "run FN when a user-space function returns"),
+    "usdt": ("PROVIDER:NAME", "ebpf_lab:tick", "run FN at a USDT probe of process --pid"),
     "perf_event": (
         "software:cpu-clock",
         "software:cpu-clock",
@@ -84,10 +90,11 @@ TARGET_FORMS = {
     ),
 }
 
-#: the kinds a ``%%ebpf`` cell can name by an option (those of :data:`TARGET_FORMS`); xdp and tc
-#: need the lab's cable, and lsm/autoload functions (``LSM_PROBE``, ``TRACEPOINT_PROBE``...) are
-#: attached by BCC itself while it compiles, so a cell needs no option for them
-CELL_KINDS = tuple(TARGET_FORMS)
+#: the kinds a ``%%ebpf`` cell can name by an option (those of :data:`TARGET_FORMS` but usdt,
+#: whose C needs :func:`usdt_source` and a running process); xdp and tc need the lab's cable,
+#: and lsm/autoload functions (``LSM_PROBE``, ``TRACEPOINT_PROBE``...) are attached by BCC
+#: itself while it compiles, so a cell needs no option for them
+CELL_KINDS = tuple(kind for kind in TARGET_FORMS if kind != "usdt")
 
 #: kinds that need the kernel's kprobes (CONFIG_KPROBES)
 KPROBE_KINDS = ("kprobe", "kretprobe")
@@ -107,12 +114,14 @@ class Probe:
         kind: one of :data:`PROBE_KINDS`.
         target: tracepoint ``"category:event"``; raw tracepoint name; kprobe kernel function, or
             ``"syscall:NAME"`` for a syscall's entry point; uprobe ``"library_or_path:symbol"``;
-            perf event ``"software:cpu-clock"`` or ``"hardware:cpu-cycles"``; xdp: the end of
+            usdt ``"provider:name"`` (e.g. ``"ebpf_lab:tick"``, in process ``pid``); perf event
+            ``"software:cpu-clock"`` or ``"hardware:cpu-cycles"``; xdp: the end of
             the cable (``"veth-a"`` or ``"veth-b"``); tc: the end and the direction
             (``"veth-a:egress"``, ``"veth-b:ingress"``...); lsm: the LSM hook (``fn`` is then
             ``lsm__<hook>``, as ``LSM_PROBE`` names it); autoload: what it hooks, for messages.
         fn: the C function's name.
-        pid: for uprobes and perf events, the process to watch (-1: all).
+        pid: for uprobes and perf events, the process to watch (-1: all); for usdt, the process
+            whose probe it is (required).
         sample_freq: for perf events, samples per second per CPU.
         cable: for xdp and tc, the lab cable to build (default: ``LabCable()``); the probes of
             one run share it, so they must name the same cable.
@@ -146,6 +155,12 @@ class Probe:
                     "a tc probe goes on an end of the cable and a direction: 'veth-a:egress', "
                     f"'veth-a:ingress', 'veth-b:egress' or 'veth-b:ingress'; not {self.target!r}"
                 )
+        if self.kind == "usdt":
+            provider, _, name = self.target.partition(":")
+            if not provider or not name or ":" in name:
+                raise ValueError(f"a usdt probe is named 'provider:name', not {self.target!r}")
+            if isinstance(self.pid, bool) or not isinstance(self.pid, int) or self.pid <= 0:
+                raise ValueError(f"a usdt probe needs the pid of a running process, not {self.pid}")
         if self.kind in ("xdp", "tc"):
             if self.cable is None:
                 object.__setattr__(self, "cable", netns.LabCable())
@@ -182,6 +197,7 @@ PROG_TYPES = {
     "kretprobe": "KPROBE",
     "uprobe": "KPROBE",
     "uretprobe": "KPROBE",
+    "usdt": "KPROBE",
     "perf_event": "PERF_EVENT",
     "xdp": "XDP",
     "tc": "SCHED_CLS",
@@ -234,6 +250,12 @@ def attach_probe(bcc: Any, bpf: Any, probe: Probe) -> None:
         name, _, sym = probe.target.rpartition(":")
         method = bpf.attach_uprobe if probe.kind == "uprobe" else bpf.attach_uretprobe
         method(name=name.encode(), sym=sym.encode(), fn_name=fn, pid=probe.pid)
+    elif probe.kind == "usdt":
+        places = _usdt_context(bcc, probe).enumerate_active_probes()
+        if not places:
+            raise Exception(f"no place of the USDT probe {probe.target} in process {probe.pid}")
+        for binpath, fn_name, addr, pid in places:
+            bpf.attach_uprobe(name=binpath, fn_name=fn_name, addr=addr, pid=pid)
     elif probe.kind == "perf_event":
         family, _, event = probe.target.partition(":")
         table = _PERF_SW if family == "software" else _PERF_HW
@@ -259,6 +281,33 @@ def attach_probe(bcc: Any, bpf: Any, probe: Probe) -> None:
             f"{probe.fn} is not attached: BCC attaches it while compiling only when the C names "
             "it so (e.g. LSM_PROBE, TRACEPOINT_PROBE) and the compile is BCC's own"
         )
+
+
+def _usdt_context(bcc: Any, probe: Probe) -> Any:
+    """BCC's ``USDT`` context of process ``probe.pid`` with ``probe.target`` enabled for
+    ``probe.fn``; UnsupportedFeature if the process has no such probe."""
+    try:
+        context = bcc.USDT(pid=probe.pid)
+        context.enable_probe(probe=probe.target, fn_name=probe.fn)
+    except Exception as exc:  # bcc's USDTException
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedFeature(
+            "usdt", f"process {probe.pid} has no USDT probe {probe.target} ({first})"
+        ) from None
+    return context
+
+
+def usdt_source(probes: Sequence[Probe]) -> str:
+    """The C that BCC writes for the ``usdt`` probes among ``probes``: one function per argument
+    of each, which ``bpf_usdt_readarg(n, ctx, &value)`` in the probe's C function calls. It
+    depends on where the compiler put each argument (a register, the stack...), as the binary's
+    ``.note.stapsdt`` note says; put it before the program's own C. Empty without usdt probes.
+
+    Raises:
+        UnsupportedFeature: a probe's process has no such USDT probe (or is gone).
+    """
+    bcc = require_bcc()
+    return "".join(_usdt_context(bcc, p).get_text() for p in probes if p.kind == "usdt")
 
 
 def try_attach(bcc: Any, bpf: Any, probe: Probe) -> str | None:
@@ -401,9 +450,9 @@ def check_target(kind: str, target: str) -> None:
         if root is not None and not (root / "events" / category / event).is_dir():
             there = category if (root / "events" / category).is_dir() else ""
             raise ValueError(f"no tracepoint {target} on this kernel (see {root}/events/{there})")
-    elif kind in ("uprobe", "uretprobe"):
-        library, _, symbol = target.rpartition(":")
-        if not library or not symbol:
+    elif kind in ("uprobe", "uretprobe", "usdt"):
+        left, _, right = target.rpartition(":")
+        if not left or not right:
             raise ValueError(wrong)
     elif kind == "perf_event":
         family, _, event = target.partition(":")
