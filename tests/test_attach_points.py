@@ -380,3 +380,82 @@ def test_user_probes_bad_calls_before_anything_starts(calls, no_children):
 
     with pytest.raises(ValueError, match="calls"):
         user_probes(calls)
+
+
+@pytest.mark.parametrize("hook", ["kprobe", "fentry"])
+def test_vfs_read_latency_counts_every_read_exactly(hook, no_leaks, no_children):
+    """kprobe+kretprobe or fentry+fexit on vfs_read for the C loop's 4321 one-byte reads."""
+    from ebpf_lab.lessons.l07_attach_points.kernel_probes import read_latency
+
+    reads = 4321
+    if not hook_expected(hook):
+        with pytest.raises(UnsupportedFeature) as info:
+            read_latency(reads, hook=hook)
+        assert info.value.feature == hook
+        pytest.skip(f"this kernel has no {hook}: {info.value}")
+    df = read_latency(reads, hook=hook)
+    assert int(df["calls"].sum()) == reads
+    assert (df["low_ns"] <= df["high_ns"]).all() and df["low_ns"].is_monotonic_increasing
+    a = df.attrs
+    assert (a["entries"], a["returns"]) == (reads, reads)
+    assert (a["bytes_asked"], a["bytes_returned"]) == (reads, reads)  # count = 1, returned 1
+    assert a["attach"] == hook and a["workload"]["reads"] == reads
+
+
+def test_syscall_prefix_reads_the_execd_filename(no_leaks, no_children):
+    from ebpf_lab.lessons.l07_attach_points.kernel_probes import syscall_prefix
+
+    if not hook_expected("kprobe"):
+        with pytest.raises(UnsupportedFeature) as info:
+            syscall_prefix(7)
+        assert info.value.feature == "kprobe"
+        assert "sys_enter_execve" in info.value.alternative
+        pytest.skip(f"this kernel has no kprobes: {info.value}")
+    df = syscall_prefix(7)
+    assert df["filename"].tolist() == ["/bin/true"]
+    assert df["execs"].tolist() == [7]
+    assert df.attrs["expected"] == {"/bin/true": 7}
+
+
+def test_kernel_hooks_explain_themselves_before_anything_loads(
+    no_leaks, no_children, monkeypatch, tmp_path
+):
+    """Forced (the lab is shown a kernel without kprobes), so it runs on kernels with them too."""
+    from ebpf_lab.lessons.l07_attach_points.kernel_probes import read_latency, syscall_prefix
+
+    hide_kprobes(monkeypatch, tmp_path)
+    import ebpf_lab.core.run as run
+
+    monkeypatch.setattr(run, "compile_program", lambda *a, **k: pytest.fail("compiled"))
+    with pytest.raises(UnsupportedFeature, match="CONFIG_KPROBES") as info:
+        read_latency(10, hook="kprobe")
+    assert "fentry" in info.value.alternative
+    with pytest.raises(UnsupportedFeature, match="CONFIG_KPROBES"):
+        syscall_prefix(3)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"reads": 0},
+        {"reads": True},
+        {"reads": 1.5},
+        {"reads": 50_000_001},
+        {"hook": "kretprobe"},
+        {"hook": None},
+        {"duration": -1},
+    ],
+)
+def test_read_latency_bad_input_before_anything_starts(kwargs, no_children):
+    from ebpf_lab.lessons.l07_attach_points.kernel_probes import read_latency
+
+    with pytest.raises(ValueError):
+        read_latency(**kwargs)
+
+
+@pytest.mark.parametrize("execs", [0, -3, 100_001, "5", None])
+def test_syscall_prefix_bad_input_before_anything_starts(execs, no_children):
+    from ebpf_lab.lessons.l07_attach_points.kernel_probes import syscall_prefix
+
+    with pytest.raises(ValueError, match="execs"):
+        syscall_prefix(execs)
