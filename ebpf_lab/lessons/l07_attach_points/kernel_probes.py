@@ -66,15 +66,22 @@ def require_hook(hook: str) -> None:
             )
 
 
-class _Latency(Collector):
-    """Writes the watched tgid before attaching; reads the histogram and totals at the end."""
+class _Target(Collector):
+    """Writes the run's one value (a tgid, a UID) into entry 0 of the array map ``map_name``
+    before anything is attached, so the program never runs without it."""
 
-    def __init__(self, tgid: int) -> None:
-        self.tgid = tgid
+    map_name = "target"
+
+    def __init__(self, value: int) -> None:
+        self.value = value
 
     def prepare(self, bpf: Any) -> None:
-        table = bpf[b"target"]
-        table[table.Key(0)] = table.Leaf(self.tgid)
+        table = bpf[self.map_name.encode()]
+        table[table.Key(0)] = table.Leaf(self.value)
+
+
+class _Latency(_Target):
+    """Watches one tgid; reads the histogram and the totals at the end."""
 
     def finish(self, ctx: RunContext) -> pd.DataFrame:
         rows = [
@@ -167,15 +174,10 @@ def read_latency(
     return df
 
 
-class _Execs(Collector):
-    """Writes the workload's UID before attaching; reads the per-filename counts at the end."""
+class _Execs(_Target):
+    """Watches one UID; reads the per-filename counts at the end."""
 
-    def __init__(self, uid: int) -> None:
-        self.uid = uid
-
-    def prepare(self, bpf: Any) -> None:
-        table = bpf[b"target_uid"]
-        table[table.Key(0)] = table.Leaf(self.uid)
+    map_name = "target_uid"
 
     def finish(self, ctx: RunContext) -> pd.DataFrame:
         rows = [
