@@ -19,6 +19,7 @@ from ebpf_lab.core.attach import Alternative, Probe, usdt_source
 from ebpf_lab.core.guards import check_duration, require_root
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
+from ebpf_lab.lessons.l07_attach_points.probes import _precheck
 from ebpf_lab.show.frames import Schema
 from ebpf_lab.workloads.c_helpers import PROBE_LOOP_FUNCTION, PROBE_LOOP_USDT, probe_loop_child
 from ebpf_lab.workloads.checks import MAX_CALLS
@@ -86,12 +87,14 @@ def user_probes(
         ValueError: bad calls or duration (before anything is built or loaded).
         PermissionError: not root.
         HelperBuildError: the C loop could not be built (says what to install).
-        UnsupportedFeature: the kernel refused a uprobe (no CONFIG_UPROBE_EVENTS).
+        UnsupportedFeature: the kernel has no uprobes (CONFIG_UPROBE_EVENTS unset: said before
+            anything loads) or refused one.
     """
     if isinstance(calls, bool) or not isinstance(calls, int) or not 1 <= calls <= MAX_CALLS:
         raise ValueError(f"calls must be a whole number from 1 to {MAX_CALLS}, got {calls!r}")
     duration = check_duration(duration)
     require_root()
+    _precheck("uprobe")  # no uprobe PMU: say so before anything is built or loaded
     with probe_loop_child(calls) as child:
         binary = child.program
         probes = [
