@@ -58,8 +58,9 @@ if ! have_pkg python3-bpfcc && [ -x "$SYS_PY" ] && "$SYS_PY" -c 'import bcc' 2>/
 fi
 apt_install "${BCC_PKG[@]}" bpftool python3-venv python3-pip iproute2 procps strace
 # the C workload helpers (ebpf_lab/workload_c/*.c, e.g. lesson 08's fast read loop) are built
-# with gcc on first use (ebpf_lab/workloads/native.py)
-apt_install gcc libc6-dev
+# with gcc on first use (ebpf_lab/workloads/native.py); lesson 07's probe_loop.c defines a USDT
+# probe with <sys/sdt.h>, from systemtap-sdt-dev
+apt_install gcc libc6-dev systemtap-sdt-dev
 # tests/test_browser.py drives Debian's Chromium with Playwright (Playwright's own browser
 # download is never used: executable_path=/usr/bin/chromium)
 apt_install chromium

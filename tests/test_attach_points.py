@@ -333,3 +333,129 @@ def test_interrupt_ends_the_whole_table(no_leaks, no_children):
     stopped = table.attrs["not_run"]
     assert stopped and stopped == list(KINDS[KINDS.index(stopped[0]) :])
     assert list(table["kind"]) == [k for k in KINDS if k not in stopped]
+
+
+# ---------------------------------------------------------------- every attach kind, live (#14)
+
+
+def test_uprobe_uretprobe_usdt_read_the_loops_values_exactly(no_leaks, no_children):
+    """lab_tick(i) returns 3*i + 7 for i < 1234; the USDT probe gets (i, value) after each."""
+    from ebpf_lab.lessons.l07_attach_points.user_probes import user_probes
+
+    calls = 1234
+    df = user_probes(calls)
+    triangle = calls * (calls - 1) // 2
+    assert df["kind"].tolist() == ["uprobe", "uretprobe", "usdt"]
+    assert df["events"].tolist() == [calls] * 3
+    assert df["sum_first"].tolist() == [triangle, 3 * triangle + 7 * calls, triangle]
+    assert df["sum_second"].tolist()[2] == 3 * triangle + 7 * calls
+    assert df["sum_second"].isna().tolist() == [True, True, False]
+    assert df["ok"].tolist() == [True, True, True]
+    assert df.attrs["attach"] == "uprobe+uretprobe+usdt"
+    assert "_bpf_readarg_on_usdt_tick_1" in df.attrs["usdt_c"]
+    assert "_bpf_readarg_on_usdt_tick_2" in df.attrs["usdt_c"]
+
+
+def test_usdt_probe_the_process_lacks_is_unsupported_before_loading(no_leaks, no_children):
+    from ebpf_lab.core.attach import Probe, usdt_source
+    from ebpf_lab.workloads.c_helpers import probe_loop_child
+
+    with probe_loop_child(1) as child:
+        with pytest.raises(UnsupportedFeature, match="no USDT probe ebpf_lab:nothing"):
+            usdt_source([Probe("usdt", "ebpf_lab:nothing", "fn", pid=child.pid)])
+        child.run()
+
+
+@pytest.mark.parametrize("target,pid", [("tick", 1), ("ebpf_lab:tick", -1), ("a:b:c", 1)])
+def test_usdt_probe_needs_provider_name_and_pid(target, pid):
+    from ebpf_lab.core.attach import Probe
+
+    with pytest.raises(ValueError, match="usdt"):
+        Probe("usdt", target, "fn", pid=pid)
+
+
+@pytest.mark.parametrize("calls", [0, -1, 1_000_001, 2.0, True, None])
+def test_user_probes_bad_calls_before_anything_starts(calls, no_children):
+    from ebpf_lab.lessons.l07_attach_points.user_probes import user_probes
+
+    with pytest.raises(ValueError, match="calls"):
+        user_probes(calls)
+
+
+@pytest.mark.parametrize("hook", ["kprobe", "fentry"])
+def test_vfs_read_latency_counts_every_read_exactly(hook, no_leaks, no_children):
+    """kprobe+kretprobe or fentry+fexit on vfs_read for the C loop's 4321 one-byte reads."""
+    from ebpf_lab.lessons.l07_attach_points.kernel_probes import read_latency
+
+    reads = 4321
+    if not hook_expected(hook):
+        with pytest.raises(UnsupportedFeature) as info:
+            read_latency(reads, hook=hook)
+        assert info.value.feature == hook
+        pytest.skip(f"this kernel has no {hook}: {info.value}")
+    df = read_latency(reads, hook=hook)
+    assert int(df["calls"].sum()) == reads
+    assert (df["low_ns"] <= df["high_ns"]).all() and df["low_ns"].is_monotonic_increasing
+    a = df.attrs
+    assert (a["entries"], a["returns"]) == (reads, reads)
+    assert (a["bytes_asked"], a["bytes_returned"]) == (reads, reads)  # count = 1, returned 1
+    assert a["attach"] == hook and a["workload"]["reads"] == reads
+
+
+def test_syscall_prefix_reads_the_execd_filename(no_leaks, no_children):
+    from ebpf_lab.lessons.l07_attach_points.kernel_probes import syscall_prefix
+
+    if not hook_expected("kprobe"):
+        with pytest.raises(UnsupportedFeature) as info:
+            syscall_prefix(7)
+        assert info.value.feature == "kprobe"
+        assert "sys_enter_execve" in info.value.alternative
+        pytest.skip(f"this kernel has no kprobes: {info.value}")
+    df = syscall_prefix(7)
+    assert df["filename"].tolist() == ["/bin/true"]
+    assert df["execs"].tolist() == [7]
+    assert df.attrs["expected"] == {"/bin/true": 7}
+
+
+def test_kernel_hooks_explain_themselves_before_anything_loads(
+    no_leaks, no_children, monkeypatch, tmp_path
+):
+    """Forced (the lab is shown a kernel without kprobes), so it runs on kernels with them too."""
+    from ebpf_lab.lessons.l07_attach_points.kernel_probes import read_latency, syscall_prefix
+
+    hide_kprobes(monkeypatch, tmp_path)
+    import ebpf_lab.core.run as run
+
+    monkeypatch.setattr(run, "compile_program", lambda *a, **k: pytest.fail("compiled"))
+    with pytest.raises(UnsupportedFeature, match="CONFIG_KPROBES") as info:
+        read_latency(10, hook="kprobe")
+    assert "fentry" in info.value.alternative
+    with pytest.raises(UnsupportedFeature, match="CONFIG_KPROBES"):
+        syscall_prefix(3)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"reads": 0},
+        {"reads": True},
+        {"reads": 1.5},
+        {"reads": 50_000_001},
+        {"hook": "kretprobe"},
+        {"hook": None},
+        {"duration": -1},
+    ],
+)
+def test_read_latency_bad_input_before_anything_starts(kwargs, no_children):
+    from ebpf_lab.lessons.l07_attach_points.kernel_probes import read_latency
+
+    with pytest.raises(ValueError):
+        read_latency(**kwargs)
+
+
+@pytest.mark.parametrize("execs", [0, -3, 100_001, "5", None])
+def test_syscall_prefix_bad_input_before_anything_starts(execs, no_children):
+    from ebpf_lab.lessons.l07_attach_points.kernel_probes import syscall_prefix
+
+    with pytest.raises(ValueError, match="execs"):
+        syscall_prefix(execs)

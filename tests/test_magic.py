@@ -206,7 +206,7 @@ def test_one_option_per_attach_kind_of_the_core(ip):
     parser = EbpfMagics.ebpf.parser
     options = {a.dest: a for a in parser._actions}
     # every kind but those BCC attaches itself or that need the lab's cable
-    assert set(PROBE_KINDS) - set(CELL_KINDS) == {"xdp", "lsm", "autoload"}
+    assert set(PROBE_KINDS) - set(CELL_KINDS) == {"xdp", "tc", "lsm", "autoload", "usdt"}
     for kind in CELL_KINDS:
         assert options[kind].option_strings == [f"--{kind.replace('_', '-')}"]
         assert options[kind].nargs == 2

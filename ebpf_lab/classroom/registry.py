@@ -222,7 +222,7 @@ CATALOGUE: tuple[Lesson, ...] = (
             "attach types live",
         },
         folder="l07_attach_points",
-        programs=("attach_count",),
+        programs=("attach_count", "user_probes", "read_latency", "syscall_prefix"),
         exercises=("07.1",),
         solutions=("07.1.bpf.c",),
     ),

@@ -1,7 +1,8 @@
 """The core: one bounded run that every lesson goes through.
 
 ``run`` (``bounded_run``, ``Collector``, ``Alternative``: load, attach, poll, always detach),
-``attach`` (the kinds of attach point), ``loader`` + ``compile_cache`` (BCC compiles, program
+``attach`` (the kinds of attach point, usdt included) + ``links`` (the lab cable and the xdp
+and tc programs the core attaches to it), ``loader`` + ``compile_cache`` (BCC compiles, program
 sources, the one ``LabBPF`` class), ``verdict`` (the verifier's verdict on a program loaded
 without attaching) + ``program_log`` (its log read against the learner's lines), ``guards``
 (argument checks raised before anything loads, the BCC check), ``errors``, ``live`` (a run's

@@ -6,6 +6,10 @@ every exit path (:func:`detach_all`). Every way into the kernel is a kind here:
 
 * ``tracepoint``, ``raw_tracepoint``, ``kprobe``/``kretprobe``, ``uprobe``/``uretprobe``,
   ``perf_event``: BCC's ``attach_*`` calls;
+* ``usdt``: a probe a program defines itself (``DTRACE_PROBE2(provider, name, ...)`` from
+  ``sys/sdt.h``), found in a running process by BCC's ``USDT(pid=...)``; the C reads its
+  arguments with ``bpf_usdt_readarg()``, which :func:`usdt_source` writes (the lesson puts it
+  before its C), and the core attaches a uprobe at each of the probe's places;
 * ``xdp`` and ``tc``: the core builds the lab's private cable (:class:`~.netns.LabCable`: two
   network namespaces and a veth pair; one a run, shared by its xdp and tc probes), attaches the
   function to one end (xdp: generic/SKB mode; tc: the end's ``clsact`` qdisc, ``ingress`` or
@@ -21,7 +25,6 @@ syscall) and falls back to the ``syscalls:sys_enter_execve`` tracepoint, recordi
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +33,18 @@ from typing import Any, Callable
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core import netns, replay
 from ebpf_lab.core.errors import UnsupportedFeature
-from ebpf_lab.core.guards import check_choice, require_root
+from ebpf_lab.core.guards import check_choice, require_bcc, require_root
+from ebpf_lab.core.links import (  # noqa: F401 - xdp_link, tc_link... are imported from here too
+    CableLink,
+    TcLink,
+    XdpLink,
+    _prog_id,
+    attach_tc,
+    attach_xdp,
+    links,
+    tc_link,
+    xdp_link,
+)
 
 #: kinds of attach point the core knows how to attach
 PROBE_KINDS = (
@@ -40,6 +54,7 @@ PROBE_KINDS = (
     "kretprobe",
     "uprobe",
     "uretprobe",
+    "usdt",
     "perf_event",
     "xdp",
     "tc",
@@ -67,6 +82,7 @@ TARGET_FORMS = {
     "kretprobe": ("FUNCTION", "do_sys_openat2", "run FN when a kernel function returns (kprobes)"),
     "uprobe": ("LIBRARY:SYMBOL", "c:getpid", "run FN when a user-space function is entered"),
     "uretprobe": ("LIBRARY:SYMBOL", "c:getpid", "run FN when a user-space function returns"),
+    "usdt": ("PROVIDER:NAME", "ebpf_lab:tick", "run FN at a USDT probe of process --pid"),
     "perf_event": (
         "software:cpu-clock",
         "software:cpu-clock",
@@ -74,10 +90,11 @@ TARGET_FORMS = {
     ),
 }
 
-#: the kinds a ``%%ebpf`` cell can name by an option (those of :data:`TARGET_FORMS`); xdp and tc
-#: need the lab's cable, and lsm/autoload functions (``LSM_PROBE``, ``TRACEPOINT_PROBE``...) are
-#: attached by BCC itself while it compiles, so a cell needs no option for them
-CELL_KINDS = tuple(TARGET_FORMS)
+#: the kinds a ``%%ebpf`` cell can name by an option (those of :data:`TARGET_FORMS` but usdt,
+#: whose C needs :func:`usdt_source` and a running process); xdp and tc need the lab's cable,
+#: and lsm/autoload functions (``LSM_PROBE``, ``TRACEPOINT_PROBE``...) are attached by BCC
+#: itself while it compiles, so a cell needs no option for them
+CELL_KINDS = tuple(kind for kind in TARGET_FORMS if kind != "usdt")
 
 #: kinds that need the kernel's kprobes (CONFIG_KPROBES)
 KPROBE_KINDS = ("kprobe", "kretprobe")
@@ -97,12 +114,14 @@ class Probe:
         kind: one of :data:`PROBE_KINDS`.
         target: tracepoint ``"category:event"``; raw tracepoint name; kprobe kernel function, or
             ``"syscall:NAME"`` for a syscall's entry point; uprobe ``"library_or_path:symbol"``;
-            perf event ``"software:cpu-clock"`` or ``"hardware:cpu-cycles"``; xdp: the end of
+            usdt ``"provider:name"`` (e.g. ``"ebpf_lab:tick"``, in process ``pid``); perf event
+            ``"software:cpu-clock"`` or ``"hardware:cpu-cycles"``; xdp: the end of
             the cable (``"veth-a"`` or ``"veth-b"``); tc: the end and the direction
             (``"veth-a:egress"``, ``"veth-b:ingress"``...); lsm: the LSM hook (``fn`` is then
             ``lsm__<hook>``, as ``LSM_PROBE`` names it); autoload: what it hooks, for messages.
         fn: the C function's name.
-        pid: for uprobes and perf events, the process to watch (-1: all).
+        pid: for uprobes and perf events, the process to watch (-1: all); for usdt, the process
+            whose probe it is (required).
         sample_freq: for perf events, samples per second per CPU.
         cable: for xdp and tc, the lab cable to build (default: ``LabCable()``); the probes of
             one run share it, so they must name the same cable.
@@ -136,6 +155,12 @@ class Probe:
                     "a tc probe goes on an end of the cable and a direction: 'veth-a:egress', "
                     f"'veth-a:ingress', 'veth-b:egress' or 'veth-b:ingress'; not {self.target!r}"
                 )
+        if self.kind == "usdt":
+            provider, _, name = self.target.partition(":")
+            if not provider or not name or ":" in name:
+                raise ValueError(f"a usdt probe is named 'provider:name', not {self.target!r}")
+            if isinstance(self.pid, bool) or not isinstance(self.pid, int) or self.pid <= 0:
+                raise ValueError(f"a usdt probe needs the pid of a running process, not {self.pid}")
         if self.kind in ("xdp", "tc"):
             if self.cable is None:
                 object.__setattr__(self, "cable", netns.LabCable())
@@ -172,6 +197,7 @@ PROG_TYPES = {
     "kretprobe": "KPROBE",
     "uprobe": "KPROBE",
     "uretprobe": "KPROBE",
+    "usdt": "KPROBE",
     "perf_event": "PERF_EVENT",
     "xdp": "XDP",
     "tc": "SCHED_CLS",
@@ -207,187 +233,6 @@ def _bcc_attached(bpf: Any, fn: str) -> bool:
     return any(name in fns for fns in getattr(bpf, "kprobe_fds", {}).values())
 
 
-class CableLink:
-    """The lab cable built for a run's xdp and tc probes (``cable``: the
-    :class:`~.netns.LabCable`; ``pair``: the :class:`~.netns.VethPair`); detaching deletes it."""
-
-    kind = "cable"
-
-    def __init__(self, cable: netns.LabCable, stack: contextlib.ExitStack, pair: netns.VethPair):
-        self.cable = cable
-        self.stack = stack
-        self.pair = pair
-
-    def detach(self) -> None:
-        """Delete both namespaces, and with them the veth pair and whatever is attached to it."""
-        self.stack.close()
-
-
-class XdpLink:
-    """An XDP program the core attached to one end of the lab cable.
-
-    Attributes:
-        pair: the cable (:class:`ebpf_lab.core.netns.VethPair`), for the lesson's traffic.
-        device: the end the program is attached to; ``namespace`` holds it.
-        prog_id: the kernel's id of the attached program; ``mode``: as ``ip link`` shows it.
-    """
-
-    kind = "xdp"
-
-    def __init__(self, bcc: Any, pair: netns.VethPair, dev: str):
-        self.bcc = bcc
-        self.pair = pair
-        self.device = dev
-        self.namespace = pair.ns_b if dev == pair.dev_b else pair.ns_a
-        self.flags = int(bcc.BPF.XDP_FLAGS_SKB_MODE)
-        self.attached = False
-        self.prog_id: int | None = None
-        self.mode = "?"
-
-    def attrs(self) -> dict[str, Any]:
-        """What a lesson's frame says about the cable and the program (``df.attrs``)."""
-        p = self.pair
-        return {
-            "netns": [p.ns_a, p.ns_b],
-            "devices": [p.dev_a, p.dev_b],
-            "addresses": [p.ip_a, p.ip_b],
-            "xdp_device": f"{self.device} in {self.namespace}",
-            "xdp_mode": self.mode,
-            "xdp_prog_id": self.prog_id,
-        }
-
-    def detach(self) -> None:
-        """Remove the program from the device (the cable goes after it: :class:`CableLink`)."""
-        if self.attached:
-            from ebpf_lab.core.loader import capture_stderr_fd
-
-            def remove() -> None:
-                with capture_stderr_fd():
-                    self.bcc.BPF.remove_xdp(self.device.encode(), self.flags)
-
-            with contextlib.suppress(Exception):
-                netns.run_in_netns(self.namespace, remove, timeout=10.0)
-            self.attached = False
-
-
-class TcLink:
-    """A tc classifier (``SCHED_CLS``) the core attached to an end of the lab cable (``pair``):
-    on ``device``'s (in ``namespace``) ``clsact`` qdisc, in ``direction``; ``prog_id``: its id."""
-
-    kind = "tc"
-
-    def __init__(self, pair: netns.VethPair, dev: str, direction: str):
-        self.pair = pair
-        self.device = dev
-        self.direction = direction
-        self.namespace = pair.ns_b if dev == pair.dev_b else pair.ns_a
-        self.attached = False
-        self.prog_id: int | None = None
-
-    def attrs(self) -> dict[str, Any]:
-        """What a lesson's frame says about the program (``df.attrs``)."""
-        return {
-            "tc_device": f"{self.device} in {self.namespace}",
-            "tc_direction": self.direction,
-            "tc_prog_id": self.prog_id,
-        }
-
-    def detach(self) -> None:
-        """Delete the device's ``clsact`` qdisc, and the filter on it (the cable goes after)."""
-        if self.attached:
-            netns.tc_detach(self.namespace, self.device)
-            self.attached = False
-
-
-def links(bpf: Any) -> list[Any]:
-    """What the core attached to ``bpf`` besides BCC's own records (e.g. :class:`XdpLink`)."""
-    if not hasattr(bpf, "_ebpf_lab_links"):
-        bpf._ebpf_lab_links = []
-    return bpf._ebpf_lab_links
-
-
-def xdp_link(bpf: Any) -> XdpLink:
-    """The XDP attachment (and cable) of a run: ``xdp_link(ctx.bpf).pair`` is the cable."""
-    found = [link for link in links(bpf) if isinstance(link, XdpLink)]
-    if not found:
-        raise RuntimeError("this run attached no xdp probe")
-    return found[0]
-
-
-def tc_link(bpf: Any, direction: str | None = None) -> TcLink:
-    """The (first) tc attachment of a run, in ``direction`` if given; ``.pair`` is the cable."""
-    found = [x for x in links(bpf) if isinstance(x, TcLink) and direction in (None, x.direction)]
-    if not found:
-        raise RuntimeError(
-            f"this run attached no tc probe{f' on {direction}' if direction else ''}"
-        )
-    return found[0]
-
-
-def _cable(bpf: Any, probe: Probe) -> netns.VethPair:
-    """The run's cable: built for its first xdp or tc probe, shared by the others."""
-    assert probe.cable is not None
-    for link in links(bpf):
-        if isinstance(link, CableLink):
-            if link.cable != probe.cable:
-                raise ValueError(
-                    f"the probes of one run share one cable; {probe.describe()} names "
-                    f"{probe.cable}, another probe {link.cable}"
-                )
-            return link.pair
-    stack = contextlib.ExitStack()
-    pair = stack.enter_context(probe.cable.build())
-    links(bpf).append(CableLink(probe.cable, stack, pair))  # detach_all deletes it last
-    return pair
-
-
-def _prog_id(fd: int) -> int | None:
-    """The kernel's id of the BPF program open at ``fd`` (from ``/proc/self/fdinfo``)."""
-    with contextlib.suppress(OSError):
-        for line in open(f"/proc/self/fdinfo/{fd}"):
-            if line.startswith("prog_id:"):
-                return int(line.split()[1])
-    return None
-
-
-def _attach_xdp(bcc: Any, bpf: Any, probe: Probe) -> None:
-    """Build the cable, attach in generic mode inside its namespace, check with ``ip link``."""
-    fn = bpf.load_func(probe.fn.encode(), bcc.BPF.XDP)  # loaded already: BCC returns it
-    link = XdpLink(bcc, _cable(bpf, probe), probe.target)
-    links(bpf).append(link)  # from now on detach_all removes it, whatever happens
-    link.prog_id = _prog_id(fn.fd)
-    netns.run_in_netns(link.namespace, _xdp_in_netns, bcc, fn, link, timeout=10.0)
-    shown = netns.xdp_on(link.namespace, link.device)
-    if shown.get("prog_id") != link.prog_id:
-        raise RuntimeError(
-            f"XDP was attached to {link.device}, but `ip link` shows {shown} "
-            f"instead of program id {link.prog_id}"
-        )
-    link.mode = shown.get("mode", "?")
-
-
-def _xdp_in_netns(bcc: Any, fn: Any, link: XdpLink) -> None:
-    bcc.BPF.attach_xdp(link.device.encode(), fn, link.flags)  # raises bare Exception
-    link.attached = True
-
-
-def _attach_tc(bcc: Any, bpf: Any, probe: Probe) -> None:
-    """Build (or share) the cable, attach to the end's clsact qdisc, check with ``tc filter``."""
-    fn = bpf.load_func(probe.fn.encode(), bcc.BPF.SCHED_CLS)  # loaded already: BCC returns it
-    dev, _, direction = probe.target.partition(":")
-    link = TcLink(_cable(bpf, probe), dev, direction)
-    links(bpf).append(link)  # from now on detach_all removes it, whatever happens
-    link.prog_id = _prog_id(fn.fd)
-    link.attached = True  # the qdisc may exist even if the filter is refused: remove it too
-    netns.tc_attach(link.namespace, dev, direction, fn.fd, probe.fn)
-    shown = [f["prog_id"] for f in netns.tc_on(link.namespace, dev, direction)]
-    if shown != [link.prog_id]:
-        raise RuntimeError(
-            f"the tc program was attached to {dev} {direction}, but `tc filter show` lists "
-            f"program ids {shown} instead of {link.prog_id}"
-        )
-
-
 def attach_probe(bcc: Any, bpf: Any, probe: Probe) -> None:
     """Attach an already loaded function at ``probe`` (BCC's ``attach_*`` calls)."""
     fn = probe.fn.encode()
@@ -405,6 +250,12 @@ def attach_probe(bcc: Any, bpf: Any, probe: Probe) -> None:
         name, _, sym = probe.target.rpartition(":")
         method = bpf.attach_uprobe if probe.kind == "uprobe" else bpf.attach_uretprobe
         method(name=name.encode(), sym=sym.encode(), fn_name=fn, pid=probe.pid)
+    elif probe.kind == "usdt":
+        places = _usdt_context(bcc, probe).enumerate_active_probes()
+        if not places:
+            raise Exception(f"no place of the USDT probe {probe.target} in process {probe.pid}")
+        for binpath, fn_name, addr, pid in places:
+            bpf.attach_uprobe(name=binpath, fn_name=fn_name, addr=addr, pid=pid)
     elif probe.kind == "perf_event":
         family, _, event = probe.target.partition(":")
         table = _PERF_SW if family == "software" else _PERF_HW
@@ -422,14 +273,41 @@ def attach_probe(bcc: Any, bpf: Any, probe: Probe) -> None:
             pid=probe.pid,
         )
     elif probe.kind == "xdp":
-        _attach_xdp(bcc, bpf, probe)
+        attach_xdp(bcc, bpf, probe)
     elif probe.kind == "tc":
-        _attach_tc(bcc, bpf, probe)
+        attach_tc(bcc, bpf, probe)
     elif not _bcc_attached(bpf, probe.fn):  # lsm, autoload: BCC attached them while compiling
         raise Exception(
             f"{probe.fn} is not attached: BCC attaches it while compiling only when the C names "
             "it so (e.g. LSM_PROBE, TRACEPOINT_PROBE) and the compile is BCC's own"
         )
+
+
+def _usdt_context(bcc: Any, probe: Probe) -> Any:
+    """BCC's ``USDT`` context of process ``probe.pid`` with ``probe.target`` enabled for
+    ``probe.fn``; UnsupportedFeature if the process has no such probe."""
+    try:
+        context = bcc.USDT(pid=probe.pid)
+        context.enable_probe(probe=probe.target, fn_name=probe.fn)
+    except Exception as exc:  # bcc's USDTException
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedFeature(
+            "usdt", f"process {probe.pid} has no USDT probe {probe.target} ({first})"
+        ) from None
+    return context
+
+
+def usdt_source(probes: Sequence[Probe]) -> str:
+    """The C that BCC writes for the ``usdt`` probes among ``probes``: one function per argument
+    of each, which ``bpf_usdt_readarg(n, ctx, &value)`` in the probe's C function calls. It
+    depends on where the compiler put each argument (a register, the stack...), as the binary's
+    ``.note.stapsdt`` note says; put it before the program's own C. Empty without usdt probes.
+
+    Raises:
+        UnsupportedFeature: a probe's process has no such USDT probe (or is gone).
+    """
+    bcc = require_bcc()
+    return "".join(_usdt_context(bcc, p).get_text() for p in probes if p.kind == "usdt")
 
 
 def try_attach(bcc: Any, bpf: Any, probe: Probe) -> str | None:
@@ -572,9 +450,9 @@ def check_target(kind: str, target: str) -> None:
         if root is not None and not (root / "events" / category / event).is_dir():
             there = category if (root / "events" / category).is_dir() else ""
             raise ValueError(f"no tracepoint {target} on this kernel (see {root}/events/{there})")
-    elif kind in ("uprobe", "uretprobe"):
-        library, _, symbol = target.rpartition(":")
-        if not library or not symbol:
+    elif kind in ("uprobe", "uretprobe", "usdt"):
+        left, _, right = target.rpartition(":")
+        if not left or not right:
             raise ValueError(wrong)
     elif kind == "perf_event":
         family, _, event = target.partition(":")

@@ -1,6 +1,7 @@
 """Workloads run by the lab's small C helpers (``ebpf_lab/workloads/c/``, built on first use by
-:mod:`ebpf_lab.workloads.native`): fast execs, getppid() loops on several CPUs at once, and a
-threaded stream of one-byte reads."""
+:mod:`ebpf_lab.workloads.native`): fast execs, getppid() loops on several CPUs at once, a
+threaded stream of one-byte reads, and a loop of calls of the lab's own function with a USDT
+probe in each."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from ebpf_lab.core.errors import HelperBuildError
 from ebpf_lab.core.guards import check_uid
 from ebpf_lab.core.replay import replayable
 from ebpf_lab.core.run import stop_requested
 from ebpf_lab.show.frames import Schema
 from ebpf_lab.workloads import native
 from ebpf_lab.workloads.checks import (
+    MAX_CALLS,
     MAX_EXECS,
     MAX_GETPPID_CALLS,
     MAX_STREAM_READS,
@@ -23,7 +26,7 @@ from ebpf_lab.workloads.checks import (
     check_cpus,
     check_threads,
 )
-from ebpf_lab.workloads.gated import ReportingChild
+from ebpf_lab.workloads.gated import GatedChild, ReportingChild
 
 #: the frame :func:`getppid_loop` returns: its columns, in order, and their dtypes
 LOOPS_FRAME = Schema(
@@ -203,4 +206,50 @@ def read_loop_child(reads: int, threads: int = 1) -> ReadLoopChild:
         report=report,
         program=f"read_loop (C): 1-byte reads of /dev/zero, {threads} thread(s)",
         work={"reads": reads, "threads": threads},
+    )
+
+
+#: the function of ``probe_loop`` that a uprobe can watch, and its USDT probe
+PROBE_LOOP_FUNCTION = "lab_tick"
+PROBE_LOOP_USDT = "ebpf_lab:tick"
+
+
+def probe_loop_child(calls: int) -> GatedChild:
+    """A gated C program calling its own function ``lab_tick(i)`` exactly ``calls`` times.
+
+    ``ebpf_lab/workloads/c/probe_loop.c`` (built with gcc on first use; its USDT probe needs
+    ``sys/sdt.h``, from the ``systemtap-sdt-dev`` package that ``sudo make setup`` installs)
+    stops at its gate; once released, for ``i`` = 0 .. ``calls``-1 it calls
+    ``unsigned long lab_tick(unsigned long i)``, which returns ``3*i + 7``, then fires the USDT
+    probe ``DTRACE_PROBE2(ebpf_lab, tick, i, value)`` with that value. So a uprobe on
+    ``<binary>:lab_tick`` sees ``calls`` calls whose first arguments sum to
+    ``calls*(calls-1)/2``, a uretprobe ``calls`` returns whose values sum to
+    ``3*calls*(calls-1)/2 + 7*calls``, and the USDT probe ``ebpf_lab:tick`` both pairs.
+
+    Returns:
+        A :class:`GatedChild`; ``child.program`` ends with the binary's path (uprobes name it),
+        ``child.work`` is ``{"calls": calls}``.
+
+    Raises:
+        ValueError: ``calls`` out of range (1 .. 1,000,000; before anything is built or started).
+        HelperBuildError: the helper could not be built (no gcc, or no sys/sdt.h: says what to
+            install).
+    """
+    check_count(calls, "calls", MAX_CALLS)
+    if calls == 0:
+        raise ValueError("calls must be at least 1")
+    try:
+        binary = native.build("probe_loop")
+    except HelperBuildError as exc:
+        if "sys/sdt.h" not in exc.log:
+            raise
+        raise HelperBuildError(
+            "the lab's C helper probe_loop.c defines a USDT probe with <sys/sdt.h>, which is "
+            "missing: `sudo apt-get install systemtap-sdt-dev` (or `sudo make setup`)",
+            exc.log,
+        ) from None
+    return GatedChild(
+        [str(binary), str(calls)],
+        program=str(binary),
+        work={"calls": calls},
     )

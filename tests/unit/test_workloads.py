@@ -430,7 +430,7 @@ def test_a_helper_is_rebuilt_when_its_source_or_the_shared_header_changes(tmp_pa
 
 def test_every_shipped_helper_includes_the_shared_header():
     sources = sorted(native.SOURCES_DIR.glob("*.c"))
-    assert [p.stem for p in sources] == ["exec_loop", "getppid_loop", "read_loop"]
+    assert [p.stem for p in sources] == ["exec_loop", "getppid_loop", "probe_loop", "read_loop"]
     for path in sources:
         assert '#include "lab.h"' in path.read_text(), path.name
     assert native.source_path("read_loop") == native.SOURCES_DIR / "read_loop.c"

@@ -25,6 +25,11 @@ only then does it do its work. So the truth is exact:
 Where the kernel cannot do something (no kprobes, or fentry refused), :func:`count_at` raises
 :class:`~ebpf_lab.core.errors.UnsupportedFeature` before anything loads, and :func:`attach_points`
 turns that into a row that explains it.
+
+Beyond counting, the lesson reads what each hook offers: :mod:`.user_probes` (a uprobe's
+argument, a uretprobe's return value, a USDT probe's arguments, on the lab's own C loop) and
+:mod:`.kernel_probes` (``vfs_read()``'s argument, return value and latency by kprobe + kretprobe
+or fentry + fexit; BCC's ``syscall__`` prefix).
 """
 
 from __future__ import annotations
