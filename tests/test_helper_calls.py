@@ -122,6 +122,10 @@ def test_max_events_ends_the_run_early(fresh_uids, no_leaks):
     assert df.attrs["stopped_by"] == "limit"
 
 
+#: how the verifier says a program type may not call a helper, by kernel version
+REFUSALS = ("cannot use helper", "not supported for program type", "unknown func")
+
+
 def test_helper_support_has_the_expected_refusals(no_leaks):
     table = helper_support()
     assert list(table.index) == list(PROBED_HELPERS)
@@ -163,10 +167,12 @@ def test_helper_support_has_the_expected_refusals(no_leaks):
             else:
                 reason = reasons[helper][ptype]
                 assert helper in reason, reason
-                assert "cannot use helper" in reason or "not supported for program type" in reason
-    assert (
-        reasons["bpf_redirect"]["kprobe"]
-        == "program of this type cannot use helper bpf_redirect#23"
+                assert any(words in reason for words in REFUSALS), reason
+    # the verifier's words for a helper this program type may not call differ by version
+    # (measured: Debian's 6.1 says "unknown func", 6.18 "program of this type cannot use helper")
+    assert reasons["bpf_redirect"]["kprobe"] in (
+        "program of this type cannot use helper bpf_redirect#23",
+        "unknown func bpf_redirect#23",
     )
     assert table.attrs["kernel"] == kernel.release()
 
