@@ -121,7 +121,11 @@ def test_exec_counts_auto_records_the_choice(fresh_uids, no_leaks):
     tracefs = facts.tracefs_mount()
     if facts.kprobes_attachable():
         assert df.attrs["attach"] == "kprobe", reason
-        found = "kprobe PMU present" if facts.pmu("kprobe") else f"{tracefs}/kprobe_events present"
+        found = (
+            "kprobe PMU present (/sys/bus/event_source/devices/kprobe)"
+            if facts.pmu("kprobe")
+            else f"{tracefs}/kprobe_events present"
+        )
         assert reason == f"auto: kprobes available ({found})"
     elif facts.kprobe_interface():  # an interface, but lockdown=confidentiality refuses kprobes
         assert (df.attrs["attach"], reason) == ("tracepoint", "auto: the kprobe failed to attach")

@@ -18,6 +18,7 @@ import pytest
 from conftest import REPO, needs_root, send_sigint
 
 import ebpf_lab
+from ebpf_lab.core.links import programs_held
 from ebpf_lab.lessons.l01_hello.seed import SEED_LINES, private_trace_pipe, trace_frame
 from ebpf_lab.workloads import execs
 
@@ -111,8 +112,7 @@ def test_ctrl_c_in_a_seed_cell_leaves_nothing_loaded(lesson, no_leaks):
     ns = notebook_namespace(execs=interrupting_execs)
     with pytest.raises(KeyboardInterrupt):
         run_cells([run], ns)
-    b = ns["b"]
-    assert not (b.kprobe_fds or b.tracepoint_fds), "cleanup() detached the program"
+    assert programs_held() == [], "cleanup() closed the program"
     # no_leaks: no program, map, perf event, fd or tracefs instance of this process remains
 
 

@@ -12,6 +12,7 @@ its cable with :func:`xdp_link` or :func:`tc_link`.
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 from ebpf_lab.core import netns
@@ -149,6 +150,17 @@ def _cable(bpf: Any, probe: Any) -> netns.VethPair:
     pair = stack.enter_context(probe.cable.build())
     links(bpf).append(CableLink(probe.cable, stack, pair))  # detach_all deletes it last
     return pair
+
+
+def programs_held() -> list[int]:
+    """The ids of the BPF programs this process holds open (its fds, ``/proc/self/fdinfo``):
+    empty once every BPF object of the process has been cleaned up."""
+    ids = []
+    for entry in os.listdir("/proc/self/fd"):
+        prog = _prog_id(int(entry))
+        if prog is not None:
+            ids.append(prog)
+    return sorted(ids)
 
 
 def _prog_id(fd: int) -> int | None:
