@@ -181,7 +181,7 @@ def test_stop_button_tears_everything_down(no_leaks):
 
 def test_a_failure_after_setup_still_deletes_the_namespaces(no_leaks, monkeypatch):
     """The core builds the cable, then the kernel refuses XDP: the namespaces go anyway."""
-    from ebpf_lab.core import attach
+    from ebpf_lab.core import links
 
     seen = {}
 
@@ -189,7 +189,7 @@ def test_a_failure_after_setup_still_deletes_the_namespaces(no_leaks, monkeypatc
         seen["netns"] = _ours()
         raise RuntimeError("attach refused (simulated)")
 
-    monkeypatch.setattr(attach, "_xdp_in_netns", refuse)
+    monkeypatch.setattr(links, "_xdp_in_netns", refuse)
     with pytest.raises(ebpf_lab.UnsupportedFeature, match="simulated") as info:
         xdp_firewall(pings=1, connections=1, datagrams=1)
     assert info.value.feature == "xdp"
