@@ -151,7 +151,6 @@ def test_the_matrix_subset_is_marked(pytestconfig):
         "01-hello",
         "02-maps-exec-per-uid",
         "03-perf-buffer",
-        "07-attach-points",
         "10-networking",
         "11-security",
         "13-bpftool",
