@@ -5,7 +5,8 @@
 #
 # Steps (each says "ok" when there was nothing to do, so a second run changes nothing):
 #   1. apt packages: python3-bpfcc (bcc), bpftool, python3-venv, iproute2; gcc + libc6-dev (the
-#      lab's C workload helpers, ebpf_lab/workload_c); chromium (browser test)
+#      lab's C workload helpers, ebpf_lab/workloads/c); bpftrace (the one-liners beside the
+#      lessons); clang + libbpf-dev (the CO-RE chapter's libbpf loader); chromium (browser test)
 #   2. kernel headers for `uname -r`, or the distribution's generic headers linked in with a warning
 #   3. tracefs, debugfs and securityfs mounted
 #   4. .venv (from /usr/bin/python3 with --system-site-packages so it sees bcc), pip install -e .[test]
@@ -57,10 +58,13 @@ if ! have_pkg python3-bpfcc && [ -x "$SYS_PY" ] && "$SYS_PY" -c 'import bcc' 2>/
     BCC_PKG=()
 fi
 apt_install "${BCC_PKG[@]}" bpftool python3-venv python3-pip iproute2 procps strace
-# the C workload helpers (ebpf_lab/workload_c/*.c, e.g. lesson 08's fast read loop) are built
+# the C workload helpers (ebpf_lab/workloads/c/*.c, e.g. lesson 08's fast read loop) are built
 # with gcc on first use (ebpf_lab/workloads/native.py); lesson 07's probe_loop.c defines a USDT
 # probe with <sys/sdt.h>, from systemtap-sdt-dev
 apt_install gcc libc6-dev systemtap-sdt-dev
+# bpftrace runs the one-liners the lessons compare with (ebpf_lab/core/external.py); clang
+# (-target bpf) and libbpf-dev build the CO-RE chapter's object and its libbpf loader
+apt_install bpftrace clang libbpf-dev
 # tests/test_browser.py drives Debian's Chromium with Playwright (Playwright's own browser
 # download is never used: executable_path=/usr/bin/chromium)
 apt_install chromium

@@ -35,6 +35,7 @@ from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core import leftovers, replay
 from ebpf_lab.core.attach import Alternative, detach_all, prog_type, try_attach
 from ebpf_lab.core.errors import ProgramError, UnsupportedFeature
+from ebpf_lab.core.external import ExternalTracer, TracerProcess
 from ebpf_lab.core.guards import require_bcc, require_root
 from ebpf_lab.core.live import Live, make_live
 from ebpf_lab.core.loader import compile_program, load_function, release
@@ -232,15 +233,24 @@ class RunSpec:
     """Everything one bounded run needs, written once (see :func:`bounded_run` for each field)."""
 
     name: str
-    source: str
-    alternatives: Sequence[Alternative]
     collector: Collector
     duration: float
+    source: str = ""
+    alternatives: Sequence[Alternative] = ()
+    tracer: ExternalTracer | None = None
     workload: Callable[[], Any] | None = None
     cflags: Sequence[str] = ()
     live: bool | None = None
     attrs: dict[str, Any] | None = None
     on_workload_result: Callable[[Any], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.tracer is None and not (self.source and self.alternatives):
+            raise ValueError(
+                f"{self.name}: a bounded run needs source and alternatives, or a tracer"
+            )
+        if self.tracer is not None and (self.source or self.alternatives or self.cflags):
+            raise ValueError(f"{self.name}: a tracer loads its own programs: no source to compile")
 
 
 def bounded_run(spec: RunSpec | None = None, /, **fields: Any) -> pd.DataFrame:
@@ -261,6 +271,9 @@ def bounded_run(spec: RunSpec | None = None, /, **fields: Any) -> pd.DataFrame:
         name: a short name for messages and the progress bar.
         source: the C text.
         alternatives: ways to attach, tried in order; the first that attaches is used.
+        tracer: instead of ``source`` and ``alternatives``, another tool that loads and
+            attaches its own programs (:mod:`ebpf_lab.core.external`: bpftrace, a libbpf
+            loader); the collector reads its output lines from ``ctx.bpf``.
         collector: reads the program's maps/buffers and builds the frame.
         duration: seconds to run (checked by the caller); the run also waits for the workload.
         workload: a callable started in a thread once the probes are attached.
@@ -347,6 +360,8 @@ def _run_live(spec: RunSpec) -> pd.DataFrame:
     duration, workload, live = spec.duration, spec.workload, spec.live
     require_root()
     bcc = require_bcc()
+    if spec.tracer is not None:
+        spec.tracer.executable()  # a missing tool is named before anything starts
     # what runs killed mid-run left (tracefs instances, network namespaces) goes before we load
     leftovers.reap()
     view = make_live(name, duration, live)
@@ -362,12 +377,21 @@ def _run_live(spec: RunSpec) -> pd.DataFrame:
         # Ctrl-C is held off while BCC builds maps and programs: interrupted half-way, they
         # would belong to no Python object and stay until the process exits.
         with sigint_deferred() as arrived:
-            bpf = compile_program(source, spec.cflags, name=name)
-            collector.prepare(bpf)  # the run's own values, before anything runs
-            chosen, failures = _attach_first_working(bcc, bpf, alternatives, name)
+            if spec.tracer is not None:
+                bpf = spec.tracer.start(name)
+                label, reason, failures = (
+                    spec.tracer.label,
+                    f"{spec.tracer.label} loads its own",
+                    [],
+                )
+            else:
+                bpf = compile_program(source, spec.cflags, name=name)
+                collector.prepare(bpf)  # the run's own values, before anything runs
+                chosen, failures = _attach_first_working(bcc, bpf, alternatives, name)
+                label, reason = chosen.label, chosen.reason
         if arrived:
             raise KeyboardInterrupt
-        ctx = RunContext(bpf=bpf, bcc=bcc, attach=chosen.label, duration=duration, live=view)
+        ctx = RunContext(bpf=bpf, bcc=bcc, attach=label, duration=duration, live=view)
         ctx.t0_mono_ns = time.monotonic_ns()
         ctx.t0_wall_ns = time.time_ns()
         collector.start(ctx)
@@ -389,6 +413,8 @@ def _run_live(spec: RunSpec) -> pd.DataFrame:
                 stop.set()
             if worker is not None and stopped_by:
                 worker.join(WORKLOAD_STOP_GRACE)
+            if isinstance(bpf, TracerProcess):
+                bpf.stop()  # a tool prints its totals as it ends (bpftrace's maps)
             collector.poll(ctx, 0)
             frame = collector.finish(ctx)
             if arrived and not stopped_by:
@@ -404,7 +430,9 @@ def _run_live(spec: RunSpec) -> pd.DataFrame:
                 stop.set()  # an error ended the run: ask the workload to end too
             with contextlib.suppress(Exception):
                 collector.close(ctx)
-            if bpf is not None:
+            if isinstance(bpf, TracerProcess):
+                bpf.stop()
+            elif bpf is not None:
                 with contextlib.suppress(Exception):
                     detach_all(bpf)  # the core's own attachments (XDP) too, not only BCC's
                 release(bpf)
@@ -429,8 +457,8 @@ def _run_live(spec: RunSpec) -> pd.DataFrame:
     frame.attrs.update(
         {
             "program": name,
-            "attach": chosen.label,
-            "attach_reason": "; ".join([chosen.reason, *failures]).strip("; "),
+            "attach": label,
+            "attach_reason": "; ".join([reason, *failures]).strip("; "),
             "duration": duration,
             "elapsed": round(elapsed, 3),
             "kernel": kernel.release(),
