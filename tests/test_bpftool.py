@@ -332,8 +332,9 @@ def test_program_cost_run_cnt_is_the_programs_own_count() -> None:
     assert df.attrs["uid_execs"] == 40
     assert df.attrs["quiet"], df.attrs
     assert list(df["run_cnt"]) == list(df["own_count"])
-    # both programs run on every exec: the workload's, bpftool's own, and any other
-    assert df["run_cnt"].iloc[0] == df["run_cnt"].iloc[1] >= 41
+    # both ran on the workload's 40 execs and bpftool's own; other processes' execs count too,
+    # and one that came between the two attaches counts for one program only: no equality here
+    assert df["run_cnt"].min() >= 41
     assert list(df["ns_per_run"]) == list(df["run_time_ns"] / df["run_cnt"])
     assert (df["run_time_ns"] > 0).all()
     # 64 lookups and random numbers are more instructions than one add (what each run costs is
