@@ -14,6 +14,7 @@ import pytest
 
 import ebpf_lab
 from ebpf_lab.classroom import recordings
+from ebpf_lab.core.attach import Alternative
 from ebpf_lab.core.run import Collector, bounded_run
 
 
@@ -92,8 +93,8 @@ def test_replay_names_a_mismatch_and_a_missing_recording(tmp_path: Path) -> None
     with pytest.raises(recordings.ReplayError, match="call 1 is exec_counts.*has hello there"):
         bounded_run(
             name="exec_counts",
-            source="",
-            alternatives=[],
+            source="int f(void *ctx) { return 0; }",
+            alternatives=[Alternative("tracepoint", [])],
             collector=_Nothing(),
             duration=1,
         )
