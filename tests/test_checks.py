@@ -50,6 +50,17 @@ int count(void *ctx)
 
 # (exercise, wrong answer (or a function making it from the solution), words the message must say)
 WRONG: list[tuple[str, Any, list[str]]] = [
+    (
+        "01.2",
+        {"lab01-caller": 3, "lab01-script": 0, "sh": 3, "true": 0},
+        ["lab01-script: you said 0", "made 3", "exec /bin/true"],
+    ),
+    (
+        "01.2",
+        {"lab01-caller": 3, "lab01-script": 3, "sh": 3, "true": 0},
+        ["sh: you said 3", "#! script inside the same execve"],
+    ),
+    ("01.2", {"lab01-caller": 3}, ["exactly the keys"]),
     ("02.1", ebpf_lab.program_source("exec_count"), ["keyed by text", "bpf_get_current_comm"]),
     (
         "02.1",
@@ -87,6 +98,23 @@ WRONG: list[tuple[str, Any, list[str]]] = [
         "02.4",
         lambda good: good.replace("__sync_fetch_and_add(n, 1);", "__sync_fetch_and_add(n, 2);"),
         ["more calls than were made"],
+    ),
+    (
+        "03.2",
+        lambda good: good.replace(
+            "counts.atomic_increment(ppid);",
+            "counts.atomic_increment((u32)(bpf_get_current_pid_tgid() >> 32));",
+        ),
+        ["keyed by the caller's pid", "real_parent"],
+    ),
+    (
+        "03.2",
+        lambda good: (
+            good.replace("BPF_HASH(counts, u32, u64)", "BPF_HASH(counts, u64, u64)")
+            .replace("u32 ppid = 0;", "u64 ppid = 0;")
+            .replace("counts.atomic_increment(ppid);", "counts.atomic_increment(ppid << 32);")
+        ),
+        ["no entry for the middle process"],
     ),
     (
         "03.3",
@@ -140,6 +168,19 @@ WRONG: list[tuple[str, Any, list[str]]] = [
             "counts.atomic_increment(pid);", "u64 one = 1; counts.update(&pid, &one);"
         ),
         ["holds 1", "increment"],
+    ),
+    (
+        "09.4",
+        lambda good: good.replace(".tid = (u32)id", ".tid = id >> 32"),
+        ["under the process id", "lower 32 bits"],
+    ),
+    (
+        "09.4",
+        lambda good: good.replace(
+            "hist.atomic_increment(key);",
+            "hist.atomic_increment(key);\n    hist.atomic_increment(key);",
+        ),
+        ["openat() calls; the map `hist` holds", "count each call once"],
     ),
     ("11.3", ["/usr/bin/python3"], ["raised no alert", "symlink", "byte for byte"]),
     ("11.3", ["python3"], ["refused your watchlist", "absolute path"]),

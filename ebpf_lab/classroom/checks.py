@@ -31,6 +31,7 @@ proves each passes its check and that a typical wrong answer fails it with a use
 
 from __future__ import annotations
 
+import os
 import re
 import traceback
 from collections.abc import Sequence
@@ -435,6 +436,98 @@ def map_counts(frame: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
     counts = frame[values].sum(axis=1)
     index = pd.MultiIndex.from_frame(frame[list(keys)]) if len(keys) > 1 else frame[keys[0]]
     return pd.Series(counts.to_numpy(), index=index).groupby(level=list(range(len(keys)))).sum()
+
+
+def one_int_key(frame: pd.DataFrame) -> pd.Series | None:
+    """Counts per key of a map keyed by one whole number (``None`` for any other map)."""
+    ints = int_key_columns(frame)
+    return map_counts(frame, ints) if len(ints) == 1 else None
+
+
+def one_text_key(frame: pd.DataFrame) -> pd.Series | None:
+    """Counts per name of a map keyed by text, e.g. ``struct key_t { char comm[16]; }``."""
+    texts = text_key_columns(frame)
+    return map_counts(frame, texts[:1]) if texts else None
+
+
+def two_int_keys(frame: pd.DataFrame) -> pd.Series | None:
+    """Counts per ``(first, second)`` key field of a map keyed by a struct of two numbers."""
+    ints = int_key_columns(frame)
+    return map_counts(frame, ints[:2]) if len(ints) == 2 else None
+
+
+def judge_maps(
+    maps: dict[str, pd.DataFrame],
+    judge: Callable[[str, pd.Series, pd.DataFrame], Right | str],
+    *,
+    counts: Callable[[pd.DataFrame], pd.Series | None] = one_int_key,
+    declare: str,
+    unfit: str | None = None,
+    **details: Any,
+) -> Right:
+    """The verdict on the maps of a learner's program (:func:`run_answer`), one map at a time.
+
+    Each map that ``counts`` can read (default: keyed by one number) is passed to
+    ``judge(name, counts, frame)``, which returns :class:`Right` when that map holds the known
+    workload's truth, or a sentence saying what is wrong with it. The first right map wins; if
+    none is right, the sentence about the first map that could be read is the answer's
+    :class:`Wrong` (with ``details``).
+
+    Args:
+        maps: the program's maps as frames, as :func:`run_answer` returns them.
+        judge: compares one map's counts with what the workload did.
+        counts: a map frame as counts per key, or ``None`` when the map has the wrong shape
+            (:func:`one_int_key`, :func:`one_text_key`, :func:`two_int_keys`, or your own).
+        declare: the declaration the exercise asks for, e.g. ``"BPF_HASH(counts, u32, u64)"``,
+            named when no map fits.
+        unfit: what to say when no map has a key ``counts`` can read (default: a sentence
+            naming ``declare``).
+
+    Raises:
+        Wrong: no map, no map of the right shape, or no map holding the truth.
+    """
+    if not maps:
+        raise Wrong(f"your program has no map to read: declare {declare}")
+    said = []
+    for name, frame in maps.items():
+        found = counts(frame)
+        if found is None:
+            continue
+        verdict = judge(name, found, frame)
+        if isinstance(verdict, Right):
+            return verdict
+        said.append(verdict)
+    if not said:
+        raise Wrong(
+            unfit
+            or f"no map of yours ({', '.join(maps)}) has the key the exercise asks for: declare "
+            f"{declare}",
+            maps=maps,
+        )
+    raise Wrong(said[0], maps=maps, **details)
+
+
+def named_execs(
+    plan: dict[str, int], *, uid: int | None = None, program: str = "/bin/true"
+) -> Callable[[], None]:
+    """A workload: for each ``comm`` of ``plan``, ``plan[comm]`` execs of ``program``.
+
+    The execs are started from this thread renamed ``comm`` (:func:`set_comm`), so each
+    ``execve`` is made by a process called ``comm``, as the UID ``uid`` (default: this
+    process's). The thread's name is put back afterwards.
+    """
+    from ebpf_lab.workloads import execs
+
+    def run() -> None:
+        old = set_comm("lab-workload")
+        try:
+            for comm, n in plan.items():
+                set_comm(comm)
+                execs({os.geteuid() if uid is None else uid: n}, program=program)
+        finally:
+            set_comm(old)
+
+    return run
 
 
 def set_comm(name: str) -> str:
