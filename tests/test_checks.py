@@ -10,6 +10,7 @@ whose checks only apply the answer to recorded frames are checked in
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ int count(void *ctx)
     return 0;
 }
 """
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # (exercise, wrong answer (or a function making it from the solution), words the message must say)
 WRONG: list[tuple[str, Any, list[str]]] = [
@@ -169,6 +172,9 @@ WRONG: list[tuple[str, Any, list[str]]] = [
         ),
         ["holds 1", "increment"],
     ),
+    ("08.3", {n: PAGE // n for n in (16, 12, 40)}, ["you said", "header"]),
+    ("08.3", {n: PAGE // (n + 8) for n in (16, 12, 40)}, ["12 bytes: you said", "aligned"]),
+    ("08.3", {16: 1, 12: 1}, ["exactly the keys [16, 12, 40]"]),
     (
         "09.4",
         lambda good: good.replace(".tid = (u32)id", ".tid = id >> 32"),

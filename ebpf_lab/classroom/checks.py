@@ -336,12 +336,15 @@ def run_answer(
     workload: Callable[[], Any] | None = None,
     duration: float = 1.0,
     cflags: Sequence[str] = (),
+    fill: dict[str, dict[int, int]] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Compile and attach a learner's C through the bounded-run core; return its maps as frames.
 
     Functions written with BCC's ``TRACEPOINT_PROBE`` macro attach by themselves. Otherwise
     ``fn`` (or the only non-static ``int`` function of the C) is attached to ``tracepoint``
-    (``"category:event"``); ``tracepoint=None`` demands the macro.
+    (``"category:event"``); ``tracepoint=None`` demands the macro. ``fill`` writes
+    ``{map: {key: value}}`` before attaching (e.g. the pid to watch). Ring and perf buffers are
+    not read (nobody consumes them).
 
     Raises:
         Wrong: no function to attach, or several and no ``fn``.
@@ -383,7 +386,7 @@ def run_answer(
             raise Wrong(f"your C has no function called {fn}() (it defines: {', '.join(names)})")
         probes = [Probe("tracepoint", tracepoint, fn)]
         label = f"tracepoint {tracepoint}"
-    maps = MapReader(each=table_frame)
+    maps = MapReader(each=table_frame, fill=fill)
     bounded_run(
         name="exercise check",
         source=source,
