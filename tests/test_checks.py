@@ -188,6 +188,8 @@ WRONG: list[tuple[str, Any, list[str]]] = [
         ),
         ["openat() calls; the map `hist` holds", "count each call once"],
     ),
+    ("12.1", round(2 * 997 * 0.4), ["you said 798", "whose work does a timer tick count"]),
+    ("12.1", "399", ["give one number"]),
     ("11.3", ["/usr/bin/python3"], ["raised no alert", "symlink", "byte for byte"]),
     ("11.3", ["python3"], ["refused your watchlist", "absolute path"]),
     ("11.3", "/usr/bin/python3", ["give a list of paths"]),

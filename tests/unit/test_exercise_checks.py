@@ -49,17 +49,6 @@ WRONG: list[tuple[str, Any, list[str]]] = [
         ["accepted a run with", "SYN"],
     ),
     ("10.5", 42, ["give a function"]),
-    ("12.1", lambda df: df.groupby(["pid", "comm"], observed=True).size(), ["counted rows", "Sum"]),
-    (
-        "12.1",
-        "df.groupby('comm', observed=True)['samples'].sum().sort_values(ascending=False)",
-        ["grouped by comm", "two bash"],
-    ),
-    (
-        "12.1",
-        lambda df: df.groupby(["pid", "comm"], observed=True)["samples"].sum(),
-        ["not most first"],
-    ),
 ]
 
 
