@@ -1,13 +1,15 @@
 """Exercises that check themselves: ``ebpf_lab.check("02.1", my_answer)``.
 
-A learner writes an answer (BPF C as text, or a pandas function) and asks the lab whether it is
-right. The check runs the answer where the truth is known: C is compiled and attached through the
-bounded-run core while a known workload runs, and its map is compared with what the workload did;
-a pandas answer is applied to a recorded frame whose answer is known. The result says in words
-what is right or wrong::
+A learner writes an answer (BPF C as text, a prediction, or a function of a frame) and asks the
+lab whether it is right. The check runs the answer where the truth is known: C is compiled and
+attached through the bounded-run core while a known workload runs, and its map is compared with
+what the workload did (:func:`run_answer`, :func:`judge_maps`); a prediction is compared with
+what the lesson's own program measures while the check runs the workload the exercise names; a
+function is applied to recorded frames whose answer is known. The result says in words what is
+right or wrong::
 
-    >>> ebpf_lab.check("03.2", lambda df: df.groupby("ppid")["command"].unique())
-    ✗ 03.2 For each parent, the programs it ran: you listed `command` ...
+    >>> ebpf_lab.check("08.3", {16: 256, 12: 341, 40: 102})
+    ✗ 08.3 How many events fit?: 16 bytes: you said 256, the ring kept 170; ...
 
 Adding exercises: a lesson's checks live in its folder, ``ebpf_lab/lessons/lNN_name/exercises.py``,
 which ``ebpf_lab/lessons/__init__.py`` imports (so importing ``ebpf_lab`` registers every check).
@@ -337,6 +339,8 @@ def run_answer(
     duration: float = 1.0,
     cflags: Sequence[str] = (),
     fill: dict[str, dict[int, int]] | None = None,
+    also_source: str = "",
+    also_probes: Sequence[Probe] = (),
 ) -> dict[str, pd.DataFrame]:
     """Compile and attach a learner's C through the bounded-run core; return its maps as frames.
 
@@ -344,7 +348,9 @@ def run_answer(
     ``fn`` (or the only non-static ``int`` function of the C) is attached to ``tracepoint``
     (``"category:event"``); ``tracepoint=None`` demands the macro. ``fill`` writes
     ``{map: {key: value}}`` before attaching (e.g. the pid to watch). Ring and perf buffers are
-    not read (nobody consumes them).
+    not read (nobody consumes them). ``also_source`` is the check's own C, compiled after the
+    answer's, and ``also_probes`` attach its functions beside the answer's (e.g. a counter of
+    the calls the answer should have seen).
 
     Raises:
         Wrong: no function to attach, or several and no ``fn``.
@@ -389,8 +395,8 @@ def run_answer(
     maps = MapReader(each=table_frame, fill=fill)
     bounded_run(
         name="exercise check",
-        source=source,
-        alternatives=[Alternative(label, probes, "exercise check")],
+        source=f"{source}\n{also_source}" if also_source else source,
+        alternatives=[Alternative(label, [*probes, *also_probes], "exercise check")],
         collector=maps,
         duration=duration,
         workload=workload,
@@ -439,6 +445,48 @@ def map_counts(frame: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
     counts = frame[values].sum(axis=1)
     index = pd.MultiIndex.from_frame(frame[list(keys)]) if len(keys) > 1 else frame[keys[0]]
     return pd.Series(counts.to_numpy(), index=index).groupby(level=list(range(len(keys)))).sum()
+
+
+def named_map(maps: dict[str, pd.DataFrame], name: str, declare: str) -> pd.DataFrame:
+    """The map ``name`` of a learner's program (:func:`run_answer`'s frames).
+
+    Raises:
+        Wrong: the program has no map of that name (the message names ``declare``, the
+            declaration the exercise asks for, and the maps the program has).
+    """
+    frame = maps.get(name)
+    if frame is None:
+        raise Wrong(
+            f"your program has no map called {name} (it has: {', '.join(maps) or 'none'}): "
+            f"declare {declare}",
+            maps=maps,
+        )
+    return frame
+
+
+def prediction(answer: Any, keys: Sequence[Any], what: str) -> dict[Any, int]:
+    """A learner's prediction: a dict with exactly ``keys``, each a whole number.
+
+    Args:
+        answer: the learner's answer.
+        keys: the keys the prediction must have, e.g. event sizes or command names.
+        what: what each number counts, for the message, e.g. "lines hello() shows with
+            that comm".
+
+    Raises:
+        Wrong: not a dict with exactly those keys, or a value that is not a whole number.
+    """
+    if not isinstance(answer, dict) or set(answer) != set(keys):
+        raise Wrong(f"give a dict with exactly the keys {list(keys)}, each a whole number: {what}")
+    bad = [k for k in keys if isinstance(answer[k], bool) or not isinstance(answer[k], int)]
+    if bad:
+        raise Wrong(f"the predictions for {bad} are not whole numbers")
+    return {k: answer[k] for k in keys}
+
+
+def shown_keys(counts: pd.Series, n: int = 5) -> str:
+    """The first ``n`` keys of a map's counts, as text for a message ("nothing" when empty)."""
+    return ", ".join(str(int(k)) for k in list(counts.index[:n])) or "nothing"
 
 
 def one_int_key(frame: pd.DataFrame) -> pd.Series | None:

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ebpf_lab.classroom.checks import Right, Wrong, exercise, named_execs
+from ebpf_lab.classroom.checks import Right, Wrong, exercise, named_execs, prediction
 from ebpf_lab.core.errors import UnsupportedFeature
 
 #: the name of the thread that starts the script (so its execve calls carry this comm)
@@ -46,14 +46,7 @@ def _script_workload(folder: Path) -> Any:
     needs_kernel=True,
 )
 def predict_script_lines(answer: Any) -> Right:
-    if not isinstance(answer, dict) or set(answer) != set(NAMES):
-        raise Wrong(
-            f"give a dict with exactly the keys {list(NAMES)}, each a whole number: how many "
-            "lines hello() shows with that comm"
-        )
-    bad = [n for n in NAMES if isinstance(answer[n], bool) or not isinstance(answer[n], int)]
-    if bad:
-        raise Wrong(f"the predictions for {bad} are not whole numbers")
+    answer = prediction(answer, NAMES, "how many lines hello() shows with that comm")
     from ebpf_lab.lessons.l01_hello.hello import hello
 
     if shutil.which("sh", path="/bin") is None:

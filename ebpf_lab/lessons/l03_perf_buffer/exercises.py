@@ -21,6 +21,7 @@ from ebpf_lab.classroom.checks import (
     named_execs,
     one_text_key,
     run_answer,
+    shown_keys,
 )
 from ebpf_lab.kernel.btf import task_offsets_cflags
 
@@ -90,10 +91,9 @@ def execs_per_parent(answer: str, fn: str | None = None) -> Right:
                 "TASK_REAL_PARENT_OFF first, then the tgid at TASK_TGID_OFF of the parent"
             )
         if got == 0:
-            shown = ", ".join(str(int(k)) for k in list(counts.index[:5]))
             return (
                 f"the map `{name}` has no entry for the middle process {middle}, which started "
-                f"{CHILD_RUNS} programs (it has {shown or 'nothing'}): key it by the parent's "
+                f"{CHILD_RUNS} programs (it has {shown_keys(counts)}): key it by the parent's "
                 "tgid, two bpf_probe_read_kernel() calls as in parent_tgid()"
             )
         return (

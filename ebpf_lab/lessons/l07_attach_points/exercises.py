@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ebpf_lab.classroom.checks import Right, exercise, judge_maps, run_answer
+from ebpf_lab.classroom.checks import Right, exercise, judge_maps, run_answer, shown_keys
 from ebpf_lab.workloads import getppid_child
 
 GETPPID = "syscalls:sys_enter_getppid"
@@ -46,10 +46,9 @@ def getppid_per_process(answer: str, fn: str | None = None) -> Right:
                 "add 1 at every call (counts.atomic_increment(pid)), do not just store 1"
             )
         if got == 0:
-            shown = ", ".join(str(int(k)) for k in list(counts.index[:5]))
             return (
                 f"the map `{name}` has no entry for the workload's process {pid} (it has "
-                f"{shown or 'nothing'}): key it by u32 pid = bpf_get_current_pid_tgid() >> 32"
+                f"{shown_keys(counts)}): key it by u32 pid = bpf_get_current_pid_tgid() >> 32"
             )
         return f"the workload's process {pid} made {calls} getppid() calls; `{name}` says {got}"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ebpf_lab.classroom.checks import Right, Wrong, exercise, run_answer
+from ebpf_lab.classroom.checks import Right, Wrong, exercise, prediction, run_answer
 from ebpf_lab.workloads import getppid_child
 
 GETPPID = "syscalls:sys_enter_getppid"
@@ -102,14 +102,9 @@ def measure() -> dict[int, dict[str, int]]:
     needs_kernel=True,
 )
 def ring_capacity(answer: Any) -> Right:
-    if not isinstance(answer, dict) or set(answer) != set(SIZES):
-        raise Wrong(
-            f"give a dict with exactly the keys {list(SIZES)} (event sizes in bytes), each the "
-            f"number of events a {PAGE}-byte ring keeps"
-        )
-    bad = [s for s in SIZES if isinstance(answer[s], bool) or not isinstance(answer[s], int)]
-    if bad:
-        raise Wrong(f"the predictions for {bad} are not whole numbers")
+    answer = prediction(
+        answer, SIZES, f"the number of events of that many bytes a {PAGE}-byte ring keeps"
+    )
     measured = measure()
     got = {s: measured[s]["kept"] for s in SIZES}
     lost = [s for s in SIZES if measured[s]["kept"] + measured[s]["refused"] != CALLS]
