@@ -18,52 +18,37 @@ HEADER = 8
 #: the check's getppid() calls: more than any of its rings can hold
 CALLS = PAGE // 4
 
-#: the check's program: per event size, one ring buffer of one page that nobody reads; every
-#: getppid() of the watched process reserves one event in each and counts whether it fit
-RING_FILL = """
-BPF_ARRAY(target, u32, 1);
-BPF_ARRAY(kept, u64, 3);
-BPF_ARRAY(refused, u64, 3);
-struct e16 { u64 a; u64 b; };
-struct e12 { u32 a; u32 b; u32 c; };
-struct e40 { u64 a[5]; };
-BPF_RINGBUF_OUTPUT(ring16, 1);
-BPF_RINGBUF_OUTPUT(ring12, 1);
-BPF_RINGBUF_OUTPUT(ring40, 1);
 
-int count(void *ctx)
+def _ring_fill_source() -> str:
+    """The check's program: per event size, one ring buffer of one page that nobody reads;
+    every getppid() of the watched process reserves one event in each and counts whether it
+    fit (``kept``) or not (``refused``), by the size's index in :data:`SIZES`."""
+    parts = [
+        "BPF_ARRAY(target, u32, 1);",
+        f"BPF_ARRAY(kept, u64, {len(SIZES)});",
+        f"BPF_ARRAY(refused, u64, {len(SIZES)});",
+    ]
+    body = []
+    for i, size in enumerate(SIZES):
+        parts += [f"struct e{size} {{ u8 data[{size}]; }};", f"BPF_RINGBUF_OUTPUT(ring{size}, 1);"]
+        body.append(
+            f"""    struct e{size} *e{i} = ring{size}.ringbuf_reserve(sizeof(struct e{size}));
+    if (e{i}) {{
+        e{i}->data[0] = 1;
+        ring{size}.ringbuf_submit(e{i}, BPF_RB_NO_WAKEUP);
+        kept.atomic_increment({i});
+    }} else {{
+        refused.atomic_increment({i});
+    }}"""
+        )
+    head = """int count(void *ctx)
 {
     int zero = 0;
     u32 *pid = target.lookup(&zero);
     if (!pid || (bpf_get_current_pid_tgid() >> 32) != *pid)
         return 0;
-    struct e16 *a = ring16.ringbuf_reserve(sizeof(struct e16));
-    if (a) {
-        a->a = 1;
-        ring16.ringbuf_submit(a, BPF_RB_NO_WAKEUP);
-        kept.atomic_increment(0);
-    } else {
-        refused.atomic_increment(0);
-    }
-    struct e12 *b = ring12.ringbuf_reserve(sizeof(struct e12));
-    if (b) {
-        b->a = 1;
-        ring12.ringbuf_submit(b, BPF_RB_NO_WAKEUP);
-        kept.atomic_increment(1);
-    } else {
-        refused.atomic_increment(1);
-    }
-    struct e40 *c = ring40.ringbuf_reserve(sizeof(struct e40));
-    if (c) {
-        c->a[0] = 1;
-        ring40.ringbuf_submit(c, BPF_RB_NO_WAKEUP);
-        kept.atomic_increment(2);
-    } else {
-        refused.atomic_increment(2);
-    }
-    return 0;
-}
 """
+    return "\n".join(parts) + "\n\n" + head + "\n".join(body) + "\n    return 0;\n}\n"
 
 
 def record_size(size: int) -> int:
@@ -73,11 +58,11 @@ def record_size(size: int) -> int:
 
 
 def measure() -> dict[int, dict[str, int]]:
-    """Run :data:`RING_FILL` while a child makes :data:`CALLS` getppid() calls: per event
-    size, how many events its one-page ring kept and how many it refused."""
+    """Run the check's ring buffer program while a child makes :data:`CALLS` getppid() calls:
+    per event size, how many events its one-page ring kept and how many it refused."""
     with getppid_child(CALLS) as child:
         maps = run_answer(
-            RING_FILL,
+            _ring_fill_source(),
             tracepoint=GETPPID,
             fn="count",
             workload=child.run,
