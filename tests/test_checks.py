@@ -190,6 +190,25 @@ WRONG: list[tuple[str, Any, list[str]]] = [
     ),
     ("12.1", round(2 * 997 * 0.4), ["you said 798", "whose work does a timer tick count"]),
     ("12.1", "399", ["give one number"]),
+    (
+        "10.7",
+        {
+            "icmp": {"tc_egress": 3, "tc_dropped": 0, "xdp_ingress": 3, "delivered": 3},
+            "udp": {"tc_egress": 0, "tc_dropped": 0, "xdp_ingress": 0, "delivered": 0},
+            "sendto_raises": False,
+        },
+        ["udp tc_egress: you said 0, the run shows 4", "before or after it decides"],
+    ),
+    (
+        "10.7",
+        {
+            "icmp": {"tc_egress": 3, "tc_dropped": 0, "xdp_ingress": 3, "delivered": 3},
+            "udp": {"tc_egress": 4, "tc_dropped": 4, "xdp_ingress": 0, "delivered": 0},
+            "sendto_raises": True,
+        },
+        ["sendto does not raise", "IP_RECVERR"],
+    ),
+    ("10.7", {"icmp": {}, "udp": {}, "sendto_raises": False}, ["exactly the keys"]),
     ("11.3", ["/usr/bin/python3"], ["raised no alert", "symlink", "byte for byte"]),
     ("11.3", ["python3"], ["refused your watchlist", "absolute path"]),
     ("11.3", "/usr/bin/python3", ["give a list of paths"]),
