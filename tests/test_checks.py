@@ -2,9 +2,9 @@
 fail, and say why.
 
 Solutions live in ``instructor/solutions/<id>.*``. C answers are compiled and run in the kernel
-while a known workload runs, so these tests need root (and leave nothing loaded). The exercises
-whose checks only apply the answer to recorded frames are checked in
-``tests/unit/test_exercise_checks.py``.
+while a known workload runs, and predictions are compared with a run of the lesson's program, so
+these tests need root (and leave nothing loaded). The exercises whose checks only apply the
+answer to recorded frames are checked in ``tests/unit/test_exercise_checks.py``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""Exercises whose checks apply the answer to recorded frames (pure pandas: no root, no BCC, no
-kernel programs): every solution passes, typical wrong answers fail and say why; and what every
-exercise shares: one solution each, a commented check cell in its notebook, the result's look.
+"""Exercises whose checks apply the answer to recorded frames (no root, no BCC, no kernel
+programs): every solution passes, typical wrong answers fail and say why; what every exercise
+shares: one solution each, a commented check cell in its notebook, the result's look; and the
+pure helpers the checks share.
 
-The exercises whose checks run C in the kernel are checked in ``tests/test_checks.py``.
+The exercises whose checks run in the kernel (C answers, predictions compared with a run) are
+checked in ``tests/test_checks.py``.
 """
 
 from __future__ import annotations
