@@ -1,6 +1,6 @@
 """The registered exercises and their solutions (``instructor/solutions/<id>.*``), for the tests
 that check the checks: ``tests/unit/test_exercise_checks.py`` (answers about recorded frames) and
-``tests/test_checks.py`` (C answers run in the kernel)."""
+``tests/test_checks.py`` (C answers and predictions, run in the kernel)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ SOLUTIONS = REPO / "instructor" / "solutions"
 EXERCISES = checks.exercises()
 IDS = list(EXERCISES["id"])
 NEEDS_KERNEL = dict(zip(EXERCISES["id"], EXERCISES["needs_kernel"]))
-#: exercises whose check compiles and runs the answer's C in the kernel (root)
+#: exercises whose check runs in the kernel (root): the answer's C, or the run a prediction names
 KERNEL_IDS = [i for i in IDS if NEEDS_KERNEL[i]]
-#: exercises whose check applies the answer to recorded frames (pure pandas)
+#: exercises whose check applies the answer to recorded frames (no kernel)
 FRAME_IDS = [i for i in IDS if not NEEDS_KERNEL[i]]
 
 

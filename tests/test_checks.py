@@ -2,14 +2,15 @@
 fail, and say why.
 
 Solutions live in ``instructor/solutions/<id>.*``. C answers are compiled and run in the kernel
-while a known workload runs, so these tests need root (and leave nothing loaded). The exercises
-whose checks only apply the answer to recorded frames are checked in
-``tests/unit/test_exercise_checks.py``.
+while a known workload runs, and predictions are compared with a run of the lesson's program, so
+these tests need root (and leave nothing loaded). The exercises whose checks only apply the
+answer to recorded frames are checked in ``tests/unit/test_exercise_checks.py``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,21 @@ int count(void *ctx)
 }
 """
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
 # (exercise, wrong answer (or a function making it from the solution), words the message must say)
 WRONG: list[tuple[str, Any, list[str]]] = [
+    (
+        "01.2",
+        {"lab01-caller": 3, "lab01-script": 0, "sh": 3, "true": 0},
+        ["lab01-script: you said 0", "made 3", "exec /bin/true"],
+    ),
+    (
+        "01.2",
+        {"lab01-caller": 3, "lab01-script": 3, "sh": 3, "true": 0},
+        ["sh: you said 3", "#! script inside the same execve"],
+    ),
+    ("01.2", {"lab01-caller": 3}, ["exactly the keys"]),
     ("02.1", ebpf_lab.program_source("exec_count"), ["keyed by text", "bpf_get_current_comm"]),
     (
         "02.1",
@@ -87,6 +101,23 @@ WRONG: list[tuple[str, Any, list[str]]] = [
         "02.4",
         lambda good: good.replace("__sync_fetch_and_add(n, 1);", "__sync_fetch_and_add(n, 2);"),
         ["more calls than were made"],
+    ),
+    (
+        "03.2",
+        lambda good: good.replace(
+            "counts.atomic_increment(ppid);",
+            "counts.atomic_increment((u32)(bpf_get_current_pid_tgid() >> 32));",
+        ),
+        ["keyed by the caller's pid", "real_parent"],
+    ),
+    (
+        "03.2",
+        lambda good: (
+            good.replace("BPF_HASH(counts, u32, u64)", "BPF_HASH(counts, u64, u64)")
+            .replace("u32 ppid = 0;", "u64 ppid = 0;")
+            .replace("counts.atomic_increment(ppid);", "counts.atomic_increment(ppid << 32);")
+        ),
+        ["no entry for the middle process"],
     ),
     (
         "03.3",
@@ -141,6 +172,43 @@ WRONG: list[tuple[str, Any, list[str]]] = [
         ),
         ["holds 1", "increment"],
     ),
+    ("08.3", {n: PAGE // n for n in (16, 12, 40)}, ["you said", "header"]),
+    ("08.3", {n: PAGE // (n + 8) for n in (16, 12, 40)}, ["12 bytes: you said", "aligned"]),
+    ("08.3", {16: 1, 12: 1}, ["exactly the keys [16, 12, 40]"]),
+    (
+        "09.4",
+        lambda good: good.replace(".tid = (u32)id", ".tid = id >> 32"),
+        ["under the process id", "lower 32 bits"],
+    ),
+    (
+        "09.4",
+        lambda good: good.replace(
+            "hist.atomic_increment(key);",
+            "hist.atomic_increment(key);\n    hist.atomic_increment(key);",
+        ),
+        ["openat() calls; the map `hist` holds", "count each call once"],
+    ),
+    ("12.1", round(2 * 997 * 0.4), ["you said 798", "whose work does a timer tick count"]),
+    ("12.1", "399", ["give one number"]),
+    (
+        "10.7",
+        {
+            "icmp": {"tc_egress": 3, "tc_dropped": 0, "xdp_ingress": 3, "delivered": 3},
+            "udp": {"tc_egress": 0, "tc_dropped": 0, "xdp_ingress": 0, "delivered": 0},
+            "sendto_raises": False,
+        },
+        ["udp tc_egress: you said 0, the run shows 4", "before or after it decides"],
+    ),
+    (
+        "10.7",
+        {
+            "icmp": {"tc_egress": 3, "tc_dropped": 0, "xdp_ingress": 3, "delivered": 3},
+            "udp": {"tc_egress": 4, "tc_dropped": 4, "xdp_ingress": 0, "delivered": 0},
+            "sendto_raises": True,
+        },
+        ["sendto does not raise", "IP_RECVERR"],
+    ),
+    ("10.7", {"icmp": {}, "udp": {}, "sendto_raises": False}, ["exactly the keys"]),
     ("11.3", ["/usr/bin/python3"], ["raised no alert", "symlink", "byte for byte"]),
     ("11.3", ["python3"], ["refused your watchlist", "absolute path"]),
     ("11.3", "/usr/bin/python3", ["give a list of paths"]),

@@ -1,13 +1,15 @@
 """Exercises that check themselves: ``ebpf_lab.check("02.1", my_answer)``.
 
-A learner writes an answer (BPF C as text, or a pandas function) and asks the lab whether it is
-right. The check runs the answer where the truth is known: C is compiled and attached through the
-bounded-run core while a known workload runs, and its map is compared with what the workload did;
-a pandas answer is applied to a recorded frame whose answer is known. The result says in words
-what is right or wrong::
+A learner writes an answer (BPF C as text, a prediction, or a function of a frame) and asks the
+lab whether it is right. The check runs the answer where the truth is known: C is compiled and
+attached through the bounded-run core while a known workload runs, and its map is compared with
+what the workload did (:func:`run_answer`, :func:`judge_maps`); a prediction is compared with
+what the lesson's own program measures while the check runs the workload the exercise names; a
+function is applied to recorded frames whose answer is known. The result says in words what is
+right or wrong::
 
-    >>> ebpf_lab.check("03.2", lambda df: df.groupby("ppid")["command"].unique())
-    ✗ 03.2 For each parent, the programs it ran: you listed `command` ...
+    >>> ebpf_lab.check("08.3", {16: 256, 12: 341, 40: 102})
+    ✗ 08.3 How many events fit?: 16 bytes: you said 256, the ring kept 170; ...
 
 Adding exercises: a lesson's checks live in its folder, ``ebpf_lab/lessons/lNN_name/exercises.py``,
 which ``ebpf_lab/lessons/__init__.py`` imports (so importing ``ebpf_lab`` registers every check).
@@ -31,6 +33,7 @@ proves each passes its check and that a typical wrong answer fails it with a use
 
 from __future__ import annotations
 
+import os
 import re
 import traceback
 from collections.abc import Sequence
@@ -335,12 +338,19 @@ def run_answer(
     workload: Callable[[], Any] | None = None,
     duration: float = 1.0,
     cflags: Sequence[str] = (),
+    fill: dict[str, dict[int, int]] | None = None,
+    also_source: str = "",
+    also_probes: Sequence[Probe] = (),
 ) -> dict[str, pd.DataFrame]:
     """Compile and attach a learner's C through the bounded-run core; return its maps as frames.
 
     Functions written with BCC's ``TRACEPOINT_PROBE`` macro attach by themselves. Otherwise
     ``fn`` (or the only non-static ``int`` function of the C) is attached to ``tracepoint``
-    (``"category:event"``); ``tracepoint=None`` demands the macro.
+    (``"category:event"``); ``tracepoint=None`` demands the macro. ``fill`` writes
+    ``{map: {key: value}}`` before attaching (e.g. the pid to watch). Ring and perf buffers are
+    not read (nobody consumes them). ``also_source`` is the check's own C, compiled after the
+    answer's, and ``also_probes`` attach its functions beside the answer's (e.g. a counter of
+    the calls the answer should have seen).
 
     Raises:
         Wrong: no function to attach, or several and no ``fn``.
@@ -382,11 +392,11 @@ def run_answer(
             raise Wrong(f"your C has no function called {fn}() (it defines: {', '.join(names)})")
         probes = [Probe("tracepoint", tracepoint, fn)]
         label = f"tracepoint {tracepoint}"
-    maps = MapReader(each=table_frame)
+    maps = MapReader(each=table_frame, fill=fill)
     bounded_run(
         name="exercise check",
-        source=source,
-        alternatives=[Alternative(label, probes, "exercise check")],
+        source=f"{source}\n{also_source}" if also_source else source,
+        alternatives=[Alternative(label, [*probes, *also_probes], "exercise check")],
         collector=maps,
         duration=duration,
         workload=workload,
@@ -435,6 +445,140 @@ def map_counts(frame: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
     counts = frame[values].sum(axis=1)
     index = pd.MultiIndex.from_frame(frame[list(keys)]) if len(keys) > 1 else frame[keys[0]]
     return pd.Series(counts.to_numpy(), index=index).groupby(level=list(range(len(keys)))).sum()
+
+
+def named_map(maps: dict[str, pd.DataFrame], name: str, declare: str) -> pd.DataFrame:
+    """The map ``name`` of a learner's program (:func:`run_answer`'s frames).
+
+    Raises:
+        Wrong: the program has no map of that name (the message names ``declare``, the
+            declaration the exercise asks for, and the maps the program has).
+    """
+    frame = maps.get(name)
+    if frame is None:
+        raise Wrong(
+            f"your program has no map called {name} (it has: {', '.join(maps) or 'none'}): "
+            f"declare {declare}",
+            maps=maps,
+        )
+    return frame
+
+
+def prediction(answer: Any, keys: Sequence[Any], what: str) -> dict[Any, int]:
+    """A learner's prediction: a dict with exactly ``keys``, each a whole number.
+
+    Args:
+        answer: the learner's answer.
+        keys: the keys the prediction must have, e.g. event sizes or command names.
+        what: what each number counts, for the message, e.g. "lines hello() shows with
+            that comm".
+
+    Raises:
+        Wrong: not a dict with exactly those keys, or a value that is not a whole number.
+    """
+    if not isinstance(answer, dict) or set(answer) != set(keys):
+        raise Wrong(f"give a dict with exactly the keys {list(keys)}, each a whole number: {what}")
+    bad = [k for k in keys if isinstance(answer[k], bool) or not isinstance(answer[k], int)]
+    if bad:
+        raise Wrong(f"the predictions for {bad} are not whole numbers")
+    return {k: answer[k] for k in keys}
+
+
+def shown_keys(counts: pd.Series, n: int = 5) -> str:
+    """The first ``n`` keys of a map's counts, as text for a message ("nothing" when empty)."""
+    return ", ".join(str(int(k)) for k in list(counts.index[:n])) or "nothing"
+
+
+def one_int_key(frame: pd.DataFrame) -> pd.Series | None:
+    """Counts per key of a map keyed by one whole number (``None`` for any other map)."""
+    ints = int_key_columns(frame)
+    return map_counts(frame, ints) if len(ints) == 1 else None
+
+
+def one_text_key(frame: pd.DataFrame) -> pd.Series | None:
+    """Counts per name of a map keyed by text, e.g. ``struct key_t { char comm[16]; }``."""
+    texts = text_key_columns(frame)
+    return map_counts(frame, texts[:1]) if texts else None
+
+
+def two_int_keys(frame: pd.DataFrame) -> pd.Series | None:
+    """Counts per ``(first, second)`` key field of a map keyed by a struct of two numbers."""
+    ints = int_key_columns(frame)
+    return map_counts(frame, ints[:2]) if len(ints) == 2 else None
+
+
+def judge_maps(
+    maps: dict[str, pd.DataFrame],
+    judge: Callable[[str, pd.Series, pd.DataFrame], Right | str],
+    *,
+    counts: Callable[[pd.DataFrame], pd.Series | None] = one_int_key,
+    declare: str,
+    unfit: str | None = None,
+    **details: Any,
+) -> Right:
+    """The verdict on the maps of a learner's program (:func:`run_answer`), one map at a time.
+
+    Each map that ``counts`` can read (default: keyed by one number) is passed to
+    ``judge(name, counts, frame)``, which returns :class:`Right` when that map holds the known
+    workload's truth, or a sentence saying what is wrong with it. The first right map wins; if
+    none is right, the sentence about the first map that could be read is the answer's
+    :class:`Wrong` (with ``details``).
+
+    Args:
+        maps: the program's maps as frames, as :func:`run_answer` returns them.
+        judge: compares one map's counts with what the workload did.
+        counts: a map frame as counts per key, or ``None`` when the map has the wrong shape
+            (:func:`one_int_key`, :func:`one_text_key`, :func:`two_int_keys`, or your own).
+        declare: the declaration the exercise asks for, e.g. ``"BPF_HASH(counts, u32, u64)"``,
+            named when no map fits.
+        unfit: what to say when no map has a key ``counts`` can read (default: a sentence
+            naming ``declare``).
+
+    Raises:
+        Wrong: no map, no map of the right shape, or no map holding the truth.
+    """
+    if not maps:
+        raise Wrong(f"your program has no map to read: declare {declare}")
+    said = []
+    for name, frame in maps.items():
+        found = counts(frame)
+        if found is None:
+            continue
+        verdict = judge(name, found, frame)
+        if isinstance(verdict, Right):
+            return verdict
+        said.append(verdict)
+    if not said:
+        raise Wrong(
+            unfit
+            or f"no map of yours ({', '.join(maps)}) has the key the exercise asks for: declare "
+            f"{declare}",
+            maps=maps,
+        )
+    raise Wrong(said[0], maps=maps, **details)
+
+
+def named_execs(
+    plan: dict[str, int], *, uid: int | None = None, program: str = "/bin/true"
+) -> Callable[[], None]:
+    """A workload: for each ``comm`` of ``plan``, ``plan[comm]`` execs of ``program``.
+
+    The execs are started from this thread renamed ``comm`` (:func:`set_comm`), so each
+    ``execve`` is made by a process called ``comm``, as the UID ``uid`` (default: this
+    process's). The thread's name is put back afterwards.
+    """
+    from ebpf_lab.workloads import execs
+
+    def run() -> None:
+        old = set_comm("lab-workload")
+        try:
+            for comm, n in plan.items():
+                set_comm(comm)
+                execs({os.geteuid() if uid is None else uid: n}, program=program)
+        finally:
+            set_comm(old)
+
+    return run
 
 
 def set_comm(name: str) -> str:

@@ -173,7 +173,7 @@ CATALOGUE: tuple[Lesson, ...] = (
         folder="l03_perf_buffer",
         programs=("exec_events",),
         exercises=("03.2", "03.3"),
-        solutions=("03.2.py", "03.3.bpf.c"),
+        solutions=("03.2.bpf.c", "03.3.bpf.c"),
     ),
     Lesson(
         "04",
@@ -244,7 +244,7 @@ CATALOGUE: tuple[Lesson, ...] = (
         folder="l09_tracing",
         programs=("syscall_latency",),
         exercises=("09.4",),
-        solutions=("09.4.py",),
+        solutions=("09.4.bpf.c",),
     ),
     Lesson(
         "10",

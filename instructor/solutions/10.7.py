@@ -1,6 +1,6 @@
 """Solution to exercise 10.7: what ebpf_lab.tc_egress(pings=3, datagrams=4, drop="udp") shows.
 
-Check with: ebpf_lab.check("10.7", answer)
+Check with: ebpf_lab.check("10.7", answer) (the check runs that call and compares)
 
 tc counts each packet before it returns its verdict, so the 4 datagrams are counted at veth-a
 and dropped there (TC_ACT_SHOT); they never reach the cable, so XDP at veth-b sees none and B's

@@ -1,4 +1,4 @@
-"""Lesson 02 (maps): checkable exercises. Both compile the learner's C and run it in the kernel."""
+"""Lesson 02 (maps): checkable exercises. Each compiles the learner's C and run it in the kernel."""
 
 from __future__ import annotations
 
@@ -12,32 +12,17 @@ import pandas as pd
 from ebpf_lab import workloads as _workload
 from ebpf_lab.classroom.checks import (
     Right,
-    Wrong,
     exercise,
     int_key_columns,
+    judge_maps,
     map_counts,
+    named_execs,
+    one_text_key,
     run_answer,
-    set_comm,
-    text_key_columns,
 )
 from ebpf_lab.core.run import stop_requested
 
 EXECVE = "syscalls:sys_enter_execve"
-
-
-def _comm_workload(plan: dict[str, int]) -> Any:
-    """A workload that runs /bin/true plan[comm] times from a thread named comm."""
-
-    def run() -> None:
-        old = set_comm("lab-workload")
-        try:
-            for comm, n in plan.items():
-                set_comm(comm)
-                _workload.execs({os.geteuid(): n})
-        finally:
-            set_comm(old)
-
-    return run
 
 
 @exercise(
@@ -51,24 +36,9 @@ def _comm_workload(plan: dict[str, int]) -> Any:
 def execs_per_comm(answer: str, fn: str | None = None) -> Right:
     tag = secrets.token_hex(3)
     plan = {f"lab{tag}a": 6, f"lab{tag}b": 3}
-    maps = run_answer(answer, tracepoint=EXECVE, fn=fn, workload=_comm_workload(plan))
-    if not maps:
-        raise Wrong(
-            "your program has no map to read: declare BPF_HASH(counts, struct key_t, u64) and "
-            "add 1 to the entry of the current comm on every call"
-        )
-    texty = {name: f for name, f in maps.items() if text_key_columns(f)}
-    if not texty:
-        names = ", ".join(maps)
-        raise Wrong(
-            f"no map of yours ({names}) is keyed by text. Key it by the command name: "
-            "struct key_t { char comm[16]; }, filled with "
-            "bpf_get_current_comm(&key.comm, sizeof(key.comm))",
-            maps=maps,
-        )
-    messages = []
-    for name, frame in texty.items():
-        counts = map_counts(frame, text_key_columns(frame)[:1])
+    maps = run_answer(answer, tracepoint=EXECVE, fn=fn, workload=named_execs(plan))
+
+    def judge(name: str, counts: pd.Series, frame: pd.DataFrame) -> Right | str:
         got = {comm: int(counts.get(comm, 0)) for comm in plan}
         if got == plan:
             return Right(
@@ -82,29 +52,39 @@ def execs_per_comm(answer: str, fn: str | None = None) -> Right:
             {k for k in counts.index for comm in plan if k != comm and comm.startswith(str(k))}
         )
         if cut:
-            messages.append(
+            return (
                 f"the names in the map `{name}` are cut short ({', '.join(map(repr, cut))} for "
                 f"{', '.join(map(repr, plan))}): make the key's char array 16 bytes "
                 "(TASK_COMM_LEN) and pass sizeof(key.comm) to bpf_get_current_comm()"
             )
-        elif all(v == 0 for v in got.values()):
+        if all(v == 0 for v in got.values()):
             shown = ", ".join(map(repr, list(counts.index[:5])))
-            messages.append(
+            return (
                 f"the map `{name}` has no entry for the workload's commands lab{tag}a and "
                 f"lab{tag}b (it has {shown}...): fill the key with bpf_get_current_comm() on "
                 "every call"
             )
-        elif all(got[c] == 2 * n for c, n in plan.items()):
-            messages.append(
+        if all(got[c] == 2 * n for c, n in plan.items()):
+            return (
                 f"the map `{name}` counts every exec twice: add 1 once per call "
                 "(counts.atomic_increment(key))"
             )
-        else:
-            detail = "; ".join(
-                f"{c}: the workload ran {n}, `{name}` says {got[c]}" for c, n in plan.items()
-            )
-            messages.append(f"the counts are off ({detail})")
-    raise Wrong(messages[0], expected=plan, maps=maps)
+        detail = "; ".join(
+            f"{c}: the workload ran {n}, `{name}` says {got[c]}" for c, n in plan.items()
+        )
+        return f"the counts are off ({detail})"
+
+    return judge_maps(
+        maps,
+        judge,
+        counts=one_text_key,
+        declare="BPF_HASH(counts, struct key_t, u64) and add 1 to the entry of the current "
+        "comm on every call",
+        unfit=f"no map of yours ({', '.join(maps)}) is keyed by text. Key it by the command "
+        "name: struct key_t { char comm[16]; }, filled with "
+        "bpf_get_current_comm(&key.comm, sizeof(key.comm))",
+        expected=plan,
+    )
 
 
 def _uid_gid_workload(plan: dict[tuple[int, int], int]) -> Any:
@@ -159,30 +139,21 @@ def execs_per_uid_gid(answer: str, fn: str | None = None) -> Right:
         u2, g = _workload.unused_uid(), _workload.unused_uid()
     plan = {(u1, g): 4, (u2, g): 2}
     maps = run_answer(answer, tracepoint=EXECVE, fn=fn, workload=_uid_gid_workload(plan))
-    if not maps:
-        raise Wrong("your program has no map to read: declare BPF_HASH(counts, struct key_t, u64)")
-    messages = []
-    for name, frame in maps.items():
-        found = _uid_gid_counts(frame)
-        if found is None:
-            continue
-        counts, how = found
+
+    def judge(name: str, counts: pd.Series, frame: pd.DataFrame) -> Right | str:
+        how = _uid_gid_counts(frame)[1]  # type: ignore[index]
         if how == "one number":
             if all(
                 counts.get(u, 0) == sum(n for (uu, _), n in plan.items() if uu == u)
                 for u in (u1, u2)
             ):
-                messages.append(
+                return (
                     f"the map `{name}` is keyed by the uid alone: put the gid in the key too, e.g. "
                     "struct key_t { u32 uid; u32 gid; }"
                 )
-            else:
-                messages.append(
-                    f"the map `{name}` is keyed by one 32-bit number: key it by uid and gid"
-                )
-            continue
+            return f"the map `{name}` is keyed by one 32-bit number: key it by uid and gid"
 
-        def got(a: int, b: int, counts: pd.Series = counts) -> int:
+        def got(a: int, b: int) -> int:
             return int(counts.get((a, b), 0))
 
         if all(got(u, gg) == n for (u, gg), n in plan.items()):
@@ -198,28 +169,29 @@ def execs_per_uid_gid(answer: str, fn: str | None = None) -> Right:
                 map=frame,
             )
         if all(got(gg, u) == n for (u, gg), n in plan.items()):
-            messages.append(
+            return (
                 f"uid and gid are the wrong way round in the map `{name}`: "
                 "bpf_get_current_uid_gid() returns gid << 32 | uid, so the uid is the lower "
                 "32 bits (id & 0xFFFFFFFF) and the gid the upper 32 bits (id >> 32)"
             )
-        elif all(got(u, 0) == n for (u, _), n in plan.items()):
-            messages.append(
+        if all(got(u, 0) == n for (u, _), n in plan.items()):
+            return (
                 f"the gid in the map `{name}` is always 0: shift the 64-bit value before "
                 "narrowing it, (u32)(id >> 32), not (u32)id >> 32"
             )
-        else:
-            detail = "; ".join(
-                f"uid {u} gid {gg}: ran {n}, `{name}` says {got(u, gg)}"
-                for (u, gg), n in plan.items()
-            )
-            messages.append(f"the counts are off ({detail})")
-    if not messages:
-        raise Wrong(
-            "no map of yours is keyed by numbers: key it by struct key_t { u32 uid; u32 gid; }",
-            maps=maps,
+        detail = "; ".join(
+            f"uid {u} gid {gg}: ran {n}, `{name}` says {got(u, gg)}" for (u, gg), n in plan.items()
         )
-    raise Wrong(messages[0], expected={f"{u}/{gg}": n for (u, gg), n in plan.items()}, maps=maps)
+        return f"the counts are off ({detail})"
+
+    return judge_maps(
+        maps,
+        judge,
+        counts=lambda frame: (_uid_gid_counts(frame) or (None, ""))[0],
+        declare="BPF_HASH(counts, struct key_t, u64)",
+        unfit="no map of yours is keyed by numbers: key it by struct key_t { u32 uid; u32 gid; }",
+        expected={f"{u}/{gg}": n for (u, gg), n in plan.items()},
+    )
 
 
 GETPPID = "syscalls:sys_enter_getppid"
@@ -283,14 +255,9 @@ def exact_counter(answer: str, fn: str | None = None) -> Any:
         )
     truth: dict[int, int] = {}
     maps = run_answer(answer, tracepoint=GETPPID, fn=fn, workload=_race_rounds(cpus, truth))
-    if not maps:
-        raise Wrong("your program has no map to read: declare BPF_HASH(counts, u32, u64)")
     big, *first = list(truth)
-    messages = []
-    for name, frame in maps.items():
-        counts = _uid_counts(frame)
-        if counts is None:
-            continue
+
+    def judge(name: str, counts: pd.Series, frame: pd.DataFrame) -> Right | str:
         got = {uid: int(counts.get(uid, 0)) for uid in truth}
         if got == truth:
             summed = any(str(c).startswith("cpu") for c in frame)
@@ -303,37 +270,40 @@ def exact_counter(answer: str, fn: str | None = None) -> Any:
                 map=frame,
             )
         if all(got[uid] == 0 for uid in truth):
-            messages.append(
+            return (
                 f"your map `{name}` has no count for the load's UIDs. (On a per-CPU map, BCC's "
                 "increment() only adds to an entry that exists: it never creates one. Create "
                 "it with lookup_or_try_init(&uid, &zero), then add to what it returns.)"
             )
-        elif any(got[uid] > truth[uid] for uid in truth):
-            messages.append(
+        if any(got[uid] > truth[uid] for uid in truth):
+            return (
                 f"your map `{name}` counted more calls than were made (e.g. {got[big]:,} for "
                 f"{truth[big]:,}): add 1 once per call"
             )
-        elif got[big] < truth[big] - (len(cpus) - 1):
-            messages.append(
+        if got[big] < truth[big] - (len(cpus) - 1):
+            return (
                 f"your map `{name}` lost {truth[big] - got[big]:,} of {truth[big]:,} counts "
                 "while two CPUs added to one UID's entry: `*n += 1` (and increment()) loads the "
                 "value, adds 1 and stores it, and two CPUs that load the same value store the "
                 "same sum. Add with one atomic instruction (atomic_increment(), "
                 "__sync_fetch_and_add(n, 1)) or give each CPU its own copy (BPF_PERCPU_HASH)"
             )
-        else:
-            short = [uid for uid in first if got[uid] < truth[uid]]
-            messages.append(
-                f"close: every add is exact, but your map `{name}` is short by a count or so for "
-                f"{len(short)} of the {len(first)} UIDs whose first calls started on both CPUs "
-                "together. Both CPUs found no entry and both inserted one; the second insert "
-                "failed (the key exists) and its 1 was dropped, as increment() and "
-                "atomic_increment() do. Insert without counting, then look up again: "
-                "n = counts.lookup_or_try_init(&uid, &zero); if (n) add to *n"
-            )
-    if not messages:
-        raise Wrong(
-            "no map of yours is keyed by one number: key it by the UID, BPF_HASH(counts, u32, u64)",
-            maps=maps,
+        short = [uid for uid in first if got[uid] < truth[uid]]
+        return (
+            f"close: every add is exact, but your map `{name}` is short by a count or so for "
+            f"{len(short)} of the {len(first)} UIDs whose first calls started on both CPUs "
+            "together. Both CPUs found no entry and both inserted one; the second insert "
+            "failed (the key exists) and its 1 was dropped, as increment() and "
+            "atomic_increment() do. Insert without counting, then look up again: "
+            "n = counts.lookup_or_try_init(&uid, &zero); if (n) add to *n"
         )
-    raise Wrong(messages[0], expected=truth, maps=maps)
+
+    return judge_maps(
+        maps,
+        judge,
+        counts=_uid_counts,
+        declare="BPF_HASH(counts, u32, u64)",
+        unfit="no map of yours is keyed by one number: key it by the UID, "
+        "BPF_HASH(counts, u32, u64)",
+        expected=truth,
+    )

@@ -8,6 +8,7 @@ from ebpf_lab.classroom.checks import (
     exercise,
     int_key_columns,
     map_counts,
+    named_map,
     run_answer,
 )
 from ebpf_lab.workloads import unused_uid, writes
@@ -37,13 +38,7 @@ def writes_per_fd(answer: str, fn: str | None = None) -> Right:
         workload=lambda: writes(sizes, uid=uid),
         cflags=[f"-DFILTER_UID={uid}"],
     )
-    frame = maps.get("by_fd")
-    if frame is None:
-        raise Wrong(
-            f"your program has no map called by_fd (it has: {', '.join(maps) or 'none'}): "
-            "declare BPF_ARRAY(by_fd, u64, 64)",
-            maps=maps,
-        )
+    frame = named_map(maps, "by_fd", "BPF_ARRAY(by_fd, u64, 64)")
     ints = int_key_columns(frame)
     if len(ints) != 1 or len(frame) != 64:
         raise Wrong(

@@ -5,15 +5,13 @@ from __future__ import annotations
 from ebpf_lab.classroom.checks import (
     Right,
     Wrong,
-    c_functions,
     exercise,
     int_key_columns,
     map_counts,
+    named_map,
+    run_answer,
 )
 from ebpf_lab.core.attach import Probe
-from ebpf_lab.core.collectors import MapReader
-from ebpf_lab.core.run import Alternative, bounded_run
-from ebpf_lab.show.frames import table_frame
 from ebpf_lab.workloads import execs, unused_uid
 
 EXECVE = "syscalls:sys_enter_execve"
@@ -34,41 +32,6 @@ int lab_check_count(void *ctx)
 """
 
 
-def _run_with_counter(answer: str, fn: str | None, n: int) -> tuple[dict, int]:
-    """Run the learner's function and the check's exec counter on execve while n execs run."""
-    if not isinstance(answer, str) or not answer.strip():
-        raise Wrong("give your BPF C program as a string (the text of the program)")
-    names = c_functions(answer)
-    if fn is None:
-        if len(names) != 1:
-            raise Wrong(
-                "write one function such as `int fn(void *ctx) { ... }` to attach to "
-                f"{EXECVE}"
-                + (
-                    f' (your C defines {", ".join(names)}: say which one with fn="{names[0]}")'
-                    if names
-                    else ""
-                )
-            )
-        fn = names[0]
-    elif fn not in names:
-        raise Wrong(f"your C has no function called {fn}() (it defines: {', '.join(names)})")
-    maps = MapReader(each=table_frame)
-    probes = [Probe("tracepoint", EXECVE, fn), Probe("tracepoint", EXECVE_EXIT, "lab_check_count")]
-    bounded_run(
-        name="exercise check",
-        source=answer + "\n" + _COUNTER,
-        alternatives=[Alternative(f"tracepoint {EXECVE}", probes, "exercise check")],
-        collector=maps,
-        duration=0.2,
-        workload=lambda: execs({unused_uid(): n}),
-        live=False,
-    )
-    frames = dict(maps.frames)
-    seen = frames.pop("lab_check_execs")
-    return frames, int(seen["value"].sum())
-
-
 @exercise(
     "06.1",
     title="bpf_get_prandom_u32() in ten buckets",
@@ -78,14 +41,17 @@ def _run_with_counter(answer: str, fn: str | None, n: int) -> tuple[dict, int]:
 )
 def prandom_buckets(answer: str, fn: str | None = None) -> Right:
     n = 300
-    maps, seen = _run_with_counter(answer, fn, n)
-    frame = maps.get("dist")
-    if frame is None:
-        raise Wrong(
-            f"your program has no map called dist (it has: {', '.join(maps) or 'none'}): "
-            "declare BPF_HISTOGRAM(dist, int, 10)",
-            maps=maps,
-        )
+    maps = run_answer(
+        answer,
+        tracepoint=EXECVE,
+        fn=fn,
+        workload=lambda: execs({unused_uid(): n}),
+        duration=0.2,
+        also_source=_COUNTER,
+        also_probes=[Probe("tracepoint", EXECVE_EXIT, "lab_check_count")],
+    )
+    seen = int(maps.pop("lab_check_execs")["value"].sum())
+    frame = named_map(maps, "dist", "BPF_HISTOGRAM(dist, int, 10)")
     ints = int_key_columns(frame)
     if len(ints) != 1:
         raise Wrong("dist should be keyed by one number, the bucket: BPF_HISTOGRAM(dist, int, 10)")

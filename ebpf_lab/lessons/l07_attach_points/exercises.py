@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from ebpf_lab.classroom.checks import (
-    Right,
-    Wrong,
-    exercise,
-    int_key_columns,
-    map_counts,
-    run_answer,
-)
+import pandas as pd
+
+from ebpf_lab.classroom.checks import Right, exercise, judge_maps, run_answer, shown_keys
 from ebpf_lab.workloads import getppid_child
 
 GETPPID = "syscalls:sys_enter_getppid"
@@ -28,14 +23,8 @@ def getppid_per_process(answer: str, fn: str | None = None) -> Right:
     with getppid_child(calls) as child:
         maps = run_answer(answer, tracepoint=GETPPID, fn=fn, workload=child.run, duration=0.2)
         pid = child.pid
-    if not maps:
-        raise Wrong("your program has no map to read: declare BPF_HASH(counts, u32, u64)")
-    messages = []
-    for name, frame in maps.items():
-        ints = int_key_columns(frame)
-        if len(ints) != 1:
-            continue
-        counts = map_counts(frame, ints)
+
+    def judge(name: str, counts: pd.Series, frame: pd.DataFrame) -> Right | str:
         got = int(counts.get(pid, 0))
         if got == calls:
             others = {int(k): int(v) for k, v in counts.items() if int(k) != pid}
@@ -45,31 +34,28 @@ def getppid_per_process(answer: str, fn: str | None = None) -> Right:
                 f"workload's process {pid}, as many as it made.{note}",
                 map=frame,
             )
-        whole = int(counts.get((pid << 32) | pid, 0))
-        if whole == calls:
-            messages.append(
+        if int(counts.get((pid << 32) | pid, 0)) == calls:
+            return (
                 f"the map `{name}` is keyed by the whole 64-bit bpf_get_current_pid_tgid() "
                 "(process id << 32 | thread id): key it by the process id, the upper half: "
                 "u32 pid = bpf_get_current_pid_tgid() >> 32;"
             )
-        elif got == 1:
-            messages.append(
+        if got == 1:
+            return (
                 f"the map `{name}` holds 1 for the workload's process, which made {calls} calls: "
                 "add 1 at every call (counts.atomic_increment(pid)), do not just store 1"
             )
-        elif got == 0:
-            shown = ", ".join(str(int(k)) for k in list(counts.index[:5]))
-            messages.append(
+        if got == 0:
+            return (
                 f"the map `{name}` has no entry for the workload's process {pid} (it has "
-                f"{shown or 'nothing'}): key it by u32 pid = bpf_get_current_pid_tgid() >> 32"
+                f"{shown_keys(counts)}): key it by u32 pid = bpf_get_current_pid_tgid() >> 32"
             )
-        else:
-            messages.append(
-                f"the workload's process {pid} made {calls} getppid() calls; `{name}` says {got}"
-            )
-    if not messages:
-        raise Wrong(
-            "no map of yours is keyed by one number (the process id): BPF_HASH(counts, u32, u64)",
-            maps=maps,
-        )
-    raise Wrong(messages[0], expected={pid: calls}, maps=maps)
+        return f"the workload's process {pid} made {calls} getppid() calls; `{name}` says {got}"
+
+    return judge_maps(
+        maps,
+        judge,
+        declare="BPF_HASH(counts, u32, u64)",
+        unfit="no map of yours is keyed by one number (the process id): BPF_HASH(counts, u32, u64)",
+        expected={pid: calls},
+    )

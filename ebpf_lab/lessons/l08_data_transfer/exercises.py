@@ -1,134 +1,126 @@
-"""Lesson 08 (data transfer): checkable exercises."""
+"""Lesson 08 (data transfer): checkable exercises. The check runs a ring buffer in the kernel."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-import numpy as np
-import pandas as pd
+from ebpf_lab.classroom.checks import Right, Wrong, exercise, prediction, run_answer
+from ebpf_lab.workloads import getppid_child
 
-from ebpf_lab.classroom.checks import Right, Wrong, exercise, frame_function
-
-
-def recorded_comparison(generated: int, arrived: dict[str, list[int]]) -> pd.DataFrame:
-    """A frame shaped like :func:`ebpf_lab.buffer_comparison`'s: the ``seq`` each buffer
-    delivered, in arrival order (repeats and gaps allowed)."""
-    rows = [(b, seq) for b, seqs in arrived.items() for seq in seqs]
-    n = len(rows)
-    df = pd.DataFrame(
-        {
-            "buffer": pd.Categorical([b for b, _ in rows], categories=["trace", "perf", "ring"]),
-            "arrival": np.arange(n, dtype="int64"),
-            "seq": np.array([s for _, s in rows], dtype="int64"),
-            "time": pd.date_range("2025-03-01 10:00:00", periods=n, freq="3us"),
-            "cpu": np.array([s % 2 for _, s in rows], dtype="int64"),
-        }
-    )
-    delivered = {b: len(set(s)) for b, s in arrived.items()}
-    df.attrs.update(
-        {
-            "generated": generated,
-            "buffers": list(arrived),
-            "lost": {b: generated - d for b, d in delivered.items()},
-            "user_cpu_s": {b: 1e-6 * len(s) for b, s in arrived.items()},
-        }
-    )
-    return df
+GETPPID = "syscalls:sys_enter_getppid"
+#: the size of one page here: each ring buffer of the check is one page
+PAGE = os.sysconf("SC_PAGE_SIZE")
+#: the event sizes (bytes) the check reserves, one ring buffer each
+SIZES = (16, 12, 40)
+#: the header the kernel puts before every ring buffer record
+HEADER = 8
+#: the check's getppid() calls: more than any of its rings can hold
+CALLS = PAGE // 4
 
 
-# trace loses old lines (overwritten) and here repeats two; perf loses a burst; ring loses none
-COMPARISON_A = recorded_comparison(
-    40,
-    {
-        "trace": list(range(12, 40)) + [38, 39],
-        "perf": list(range(0, 20)) + list(range(30, 40)),
-        "ring": list(range(40)),
-    },
-)
-COMPARISON_B = recorded_comparison(
-    25,
-    {"trace": list(range(5, 25)), "perf": [0, 1, 3, 2] + list(range(4, 25)), "ring": [7, 7, 8]},
-)
-
-
-def _as_fractions(got: Any) -> dict[str, float]:
-    if isinstance(got, dict):
-        got = pd.Series(got)
-    if isinstance(got, pd.DataFrame):
-        frame = got.set_index("buffer") if "buffer" in got.columns else got
-        numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
-        if "delivered_fraction" in numeric:
-            numeric = ["delivered_fraction"]
-        if len(numeric) != 1:
-            raise Wrong(
-                f"your answer is a table with the columns {list(got.columns)}; give one number "
-                "per buffer, e.g. a Series indexed by buffer"
-            )
-        got = frame[numeric[0]]
-    if not isinstance(got, pd.Series) or not pd.api.types.is_numeric_dtype(got):
-        raise Wrong(
-            f"your answer gives a {type(got).__name__}; give one number per buffer (a Series "
-            "indexed by buffer, e.g. from df.groupby('buffer', observed=True)...)"
+def _ring_fill_source() -> str:
+    """The check's program: per event size, one ring buffer of one page that nobody reads;
+    every getppid() of the watched process reserves one event in each and counts whether it
+    fit (``kept``) or not (``refused``), by the size's index in :data:`SIZES`."""
+    parts = [
+        "BPF_ARRAY(target, u32, 1);",
+        f"BPF_ARRAY(kept, u64, {len(SIZES)});",
+        f"BPF_ARRAY(refused, u64, {len(SIZES)});",
+    ]
+    body = []
+    for i, size in enumerate(SIZES):
+        parts += [f"struct e{size} {{ u8 data[{size}]; }};", f"BPF_RINGBUF_OUTPUT(ring{size}, 1);"]
+        body.append(
+            f"""    struct e{size} *e{i} = ring{size}.ringbuf_reserve(sizeof(struct e{size}));
+    if (e{i}) {{
+        e{i}->data[0] = 1;
+        ring{size}.ringbuf_submit(e{i}, BPF_RB_NO_WAKEUP);
+        kept.atomic_increment({i});
+    }} else {{
+        refused.atomic_increment({i});
+    }}"""
         )
-    return {str(k): float(v) for k, v in got.items()}
+    head = """int count(void *ctx)
+{
+    int zero = 0;
+    u32 *pid = target.lookup(&zero);
+    if (!pid || (bpf_get_current_pid_tgid() >> 32) != *pid)
+        return 0;
+"""
+    return "\n".join(parts) + "\n\n" + head + "\n".join(body) + "\n    return 0;\n}\n"
+
+
+def record_size(size: int) -> int:
+    """The room one event of ``size`` bytes takes in a BPF ring buffer: the 8-byte header plus
+    the event, rounded up to a multiple of 8."""
+    return -(-(size + HEADER) // 8) * 8
+
+
+def measure() -> dict[int, dict[str, int]]:
+    """Run the check's ring buffer program while a child makes :data:`CALLS` getppid() calls:
+    per event size, how many events its one-page ring kept and how many it refused."""
+    with getppid_child(CALLS) as child:
+        maps = run_answer(
+            _ring_fill_source(),
+            tracepoint=GETPPID,
+            fn="count",
+            workload=child.run,
+            duration=0.2,
+            fill={"target": {0: child.pid}},
+        )
+    kept = dict(zip(maps["kept"].iloc[:, 0], maps["kept"]["value"]))
+    refused = dict(zip(maps["refused"].iloc[:, 0], maps["refused"]["value"]))
+    return {
+        size: {"kept": int(kept.get(i, 0)), "refused": int(refused.get(i, 0))}
+        for i, size in enumerate(SIZES)
+    }
 
 
 @exercise(
     "08.3",
-    title="Delivered fraction per buffer",
-    asks="a function of a buffer_comparison() frame (lambda df: ...) or a pandas expression on "
-    "`df` as text, giving per buffer the fraction of the generated events "
-    "(df.attrs['generated']) that arrived, each event (seq) counted once",
+    title="How many events fit?",
+    asks="a dict predicting, before the check runs it, how many events of "
+    f"{', '.join(map(str, SIZES))} bytes a BPF ring buffer of one page ({PAGE} bytes) "
+    "keeps when nobody reads it and "
+    f"{CALLS} events are sent: {{{', '.join(f'{s}: n' for s in SIZES)}}}",
+    needs_kernel=True,
 )
-def delivered_fraction(answer: Any) -> Right:
-    run = frame_function(answer)
-    for n, df in enumerate((COMPARISON_A, COMPARISON_B)):
-        generated = df.attrs["generated"]
-        seqs = df.groupby("buffer", observed=True)["seq"]
-        truth = (seqs.nunique() / generated).to_dict()
-        got = _as_fractions(run(df))
-        missing = [b for b in truth if b not in got]
-        if missing:
-            raise Wrong(f"your answer has no number for the buffer(s) {', '.join(missing)}")
-        if all(abs(got[b] - v) < 1e-9 for b, v in truth.items()):
-            continue
-        if n == 1:
-            raise Wrong(
-                "your answer is right for one recorded frame but not for another: compute the "
-                "fractions from df rather than writing them down",
-                got=got,
-                expected=truth,
-            )
-        rows = (seqs.size() / generated).to_dict()
-        if all(abs(got[b] - v) < 1e-9 for b, v in rows.items()):
-            raise Wrong(
-                "you counted rows, and the trace buffer delivered some events twice (the same "
-                "seq in two rows): count distinct events, seq.nunique(), not size()",
-                got=got,
-                expected=truth,
-            )
-        lost = {b: 1 - v for b, v in truth.items()}
-        if all(abs(got[b] - v) < 1e-9 for b, v in lost.items()):
-            raise Wrong(
-                "your answer is the fraction *lost*; the question is the fraction delivered "
-                "(distinct seq that arrived / generated)",
-                got=got,
-                expected=truth,
-            )
-        counts = seqs.nunique().to_dict()
-        if all(abs(got[b] - v) < 1e-9 for b, v in counts.items()):
-            raise Wrong(
-                "your answer counts the events each buffer delivered; divide by "
-                "df.attrs['generated'] to get a fraction",
-                got=got,
-                expected=truth,
-            )
-        first = ", ".join(f"{b}: {truth[b]:.3f}, yours {got[b]:.3f}" for b in truth)
-        raise Wrong(f"the fractions are off ({first})", got=got, expected=truth)
-    truth = (COMPARISON_A.groupby("buffer", observed=True)["seq"].nunique() / 40).to_dict()
-    return Right(
-        "right: in the recorded frame trace delivered "
-        f"{truth['trace']:.0%} (it overwrote the oldest lines, and two arrived twice), perf "
-        f"{truth['perf']:.0%} (a burst found the buffer full), ring {truth['ring']:.0%}. "
-        "(ebpf_lab.transfer_summary(df) computes the same, as delivered_fraction.)"
+def ring_capacity(answer: Any) -> Right:
+    answer = prediction(
+        answer, SIZES, f"the number of events of that many bytes a {PAGE}-byte ring keeps"
     )
+    measured = measure()
+    got = {s: measured[s]["kept"] for s in SIZES}
+    lost = [s for s in SIZES if measured[s]["kept"] + measured[s]["refused"] != CALLS]
+    if lost:
+        raise Wrong(
+            f"the run did not see all {CALLS} calls of the child ({measured}): run the check again",
+            measured=measured,
+        )
+    naive = {s: PAGE // s for s in SIZES}
+    plus_header = {s: PAGE // (s + HEADER) for s in SIZES}
+    wrong = [s for s in SIZES if answer[s] != got[s]]
+    if not wrong:
+        return Right(
+            f"right: the ring kept {got} and refused the rest of the {CALLS} events. Every "
+            f"record takes an {HEADER}-byte header plus the event, rounded up to 8 bytes: "
+            + ", ".join(f"{s} -> {record_size(s)}" for s in SIZES)
+            + f" bytes, so {PAGE} // {record_size(SIZES[0])} = {got[SIZES[0]]}. A 12-byte event "
+            "costs as much room as a 16-byte one; nothing is freed until user space reads",
+            measured=measured,
+        )
+    said = "; ".join(f"{s} bytes: you said {answer[s]}, the ring kept {got[s]}" for s in wrong)
+    if all(answer[s] == naive[s] for s in wrong):
+        hint = (
+            "a record is more than the event: the kernel writes a header before each one "
+            "(length, flags, the offset of its page)"
+        )
+    elif all(answer[s] == plus_header[s] for s in wrong):
+        hint = "the header is counted; is every record's start aligned to some size?"
+    else:
+        hint = (
+            "how many bytes does one record take in the ring (the event, its header, and the "
+            "alignment of the next record), and how many such records fit into one page?"
+        )
+    raise Wrong(f"{said}. Think again: {hint}", measured=measured)

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from ebpf_lab.classroom.checks import Right, Wrong, exercise
+from ebpf_lab.classroom.checks import Right, Wrong, exercise, prediction
 from ebpf_lab.lessons.l10_networking.xdp_firewall import FRAME
 
 PLAN = {
@@ -131,11 +131,19 @@ def tcp_exact_numbers(answer: Any) -> Right:
 
 #: the run exercise 10.7 asks about: ``ebpf_lab.tc_egress(pings=3, datagrams=4, drop="udp")``
 EGRESS_RUN = {"pings": 3, "datagrams": 4, "drop": "udp"}
-#: what that run shows, per protocol (its ``tcp`` and ``other`` rows are all 0)
-EGRESS_TRUTH = {
-    "icmp": {"tc_egress": 3, "tc_dropped": 0, "xdp_ingress": 3, "delivered": 3},
-    "udp": {"tc_egress": 4, "tc_dropped": 4, "xdp_ingress": 0, "delivered": 0},
-}
+#: the numbers a prediction gives per protocol (columns of the run's frame)
+EGRESS_COLUMNS = ("tc_egress", "tc_dropped", "xdp_ingress", "delivered")
+
+
+def egress_plan_truth(pings: int, datagrams: int) -> dict[str, dict[str, int]]:
+    """What a ``tc_egress(pings, datagrams, drop="udp")`` run must show, from its plan: tc counts
+    every packet before its verdict and drops the UDP ones; XDP sees and B answers the rest."""
+    return {
+        "icmp": {"tc_egress": pings, "tc_dropped": 0, "xdp_ingress": pings, "delivered": pings},
+        "udp": {"tc_egress": datagrams, "tc_dropped": datagrams, "xdp_ingress": 0, "delivered": 0},
+    }
+
+
 #: a question to think about for each number a prediction gets wrong
 _EGRESS_HINTS = {
     ("udp", "tc_egress"): "does the tc program count a packet before or after it decides to "
@@ -154,36 +162,59 @@ _EGRESS_HINTS = {
 @exercise(
     "10.7",
     title="Dropped on the way out: what does the other end see?",
-    asks="a dict predicting ebpf_lab.tc_egress(pings=3, datagrams=4, drop='udp') before you run "
-    "it: {'icmp': {'tc_egress': n, 'tc_dropped': n, 'xdp_ingress': n, 'delivered': n}, "
-    "'udp': {...the same four...}, 'sendto_raises': True or False}",
+    asks="a dict predicting ebpf_lab.tc_egress(pings=3, datagrams=4, drop='udp') before the "
+    "check runs it: {'icmp': {'tc_egress': n, 'tc_dropped': n, 'xdp_ingress': n, "
+    "'delivered': n}, 'udp': {...the same four...}, 'sendto_raises': True or False}",
+    needs_kernel=True,
 )
 def egress_drop_prediction(answer: Any) -> Right:
-    if not isinstance(answer, dict) or not {"icmp", "udp", "sendto_raises"} <= set(answer):
+    if not isinstance(answer, dict) or set(answer) != {"icmp", "udp", "sendto_raises"}:
         raise Wrong(
             "give a dict with keys 'icmp', 'udp' (each a dict of tc_egress, tc_dropped, "
             "xdp_ingress, delivered) and 'sendto_raises' (True or False)"
         )
-    for protocol, truth in EGRESS_TRUTH.items():
-        row = answer[protocol]
-        if not isinstance(row, dict) or set(row) != set(truth):
-            raise Wrong(
-                f"answer[{protocol!r}] must be a dict with exactly the keys {sorted(truth)}"
-            )
-        for column, value in truth.items():
-            if isinstance(row[column], bool) or row[column] != value:
+    rows = {
+        protocol: prediction(answer[protocol], EGRESS_COLUMNS, f"{protocol} packets at each point")
+        for protocol in ("icmp", "udp")
+    }
+    if not isinstance(answer["sendto_raises"], bool):
+        raise Wrong("answer['sendto_raises'] must be True or False")
+    from ebpf_lab.lessons.l10_networking.tc_egress import tc_egress
+
+    df = tc_egress(**EGRESS_RUN, live=False).set_index("protocol")
+    measured = {
+        protocol: {column: int(df.loc[protocol, column]) for column in EGRESS_COLUMNS}
+        for protocol in ("icmp", "udp")
+    }
+    raised = int(df.loc["udp", "sent"]) != EGRESS_RUN["datagrams"]
+    if measured != egress_plan_truth(EGRESS_RUN["pings"], EGRESS_RUN["datagrams"]) or raised:
+        raise Wrong(
+            f"the run did not show what its plan implies ({measured}, UDP sent "
+            f"{int(df.loc['udp', 'sent'])} of {EGRESS_RUN['datagrams']}): a packet was lost on "
+            "the way. Run the check again",
+            measured=measured,
+        )
+    for protocol, row in rows.items():
+        for column in EGRESS_COLUMNS:
+            if row[column] != measured[protocol][column]:
                 raise Wrong(
-                    f"{protocol} {column}: you said {row[column]!r}, which the run does not "
-                    f"show. Think again: {_EGRESS_HINTS[(protocol, column)]}"
+                    f"{protocol} {column}: you said {row[column]}, the run shows "
+                    f"{measured[protocol][column]}. Think again: "
+                    f"{_EGRESS_HINTS[(protocol, column)]}",
+                    measured=measured,
                 )
-    if answer["sendto_raises"] is not False:
+    if answer["sendto_raises"]:
         raise Wrong(
             "sendto does not raise: a UDP socket is not told that a packet was dropped after it "
             "left the socket (the kernel only reports it with IP_RECVERR set), and UDP promises "
-            "no delivery anyway; the workload ran to the end"
+            "no delivery anyway; the workload sent all its datagrams",
+            measured=measured,
         )
     return Right(
-        "right: tc counts before its verdict, so the 4 datagrams are counted and dropped at "
-        "veth-a; XDP at veth-b never sees them and B receives nothing, while sendto reported "
-        "success; the 3 pings pass both hooks and are answered"
+        f"right, as the run shows: tc counts before its verdict, so the "
+        f"{EGRESS_RUN['datagrams']} datagrams are counted and dropped at veth-a; XDP at veth-b "
+        "never sees them and B receives nothing, while sendto reported success; the "
+        f"{EGRESS_RUN['pings']} pings pass both hooks and are answered",
+        measured=measured,
+        frame=df,
     )

@@ -1,141 +1,101 @@
-"""Lesson 12 (performance): checkable exercises."""
+"""Lesson 12 (performance): checkable exercises. The check runs :func:`cpu_profile` in the
+kernel."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pandas as pd
 
-from ebpf_lab.classroom.checks import Right, Wrong, exercise, frame_function
+from ebpf_lab.classroom.checks import Right, Wrong, exercise
+
+#: the profiler's rate in the exercise (samples per second per CPU)
+FREQ = 997
+#: the children that share one CPU, and the CPU time each spins
+CHILDREN = 2
+CPU_SECONDS = 0.4
 
 
-def recorded_profile(rows: list[tuple[int, str, int, str]]) -> pd.DataFrame:
-    """A frame shaped like :func:`ebpf_lab.cpu_profile`'s, from (pid, comm, samples, leaf)."""
-    frames = [
-        (("main", "app"), (leaf, "kernel" if leaf.startswith("__") else "app")) for *_, leaf in rows
-    ]
+def measure() -> pd.DataFrame:
+    """Profile :data:`CHILDREN` children spinning :data:`CPU_SECONDS` of CPU each on one CPU at
+    :data:`FREQ` Hz: one row per child with its ``samples``, ``cpu_seconds`` and
+    ``wall_seconds`` (as the kernel counted them), the ``expected`` samples (FREQ x its CPU
+    time) and the ``bound`` a sample count may be off by (:func:`sampling_bound`)."""
+    from ebpf_lab.lessons.l12_performance.profile import cpu_profile, sampling_bound
+    from ebpf_lab.workloads import busy_children
+
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    box: dict[str, pd.DataFrame] = {}
+    stacks = cpu_profile(
+        duration=0.05,
+        workload=lambda: box.update(done=busy_children(CHILDREN, CPU_SECONDS, cpus=[cpu])),
+        sample_freq=FREQ,
+        live=False,
+    )
+    done = box["done"]
+    per_pid = stacks.groupby("pid")["samples"].sum()
     return pd.DataFrame(
         {
-            "pid": pd.array([r[0] for r in rows], dtype="int64"),
-            "comm": pd.Categorical([r[1] for r in rows]),
-            "samples": pd.array([r[2] for r in rows], dtype="int64"),
-            "in_kernel": [r[3].startswith("__") for r in rows],
-            "leaf_function": pd.array([r[3] for r in rows], dtype="string"),
-            "leaf_module": pd.Categorical([f[-1][1] for f in frames]),
-            "frames": frames,
-            "stack": [f"main;{r[3]}" for r in rows],
+            "pid": done["pid"].astype("int64"),
+            "samples": [int(per_pid.get(p, 0)) for p in done["pid"]],
+            "cpu_seconds": done["cpu_seconds"],
+            "wall_seconds": done["wall_seconds"],
+            "expected": FREQ * done["cpu_seconds"],
+            "bound": [
+                sampling_bound(FREQ * c, int(s) + 1)
+                for c, s in zip(done["cpu_seconds"], done["context_switches"])
+            ],
         }
-    ).sort_values("samples", ascending=False, ignore_index=True)
-
-
-# "make" has the most rows (stacks), "python3" the most samples; two "bash" processes
-PROFILE_A = recorded_profile(
-    [
-        (900, "python3", 310, "_PyEval_EvalFrameDefault"),
-        (900, "python3", 95, "__memset"),
-        (400, "make", 20, "hash_find"),
-        (400, "make", 18, "strcmp"),
-        (400, "make", 15, "__d_lookup"),
-        (400, "make", 12, "malloc"),
-        (400, "make", 9, "read_file"),
-        (501, "bash", 30, "execute_cmd"),
-        (502, "bash", 40, "execute_cmd"),
-        (502, "bash", 2, "__schedule"),
-    ]
-)
-PROFILE_B = recorded_profile(
-    [
-        (10, "gzip", 120, "deflate"),
-        (11, "sshd", 7, "__sys_sendmsg"),
-        (11, "sshd", 6, "poll"),
-        (12, "gzip", 80, "deflate"),
-        (12, "gzip", 5, "__vfs_read"),
-    ]
-)
-
-
-def _as_counts(got: Any) -> dict[Any, int]:
-    if isinstance(got, pd.DataFrame):
-        numeric = [
-            c
-            for c in got.columns
-            if c not in ("pid", "comm") and pd.api.types.is_numeric_dtype(got[c])
-        ]
-        keys = [c for c in ("pid", "comm") if c in got.columns]
-        if len(numeric) != 1 or not keys:
-            raise Wrong(
-                f"your answer is a table with the columns {list(got.columns)}; give the samples "
-                "per process, e.g. df.groupby(['pid', 'comm'], observed=True)['samples'].sum()"
-            )
-        got = got.set_index(keys)[numeric[0]]
-    if not isinstance(got, pd.Series) or not pd.api.types.is_numeric_dtype(got):
-        raise Wrong(
-            f"your answer gives a {type(got).__name__}; give one number per process, e.g. the "
-            "Series df.groupby(['pid', 'comm'], observed=True)['samples'].sum()"
-        )
-    names = [str(n) for n in got.index.names]
-    if "pid" in names:
-        level = names.index("pid")
-        return {(k[level] if isinstance(k, tuple) else k): int(v) for k, v in got.items() if v}
-    if names == ["comm"]:
-        return {("comm", str(k)): int(v) for k, v in got.items() if v}
-    raise Wrong(
-        "group by the process: its pid (and comm, to read it), e.g. "
-        "df.groupby(['pid', 'comm'], observed=True)['samples'].sum()"
     )
 
 
 @exercise(
     "12.1",
-    title="Samples per process",
-    asks="a function of the cpu_profile() frame (lambda df: ...) or a pandas expression on `df` "
-    "as text, giving the samples each process (pid, with its comm) took, most first",
+    title="Samples of two children sharing one CPU",
+    asks=f"a number predicting, before the check runs it, how many samples cpu_profile("
+    f"sample_freq={FREQ}) gives each of {CHILDREN} children that each spin {CPU_SECONDS} s of "
+    "their own CPU time, both pinned to the same one CPU",
+    needs_kernel=True,
 )
-def samples_per_process(answer: Any) -> Right:
-    run = frame_function(answer)
-    for n, df in enumerate((PROFILE_A, PROFILE_B)):
-        truth = {int(k): int(v) for k, v in df.groupby("pid")["samples"].sum().items()}
-        result = run(df)
-        got = _as_counts(result)
-        if got == truth:
-            values = list(_as_counts(result).values())
-            if values != sorted(values, reverse=True):
-                raise Wrong(
-                    "the numbers are right, but not most first: add .sort_values(ascending=False)"
-                )
-            continue
-        if n == 1:
-            raise Wrong(
-                "your answer is right for one recorded frame but not for another: compute it "
-                "from df rather than writing it down",
-                got=got,
-                expected=truth,
-            )
-        rows = {int(k): int(v) for k, v in df.groupby("pid").size().items()}
-        if got == rows:
-            raise Wrong(
-                "you counted rows: each row is one distinct stack, and `samples` says how often "
-                "it was seen. Sum the `samples` column per process",
-                got=got,
-                expected=truth,
-            )
-        by_comm = {
-            ("comm", str(k)): int(v)
-            for k, v in df.groupby("comm", observed=True)["samples"].sum().items()
-        }
-        if got == by_comm:
-            raise Wrong(
-                "you grouped by comm: two processes with the same name (the two bash) are "
-                "added together. Group by pid (and comm, to read it)",
-                got=got,
-                expected=truth,
-            )
+def samples_per_child(answer: Any) -> Right:
+    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
+        raise Wrong("give one number: the samples you expect for each child")
+    runs = measure()
+    off = runs[(runs["samples"] - runs["expected"]).abs() > runs["bound"]]
+    if len(off):
         raise Wrong(
-            f"the samples per process are off (expected {truth}, your answer {got})",
-            got=got,
-            expected=truth,
+            "the run was disturbed (a child's samples are further from its CPU time x "
+            f"{FREQ} than sampling allows: {off.to_dict('records')}): run the check again",
+            runs=runs,
         )
-    return Right(
-        "right: python3 (pid 900) took the most samples, 405, although make had more distinct "
-        "stacks: the frame has one row per stack, and `samples` counts how often each was seen"
+    expected = FREQ * CPU_SECONDS
+    bound = float(runs["bound"].max())
+    wall = float(runs["wall_seconds"].max())
+    measured = ", ".join(str(s) for s in runs["samples"])
+    if abs(answer - expected) <= bound:
+        return Right(
+            f"right: the children got {measured} samples, each about {FREQ} x {CPU_SECONDS} = "
+            f"{expected:.0f}. The timer fires {FREQ} times a second on the CPU and each tick "
+            f"is charged to whoever runs at that moment: samples measure CPU time, not wall "
+            f"time. A child's run took up to {wall:.2f} s of wall time, at least twice its CPU "
+            "time: it waited its turns behind the other child (and whatever else that CPU "
+            "ran). Those waits are what run_queue_latency() measures",
+            runs=runs,
+        )
+    if abs(answer - CHILDREN * expected) <= CHILDREN * bound:
+        hint = (
+            f"a child's run lasted up to {wall:.2f} s of wall time, but it was on the CPU for only "
+            "part of it: whose work does a timer tick count while the other child runs?"
+        )
+    elif abs(answer - expected / CHILDREN) <= bound:
+        hint = (
+            f"each child spins {CPU_SECONDS} s of its own CPU time: sharing the CPU makes its "
+            "run longer, does it make its CPU time shorter?"
+        )
+    else:
+        hint = "a sample is one timer tick on a CPU, charged to the task running there"
+    raise Wrong(
+        f"you said {answer}; the children got {measured} samples. Think again: {hint}",
+        runs=runs,
     )
