@@ -257,6 +257,7 @@ def bench_program_cost(rounds: int, quick: bool, say: Callable[[str], None]) -> 
             ),
             "bpftrace": {**_summary(ns[lesson.name]["bpftrace"])},
             "floor": {**_summary(ns[lesson.name]["floor"])},
+            "rounds_ns": {s: [round(x, 1) for x in v] for s, v in ns[lesson.name].items()},
         }
     return out
 
