@@ -23,11 +23,17 @@ Figures:
   (warm: the cache's bytecode, as every later run).
 - ``bytes_per_event``: ``df.memory_usage(deep=True).sum() / len(df)`` of an ``exec_events``
   frame of a few thousand execs.
+- ``ns_per_event_01_hello`` / ``_02_counter`` / ``_09_open_latency`` / ``_12_profile``: what
+  one run of each lesson's BPF program costs in the kernel (``run_time_ns / run_cnt`` with
+  ``kernel.bpf_stats_enabled``, read with bpftool while attached), beside the lesson's bpftrace
+  one-liner and an empty program on the same hook (the floor), each attached alone over the same
+  workload, rounds interleaved (``benchmarks/program_cost.py``). Goals: every lab program cheaper
+  than its bpftrace equivalent; the counter within 3x of the floor. Printed as a second table.
 - ``rss_growth_mb``: this process's VmRSS growth during a 5-minute ``exec_counts`` (no widgets)
   with a steady, paced exec workload: last sample minus the sample after a warm-up.
 
 ``--quick`` runs fewer, shorter rounds (and a 30 s RSS run) for development; ``--only NAME``
-runs some figures (exec, stream, overhead, bytes, rss).
+runs some figures (exec, stream, overhead, bytes, rss, cost).
 """
 
 from __future__ import annotations
@@ -57,8 +63,11 @@ from ebpf_lab.workloads import execs, fast_execs, unused_uid  # noqa: E402
 core = sys.modules["ebpf_lab.core.run"]
 from ebpf_lab.lessons.l02_maps import exec_counts as exec_counts_module  # noqa: E402
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+from program_cost import bench_program_cost, cost_table  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results.json"
-GROUPS = ("exec", "stream", "overhead", "bytes", "rss")
+GROUPS = ("exec", "stream", "overhead", "bytes", "rss", "cost")
 
 
 def say(text: str) -> None:
@@ -168,6 +177,7 @@ def bench_exec(rounds: int, n: int) -> dict[str, Any]:
             traced_execs_per_s=summary(traced[name]),
             untraced_execs_per_s=summary(untraced[name]),
             untraced_a_a_ratio=summary(noise),
+            untraced_spread=spread,
         )
     return out
 
@@ -542,7 +552,7 @@ def fmt(value: float, unit: str) -> str:
 
 
 def table(results: dict[str, Any]) -> str:
-    header = ["figure", "value", "min", "max", "rounds", "unit", "target", "met"]
+    header = ["figure", "value", "min", "max", "rounds", "unit", "A/A spread", "target", "met"]
     rows = [header]
     for name, f in results.items():
         if name == "machine":
@@ -555,6 +565,7 @@ def table(results: dict[str, Any]) -> str:
                 fmt(f["max"], f["unit"]),
                 str(f["rounds"]),
                 f["unit"],
+                f"{f['untraced_spread']:.1%}" if "untraced_spread" in f else "",
                 f["target"],
                 "yes" if f["met"] else "NO",
             ]
@@ -581,7 +592,9 @@ def main(argv: list[str] | None = None) -> int:
         "--only", action="append", choices=GROUPS, help="run only these figures (repeatable)"
     )
     parser.add_argument(
-        "--rounds", type=int, help="rounds (default: 9 exec, 5 stream, 7 overhead; --quick 3)"
+        "--rounds",
+        type=int,
+        help="rounds (default: 9 exec, 5 stream, 7 overhead and cost; --quick 3)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON file (default {RESULTS})")
     args = parser.parse_args(argv)
@@ -605,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
         results.update(bench_overhead(rounds))
     if "bytes" in groups:
         results.update(bench_bytes(3, 1000 if quick else 3000))
+    if "cost" in groups:
+        results.update(bench_program_cost(rounds, quick, say))
     if "rss" in groups:
         if quick:
             results.update(bench_rss(30, warm_up=5, every=2, per_second=20))
@@ -613,6 +628,11 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = machine(quick)
     results["machine"]["seconds"] = round(time.monotonic() - started, 1)
     print(table(results))
+    costs = cost_table(results)
+    if costs:
+        print()
+        print("ns per event, each program attached alone over the same workload:")
+        print(costs)
     print()
     for name, f in results.items():
         if name != "machine":

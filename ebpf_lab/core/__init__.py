@@ -1,6 +1,8 @@
 """The core: one bounded run that every lesson goes through.
 
 ``run`` (``bounded_run``, ``Collector``, ``Alternative``: load, attach, poll, always detach),
+``external`` (a tool that loads its own programs, run in place of BCC's) + ``bpftrace`` (a
+bpftrace script as such a tool, its JSON output read back for the lessons' frames),
 ``attach`` (the kinds of attach point, usdt included) + ``links`` (the lab cable and the xdp
 and tc programs the core attaches to it), ``loader`` + ``compile_cache`` (BCC compiles, program
 sources, the one ``LabBPF`` class), ``verdict`` (the verifier's verdict on a program loaded

@@ -25,9 +25,9 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from ebpf_lab.core.errors import ProgramError, UnsupportedFeature
+from ebpf_lab.core.kernelfs import held_prog_ids
 
 #: how many lines of the tool's stderr an error message quotes
 _STDERR_TAIL = 25
@@ -155,15 +155,7 @@ class TracerProcess:
 
     def program_ids(self) -> set[int]:
         """Ids of the BPF programs the tool holds open now (from its fds' ``prog_id``)."""
-        ids: set[int] = set()
-        fdinfo = Path(f"/proc/{self.pid}/fdinfo")
-        with contextlib.suppress(OSError):
-            for entry in fdinfo.iterdir():
-                with contextlib.suppress(OSError):
-                    for row in entry.read_text().splitlines():
-                        if row.startswith("prog_id:"):
-                            ids.add(int(row.split()[1]))
-        return ids
+        return held_prog_ids(self.pid)
 
     def stop(self) -> int:
         """End the tool (SIGINT, then SIGKILL after ``stop_timeout``) and collect its output.

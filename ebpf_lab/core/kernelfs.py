@@ -22,6 +22,27 @@ def release() -> str:
     return platform.release()
 
 
+def held_prog_ids(pid: int | str = "self") -> set[int]:
+    """Ids of the BPF programs process ``pid`` holds open now (its fds' ``prog_id`` in fdinfo).
+
+    A process that ended, or one whose fds cannot be read, holds none.
+    """
+    ids: set[int] = set()
+    try:
+        entries = list(Path(f"/proc/{pid}/fdinfo").iterdir())
+    except OSError:
+        return ids
+    for entry in entries:
+        try:
+            text = entry.read_text()
+        except OSError:
+            continue
+        for row in text.splitlines():
+            if row.startswith("prog_id:"):
+                ids.add(int(row.split()[1]))
+    return ids
+
+
 def tracefs_root() -> Path | None:
     """Where tracefs is mounted (the directory holding ``trace_pipe``), or None."""
     for path in TRACEFS_CANDIDATES:

@@ -144,6 +144,7 @@ def test_the_matrix_subset_is_marked(pytestconfig):
         "tests/test_magic.py",
         "tests/test_seed_scripts.py",
         "tests/test_bpftool.py",
+        "tests/test_bpftrace.py",
     }
     notebooks = sorted(i.split("[")[1].rstrip("]") for i in ids if "test_notebooks" in i)
     assert notebooks == [

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from ebpf_lab.core.attach import exec_alternatives
+from ebpf_lab.core.bpftrace import BpftraceOutput, bpftrace_tracer
 from ebpf_lab.core.collectors import MapReader
 from ebpf_lab.core.guards import check_duration, check_workload
 from ebpf_lab.core.loader import program_source
@@ -20,6 +21,14 @@ from ebpf_lab.show.frames import Schema
 #: one line per execve
 LINES = Schema(time="time", pid="int64", comm="category", cpu="int64", message="string")
 COLUMNS = LINES.columns
+
+#: the same measurement as a bpftrace one-liner: a line on every execve (the tracepoint, which
+#: every kernel has; ``kprobe:__x64_sys_execve`` would be the seed's kprobe)
+BPFTRACE = (
+    "tracepoint:syscalls:sys_enter_execve "
+    '{ printf("Hello World! %llu %d %d %s\\n", nsecs, pid, cpu, comm); }'
+)
+_BPFTRACE_LINE = re.compile(r"^Hello World! (\d+) (\d+) (\d+) (.*)$")
 
 
 class _TraceReader(MapReader):
@@ -122,4 +131,64 @@ def hello(
         workload=workload,
         live=live,
         attrs={"buffer": "trace (bpf_trace_printk)"},
+    )
+
+
+def _bpftrace_lines(out: BpftraceOutput, ctx: RunContext) -> pd.DataFrame:
+    rows, odd = [], []
+    for line in out.printf:
+        m = _BPFTRACE_LINE.match(line)
+        if m is None:
+            odd.append(line)
+            continue
+        ktime, pid, cpu, comm = m.groups()
+        rows.append(
+            {
+                "time": int(ktime),
+                "pid": int(pid),
+                "comm": comm,
+                "cpu": int(cpu),
+                "message": "Hello World!",
+            }
+        )
+    ctx.attrs["odd_lines"] = odd
+    df = pd.DataFrame(rows, columns=LINES.columns)
+    df["time"] = ctx.to_time(df["time"]).to_numpy()
+    return LINES.frame(df)
+
+
+def hello_bpftrace(
+    duration: float = 5.0,
+    workload: Callable[[], Any] | None = None,
+    *,
+    live: bool | None = None,
+) -> pd.DataFrame:
+    """:func:`hello`, measured by the bpftrace one-liner :data:`BPFTRACE` instead of BCC.
+
+    bpftrace prints one line per execve (its own ``printf``, not the shared trace buffer); the
+    lab reads them and returns the frame :func:`hello` returns: ``time``, ``pid``, ``comm``,
+    ``cpu``, ``message``. ``df.attrs["script"]`` is the one-liner; ``attrs["attach"]`` is
+    ``"bpftrace"``.
+
+    Args:
+        duration: seconds to stay attached (0 < duration <= 3600); the run also waits for
+            ``workload``.
+        workload: optional callable run once bpftrace's probes are attached.
+        live: show the progress bar and Stop button (default: in Jupyter only).
+
+    Raises:
+        ValueError: bad duration or workload (before anything starts).
+        PermissionError: not root.
+        UnsupportedFeature: bpftrace is not installed (``sudo apt-get install bpftrace``).
+    """
+    duration = check_duration(duration)
+    check_workload(workload)
+    return bounded_run(
+        name="hello_bpftrace",
+        tracer=bpftrace_tracer(BPFTRACE),
+        collector=BpftraceOutput(_bpftrace_lines),
+        duration=duration,
+        workload=workload,
+        live=live,
+        attrs={"script": BPFTRACE, "buffer": "bpftrace printf (perf buffer)"},
     )

@@ -8,13 +8,41 @@ from typing import Any, Callable
 import pandas as pd
 
 from ebpf_lab.core.attach import exec_alternatives
+from ebpf_lab.core.bpftrace import BpftraceOutput, bpftrace_tracer
 from ebpf_lab.core.guards import check_duration, check_interval, check_workload
 from ebpf_lab.core.live import Live, in_jupyter
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
-from ebpf_lab.show.frames import typed_frame, user_name
+from ebpf_lab.show.frames import Schema, user_name
 
-COLUMNS = ["time", "uid", "user", "execs", "rate", "total"]
+#: one row per (interval, uid)
+RATES = Schema(
+    time="time", uid="int64", user="category", execs="int64", rate="float64", total="int64"
+)
+COLUMNS = RATES.columns
+
+#: the same measurement as a bpftrace one-liner: execs per UID in a hash map (bpftrace's ``@``)
+BPFTRACE = "tracepoint:syscalls:sys_enter_execve { @[uid] = count(); }"
+
+
+def _interval_rows(
+    stamp: pd.Timestamp, counts: dict[int, int], last: dict[int, int], seconds: float
+) -> list[dict[str, Any]]:
+    """One row per UID seen so far: the execs since the ``last`` cumulative counts."""
+    rows = []
+    for uid in sorted(counts):
+        execs = counts[uid] - last.get(uid, 0)
+        rows.append(
+            {
+                "time": stamp,
+                "uid": uid,
+                "user": user_name(uid),
+                "execs": execs,
+                "rate": execs / seconds if seconds > 0 else 0.0,
+                "total": counts[uid],
+            }
+        )
+    return rows
 
 
 class _Snapshots(Collector):
@@ -44,19 +72,7 @@ class _Snapshots(Collector):
     def _snapshot(self, ctx: RunContext, now: float) -> None:
         counts = self._read(ctx)
         seconds = now - self.last_t
-        stamp = ctx.now()
-        for uid in sorted(counts):
-            execs = counts[uid] - self.last.get(uid, 0)
-            self.rows.append(
-                {
-                    "time": stamp,
-                    "uid": uid,
-                    "user": user_name(uid),
-                    "execs": execs,
-                    "rate": execs / seconds if seconds > 0 else 0.0,
-                    "total": counts[uid],
-                }
-            )
+        self.rows.extend(_interval_rows(ctx.now(), counts, self.last, seconds))
         self.last, self.last_t = counts, now
         if self.on_rows is not None:
             self.on_rows(ctx.live, self.frame())
@@ -73,18 +89,7 @@ class _Snapshots(Collector):
                 self.next_t = now + self.interval
 
     def frame(self) -> pd.DataFrame:
-        return typed_frame(
-            self.rows,
-            COLUMNS,
-            {
-                "time": "time",
-                "uid": "int64",
-                "user": "category",
-                "execs": "int64",
-                "rate": "float64",
-                "total": "int64",
-            },
-        )
+        return RATES.frame(self.rows)
 
     def finish(self, ctx: RunContext) -> pd.DataFrame:
         now = time.monotonic()
@@ -152,6 +157,65 @@ def exec_counts(
         attrs={"interval": interval},
     )
     return df
+
+
+def _bpftrace_rates(out: BpftraceOutput, ctx: RunContext) -> pd.DataFrame:
+    """The rows :func:`exec_counts` makes, from the ``@`` map bpftrace printed every interval."""
+    rows: list[dict[str, Any]] = []
+    last: dict[int, int] = {}
+    last_t = ctx.t0_mono_ns / 1e9
+    for mono, wall, name, value in out.snapshots:
+        if name != "@" or not isinstance(value, dict):
+            continue
+        counts = {int(k): int(v) for k, v in value.items()}
+        rows.extend(_interval_rows(pd.Timestamp(wall, unit="ns"), counts, last, mono - last_t))
+        last, last_t = counts, mono
+    return RATES.frame(rows)
+
+
+def exec_counts_bpftrace(
+    duration: float = 10.0,
+    interval: float | None = None,
+    workload: Callable[[], Any] | None = None,
+    *,
+    live: bool | None = None,
+) -> pd.DataFrame:
+    """:func:`exec_counts`, measured by the bpftrace one-liner :data:`BPFTRACE` instead of BCC.
+
+    bpftrace counts execs per UID in its own hash map (``@[uid] = count()``, on the execve
+    tracepoint) and, through an added ``interval:ms:<interval>`` probe, prints the map every
+    ``interval`` seconds, and once more as it ends. The lab turns those printed snapshots into
+    the rows :func:`exec_counts` returns (``time`` is when a snapshot reached the lab).
+
+    Args:
+        duration: seconds to stay attached (0 < duration <= 3600); the run also waits for
+            ``workload``.
+        interval: seconds between two prints of the map (as in :func:`exec_counts`).
+        workload: optional callable run once bpftrace's probes are attached.
+        live: show the progress bar and Stop button (default: in Jupyter only).
+
+    Returns:
+        ``time``, ``uid``, ``user``, ``execs``, ``rate``, ``total``, like :func:`exec_counts`.
+        ``df.attrs``: ``script`` (what bpftrace ran), ``interval``, ``attach`` (``"bpftrace"``).
+
+    Raises:
+        ValueError: bad duration, interval or workload (before anything starts).
+        PermissionError: not root.
+        UnsupportedFeature: bpftrace is not installed.
+    """
+    duration = check_duration(duration)
+    interval = check_interval(min(1.0, duration) if interval is None else interval, duration)
+    check_workload(workload)
+    script = f"{BPFTRACE} interval:ms:{max(round(interval * 1000), 1)} {{ print(@); }}"
+    return bounded_run(
+        name="exec_counts_bpftrace",
+        tracer=bpftrace_tracer(script),
+        collector=BpftraceOutput(_bpftrace_rates),
+        duration=duration,
+        workload=workload,
+        live=live,
+        attrs={"interval": interval, "script": script},
+    )
 
 
 def _redraw_rates(view: Live, df: pd.DataFrame) -> None:

@@ -34,6 +34,7 @@ from typing import Any, Callable, NamedTuple
 import pandas as pd
 
 from ebpf_lab.core.attach import Probe
+from ebpf_lab.core.bpftrace import BpftraceOutput, bpftrace_tracer
 from ebpf_lab.core.collectors import fill_maps, tgid_filter
 from ebpf_lab.core.guards import (
     check_duration,
@@ -74,6 +75,15 @@ EVENTS = Schema(
 )
 HIST_COLUMNS = LATENCY_HISTOGRAM.columns
 EVENT_COLUMNS = EVENTS.columns
+
+#: the same histogram as a bpftrace script (``$1``: the process to watch, 0 for every process);
+#: bpftrace's ``hist()`` is the same power-of-two histogram as the lab's ``bpf_log2l`` slots
+BPFTRACE = (
+    "tracepoint:syscalls:sys_enter_openat /$1 == 0 || pid == $1/ { @start[tid] = nsecs; } "
+    "tracepoint:syscalls:sys_exit_openat /@start[tid]/ "
+    "{ @[pid, comm] = hist(nsecs - @start[tid]); delete(@start[tid]); } "
+    "END { clear(@start); }"
+)
 
 _STATS = ("lost", "start_map_full", "hist_map_full", "exits_without_entry")
 
@@ -249,6 +259,59 @@ def open_latency(
     histogram = collector.histogram
     histogram.attrs.update(events_frame.attrs)
     return OpenLatency(histogram, events_frame)
+
+
+def _bpftrace_histogram(out: BpftraceOutput, ctx: RunContext) -> pd.DataFrame:
+    counts = {(int(pid), comm): slots for (pid, comm), slots in out.histograms("@", 2).items()}
+    df = latency_histogram(counts)
+    ctx.attrs["calls"] = int(df["count"].sum())
+    return df
+
+
+def open_latency_bpftrace(
+    duration: float = 1.0,
+    workload: Callable[[], Any] | None = None,
+    *,
+    pid: int | None = None,
+    live: bool | None = None,
+) -> pd.DataFrame:
+    """:func:`open_latency`'s histogram, measured by the bpftrace script :data:`BPFTRACE`.
+
+    The same pairing as the lab's program: at ``sys_enter_openat`` the entry time per thread in
+    a map (``@start[tid]``), at ``sys_exit_openat`` the difference into a per-process
+    ``hist()``. bpftrace prints the histogram as it ends; the lab turns its buckets into the
+    lab's log2 slots (bpftrace's ``[0]`` and ``[1]`` are the lab's slot 1).
+
+    Args:
+        duration: seconds to stay attached (0 < duration <= 3600); the run also waits for
+            ``workload``.
+        workload: a callable run once bpftrace's probes are attached, e.g. ``child.run`` of
+            :func:`ebpf_lab.workloads.opens_child`.
+        pid: count only this process (the script's ``$1``); None: every process.
+        live: show the progress bar and Stop button (default: in Jupyter only).
+
+    Returns:
+        The histogram frame of :func:`open_latency`: ``pid``, ``comm``, ``bucket``, ``low_ns``,
+        ``high_ns``, ``count``. ``df.attrs``: ``calls`` (their sum), ``pid``, ``script``,
+        ``attach`` (``"bpftrace"``).
+
+    Raises:
+        ValueError: bad duration, workload or pid (before anything starts).
+        PermissionError: not root.
+        UnsupportedFeature: bpftrace is not installed.
+    """
+    duration = check_duration(duration)
+    check_workload(workload)
+    pid = check_pid(pid)
+    return bounded_run(
+        name="open_latency_bpftrace",
+        tracer=bpftrace_tracer(BPFTRACE, [pid or 0]),
+        collector=BpftraceOutput(_bpftrace_histogram),
+        duration=duration,
+        workload=workload,
+        live=live,
+        attrs={"syscall": SYSCALL, "pid": pid, "script": BPFTRACE},
+    )
 
 
 def events_histogram(events: pd.DataFrame) -> pd.DataFrame:

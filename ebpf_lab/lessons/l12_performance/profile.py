@@ -194,35 +194,45 @@ class _Sampler(Collector):
             pid, comm = int(key.pid), decode_c_string(key.comm)
             user = _walk(stacks, int(key.user_stack_id))
             kern = _walk(stacks, int(key.kernel_stack_id))
-            frames = tuple(self.symbols.resolve(pid, a) for a in reversed(user)) + tuple(
-                self.symbols.resolve(-1, a) for a in reversed(kern)
-            )
+            user_frames = tuple(self.symbols.resolve(pid, a) for a in reversed(user))
+            kernel_frames = tuple(self.symbols.resolve(-1, a) for a in reversed(kern))
             if int(key.user_stack_id) < 0 and int(key.user_stack_id) != -EFAULT and not kern:
-                frames = ((f"[user stack lost: {key.user_stack_id}]", UNKNOWN),)
-            leaf = frames[-1] if frames else (UNKNOWN, UNKNOWN)
-            folded = ";".join(
-                [comm]
-                + [f for f, _ in frames[: len(user)]]
-                + [f"{f}_[k]" for f, _ in frames[len(user) :]]
-            )
-            rows.append(
-                {
-                    "pid": pid,
-                    "comm": comm,
-                    "samples": int(value.value),
-                    "in_kernel": bool(kern),
-                    "leaf_function": leaf[0],
-                    "leaf_module": leaf[1],
-                    "frames": frames,
-                    "stack": folded,
-                }
-            )
-        df = STACKS.frame(rows)
-        return df.sort_values("samples", ascending=False, kind="stable", ignore_index=True)
+                user_frames = ((f"[user stack lost: {key.user_stack_id}]", UNKNOWN),)
+            rows.append(stack_row(pid, comm, int(value.value), user_frames, kernel_frames))
+        return stacks_frame(rows)
 
     def close(self, ctx: RunContext | None) -> None:
         if self.symbols is not None:
             self.symbols.close()
+
+
+def stack_row(
+    pid: int,
+    comm: str,
+    samples: int,
+    user: tuple[tuple[str, str], ...],
+    kernel: tuple[tuple[str, str], ...],
+) -> dict[str, Any]:
+    """One :data:`STACKS` row from a stack's ``(function, module)`` frames, outermost first."""
+    frames = user + kernel
+    leaf = frames[-1] if frames else (UNKNOWN, UNKNOWN)
+    folded = ";".join([comm] + [f for f, _ in user] + [f"{f}_[k]" for f, _ in kernel])
+    return {
+        "pid": pid,
+        "comm": comm,
+        "samples": samples,
+        "in_kernel": bool(kernel),
+        "leaf_function": leaf[0],
+        "leaf_module": leaf[1],
+        "frames": frames,
+        "stack": folded,
+    }
+
+
+def stacks_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A :data:`STACKS` frame of ``rows``, most samples first."""
+    df = STACKS.frame(rows)
+    return df.sort_values("samples", ascending=False, kind="stable", ignore_index=True)
 
 
 def _walk(stacks: Any, stack_id: int) -> list[int]:
