@@ -9,8 +9,11 @@ runs it through the core's tracer path (:class:`~ebpf_lab.core.external.External
     bounded_run(name="...", tracer=bpftrace_tracer(BPFTRACE), collector=out.collector(build), ...)
 
 :func:`bpftrace_tracer` runs ``bpftrace -f json -e 'BEGIN { printf("ready\\n"); } <script>'``
-(the ready line tells the core its probes are attached; positional ``args`` become ``$1``,
-``$2``... in the script). :class:`BpftraceOutput` keeps what it prints, one JSON record a line:
+(positional ``args`` become ``$1``, ``$2``... in the script). The ready line means "every
+probe is attached" although bpftrace runs ``BEGIN`` before it attaches the script's other
+probes: ``printf`` only writes into a perf buffer, and bpftrace starts reading that buffer (and
+printing) after its attach loop (``BPFtrace::run`` in bpftrace 0.17's src/bpftrace.cpp:
+``BEGIN_trigger()``, then the probes are attached, then ``poll_perf_events``). :class:`BpftraceOutput` keeps what it prints, one JSON record a line:
 ``printf`` lines, and at the end (SIGINT makes bpftrace print every map) each map, ``hist`` and
 ``lhist`` included. The helpers turn them into plain Python values; each lesson makes its own
 frame from them with its schema, so the frame has the lesson's shape.
