@@ -95,6 +95,27 @@ def _check_cpu_seconds(cpu_seconds: Any) -> float:
     return float(cpu_seconds)
 
 
+def _attach_way(kind: str, pid: int, sample_freq: int) -> tuple[Alternative, list[str], str]:
+    """How :func:`count_at` attaches the counter as ``kind`` for the child ``pid``: the core's
+    alternative, the cflags, and how the count is limited to the child."""
+    everyone = "fires for every process; counted per tgid, the child's row picked out"
+    if kind == "fentry":
+        # KFUNC_PROBE loads and attaches itself while the C is compiled (the child is still
+        # stopped then); the core's autoload kind checks it did and detaches it on every path
+        function = fentry_function("getppid")
+        probe = Probe("autoload", function, f"kfunc__{function}")
+        alternative = Alternative("fentry", [probe], f"asked for fentry on {function}")
+        return alternative, [f"-DFENTRY_FUNCTION={function}"], everyone
+    if kind in ("uprobe", "perf_event"):
+        freq = sample_freq if kind == "perf_event" else 0
+        probe = Probe(kind, TARGETS[kind], f"count_{kind}", pid=pid, sample_freq=freq)
+        how = f"{kind} opened for pid {pid} only"
+    else:
+        probe = Probe(kind, TARGETS[kind], f"count_{kind}")
+        how = everyone
+    return Alternative(kind, [probe], f"asked for {kind}"), [], how
+
+
 def count_at(
     kind: str = "tracepoint",
     calls: int = 1000,
@@ -152,29 +173,8 @@ def count_at(
     else:
         child = getppid_child(calls)
     collector = _Counts(child.pid)
-    cflags: list[str] = []
     with child:
-        if kind == "fentry":
-            # KFUNC_PROBE loads and attaches itself while the C is compiled (the child is still
-            # stopped then); the core detaches it on every path
-            function = fentry_function("getppid")
-            cflags = [f"-DFENTRY_FUNCTION={function}"]
-            alternative = Alternative("fentry", [], f"asked for fentry on {function}")
-            how = "fires for every process; counted per tgid, the child's row picked out"
-        elif kind in ("uprobe", "perf_event"):
-            probe = Probe(
-                kind,
-                TARGETS[kind],
-                f"count_{kind}",
-                pid=child.pid,
-                sample_freq=sample_freq if kind == "perf_event" else 0,
-            )
-            how = f"{kind} opened for pid {child.pid} only"
-            alternative = Alternative(kind, [probe], f"asked for {kind}")
-        else:
-            probe = Probe(kind, TARGETS[kind], f"count_{kind}")
-            how = "fires for every process; counted per tgid, the child's row picked out"
-            alternative = Alternative(kind, [probe], f"asked for {kind}")
+        alternative, cflags, how = _attach_way(kind, child.pid, sample_freq)
         box: dict[str, pd.DataFrame] = {}
         df = bounded_run(
             name="attach_count",
