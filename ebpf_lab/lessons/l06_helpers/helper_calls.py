@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 from collections.abc import Sequence
@@ -27,12 +26,12 @@ from ebpf_lab.core.guards import (
     check_positive_int,
     check_uid,
     check_workload,
-    require_bcc,
     require_root,
 )
-from ebpf_lab.core.loader import compile_program, load_function, program_source, release
+from ebpf_lab.core.loader import compile_program, program_source, release
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
 from ebpf_lab.core.tracefs import PrintkInstance
+from ebpf_lab.core.verdict import refusal
 from ebpf_lab.show.frames import Schema, decode_c_string
 
 #: the helpers :func:`helper_calls` calls, in the order it calls them
@@ -278,16 +277,16 @@ def helper_calls(
 
 # ---------------------------------------------------------------------------- helper_support
 
-#: BCC's name for each program type :func:`helper_support` can try
-PROGRAM_TYPES = {
-    "tracepoint": "TRACEPOINT",
-    "raw_tracepoint": "RAW_TRACEPOINT",
-    "kprobe": "KPROBE",  # also what uprobes are
-    "perf_event": "PERF_EVENT",
-    "xdp": "XDP",
-    "socket_filter": "SOCKET_FILTER",
-    "sched_cls": "SCHED_CLS",
-}
+#: the program types :func:`helper_support` can try (``kprobe`` is also what uprobes are)
+PROGRAM_TYPES = (
+    "tracepoint",
+    "raw_tracepoint",
+    "kprobe",
+    "perf_event",
+    "xdp",
+    "socket_filter",
+    "sched_cls",
+)
 #: the program types tried by default
 DEFAULT_PROGRAM_TYPES = ("tracepoint", "raw_tracepoint", "kprobe", "perf_event", "xdp")
 #: the helpers ``helper_probe.bpf.c`` has a function for, in table order
@@ -385,37 +384,25 @@ def helper_support(
     types = _names(
         DEFAULT_PROGRAM_TYPES if program_types is None else program_types,
         "program_types",
-        tuple(PROGRAM_TYPES),
+        PROGRAM_TYPES,
     )
     if not isinstance(detail, bool):
         raise ValueError(f"detail must be True or False, got {detail!r}")
     require_root()
-    bcc = require_bcc()
     rows = []
     bpf = compile_program(program_source("helper_probe"), name="helper_probe")
     try:
         for helper in helpers:
             fn = "probe_" + helper.removeprefix("bpf_")
             for ptype in types:
-                try:
-                    loaded = load_function(
-                        bpf, fn, getattr(bcc.BPF, PROGRAM_TYPES[ptype]), name="helper_probe"
-                    )
-                except ProgramError as exc:
-                    rows.append(
-                        {
-                            "helper": helper,
-                            "program_type": ptype,
-                            "allowed": False,
-                            "reason": verifier_reason(exc),
-                        }
-                    )
-                    continue
-                # loaded: close it at once, and let BCC forget it so the next type loads anew
-                os.close(loaded.fd)
-                del bpf.funcs[fn.encode()]
+                error = refusal(bpf, fn, ptype, name="helper_probe")
                 rows.append(
-                    {"helper": helper, "program_type": ptype, "allowed": True, "reason": ""}
+                    {
+                        "helper": helper,
+                        "program_type": ptype,
+                        "allowed": error is None,
+                        "reason": "" if error is None else verifier_reason(error),
+                    }
                 )
     finally:
         release(bpf)
