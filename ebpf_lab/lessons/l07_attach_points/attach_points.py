@@ -41,7 +41,7 @@ from typing import Any
 import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
-from ebpf_lab.core.attach import Probe
+from ebpf_lab.core.attach import Probe, one_probe
 from ebpf_lab.core.errors import UnsupportedFeature
 from ebpf_lab.core.guards import (
     check_choice,
@@ -278,13 +278,13 @@ def uprobe_breakpoint(calls: int = 10, *, duration: float = 0.1) -> pd.DataFrame
     df = bounded_run(
         name="attach_count",
         source=program_source("attach_count"),
-        alternatives=[
-            Alternative(
-                "uprobe",
-                [Probe("uprobe", f"{library}:getppid", "count_uprobe", pid=me)],
-                "a uprobe on libc's getppid() for this process only",
-            )
-        ],
+        alternatives=one_probe(
+            "uprobe",
+            f"{library}:getppid",
+            "count_uprobe",
+            "a uprobe on libc's getppid() for this process only",
+            pid=me,
+        ),
         collector=collector,
         duration=duration,
         workload=workload,

@@ -37,10 +37,10 @@ from typing import Any
 import pandas as pd
 
 from ebpf_lab.core import netns
-from ebpf_lab.core.attach import Probe, xdp_link
+from ebpf_lab.core.attach import one_probe, xdp_link
 from ebpf_lab.core.guards import check_choice, check_duration, check_positive_int, require_bcc
 from ebpf_lab.core.loader import program_source
-from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run, stop_requested
+from ebpf_lab.core.run import Collector, RunContext, bounded_run, stop_requested
 from ebpf_lab.show.frames import Schema
 
 #: protocol classes the program counts, in the order of its ``enum proto_class``
@@ -500,12 +500,13 @@ def xdp_firewall(
     return bounded_run(
         name="xdp_firewall",
         source=program_source("xdp_firewall"),
-        alternatives=[
-            Alternative(
-                "xdp (generic/SKB mode) on a veth in a lab namespace",
-                [Probe("xdp", "veth-b", "xdp_firewall", cable=cable)],
-            )
-        ],
+        alternatives=one_probe(
+            "xdp",
+            "veth-b",
+            "xdp_firewall",
+            label="xdp (generic/SKB mode) on a veth in a lab namespace",
+            cable=cable,
+        ),
         collector=collector,
         duration=duration,
         workload=collector.run_phases,

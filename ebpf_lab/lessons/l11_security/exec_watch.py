@@ -32,7 +32,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
-from ebpf_lab.core.attach import Probe
+from ebpf_lab.core.attach import Probe, one_probe
 from ebpf_lab.core.errors import UnsupportedFeature
 from ebpf_lab.core.guards import check_duration, check_positive_int, check_workload, require_root
 from ebpf_lab.core.loader import program_source
@@ -229,13 +229,12 @@ def exec_watch(
     return bounded_run(
         name="exec_watch",
         source=program_source("exec_watch"),
-        alternatives=[
-            Alternative(
-                "tracepoint",
-                [Probe("tracepoint", tracepoint, "on_exec")],
-                "fires once per successful exec, in the new program",
-            )
-        ],
+        alternatives=one_probe(
+            "tracepoint",
+            tracepoint,
+            "on_exec",
+            "fires once per successful exec, in the new program",
+        ),
         collector=_Alerts(paths, max_alerts),
         duration=duration,
         workload=workload,
