@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ebpf_lab.core.guards import check_uid
 from ebpf_lab.core.loader import table_names
 from ebpf_lab.core.run import Collector, RunContext
 
@@ -48,6 +49,20 @@ def tgid_filter(pid: int | None) -> tuple[list[str], dict[str, dict[int, int]]]:
     if pid is None:
         return [], {}
     return ["-DFILTER_TGID"], {"target_tgid": {0: int(pid)}}
+
+
+def uid_filter(uid: int | None) -> tuple[list[str], dict[str, dict[int, int]]]:
+    """The cflags and map entries of a program that counts one UID's calls, or everyone's.
+
+    For a program written with ``#ifdef FILTER_UID`` and a ``BPF_ARRAY(filter_uid, u32, 1)``:
+    the UID goes into the map, not the text, so one compile serves every UID.
+
+    Raises:
+        ValueError: ``uid`` is not a UID (before anything loads).
+    """
+    if uid is None:
+        return [], {}
+    return ["-DFILTER_UID"], {"filter_uid": {0: check_uid(uid)}}
 
 
 class MapReader(Collector):

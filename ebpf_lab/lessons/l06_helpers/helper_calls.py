@@ -18,13 +18,12 @@ import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core.attach import exec_alternatives
-from ebpf_lab.core.collectors import fill_maps
+from ebpf_lab.core.collectors import fill_maps, uid_filter
 from ebpf_lab.core.errors import ProgramError
 from ebpf_lab.core.guards import (
     check_choice,
     check_duration,
     check_positive_int,
-    check_uid,
     check_workload,
     require_root,
 )
@@ -249,8 +248,7 @@ def helper_calls(
         PermissionError: not root.
     """
     duration = check_duration(duration)
-    cflags = [] if uid is None else ["-DFILTER_UID"]
-    fill = {} if uid is None else {"filter_uid": {0: check_uid(uid)}}
+    cflags, fill = uid_filter(uid)
     check_workload(workload)
     check_positive_int(max_events, "max_events", MAX_EVENTS)
     if not isinstance(wide, bool):
