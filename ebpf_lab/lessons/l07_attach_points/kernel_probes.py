@@ -22,11 +22,12 @@ from typing import Any
 import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
-from ebpf_lab.core.attach import Alternative, Probe
+from ebpf_lab.core.attach import Alternative, Probe, one_probe
 from ebpf_lab.core.errors import UnsupportedFeature
 from ebpf_lab.core.guards import check_choice, check_duration, require_root
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
+from ebpf_lab.lessons.l07_attach_points.probes import require_fentry
 from ebpf_lab.show.frames import Schema, decode_c_string
 from ebpf_lab.workloads import fast_execs, read_loop_child, unused_uid
 from ebpf_lab.workloads.checks import MAX_EXECS, MAX_STREAM_READS
@@ -54,16 +55,7 @@ def require_hook(hook: str) -> None:
                 "kprobe", why, "hook='fentry' (fentry + fexit, where the kernel allows them)"
             )
     elif hook == "fentry":
-        from ebpf_lab.kernel.doctor import doctor
-
-        frame = doctor()
-        row = frame[frame["feature"] == "fentry"].iloc[0]
-        if not bool(row["supported"]):
-            raise UnsupportedFeature(
-                "fentry",
-                f"the doctor: {row['detail']}",
-                "hook='kprobe' (kprobe + kretprobe, where the kernel has kprobes)",
-            )
+        require_fentry("hook='kprobe' (kprobe + kretprobe, where the kernel has kprobes)")
 
 
 class _Target(Collector):
@@ -229,13 +221,12 @@ def syscall_prefix(
     df = bounded_run(
         name="syscall_prefix",
         source=program_source("syscall_prefix"),
-        alternatives=[
-            Alternative(
-                "kprobe",
-                [Probe("kprobe", "syscall:execve", "syscall__execve")],
-                "syscall__execve on the execve syscall's kernel entry",
-            )
-        ],
+        alternatives=one_probe(
+            "kprobe",
+            "syscall:execve",
+            "syscall__execve",
+            "syscall__execve on the execve syscall's kernel entry",
+        ),
         collector=_Execs(uid),
         duration=duration,
         live=live,

@@ -135,6 +135,17 @@ _SAME_CALLS = (
 )
 
 
+def require_fentry(alternative: str) -> None:
+    """Raise UnsupportedFeature (naming ``alternative``) unless the doctor's ``fentry`` row says
+    this kernel runs fentry programs: only loading one tells, and the doctor has."""
+    from ebpf_lab.kernel.doctor import doctor
+
+    frame = doctor()
+    row = frame[frame["feature"] == "fentry"].iloc[0]
+    if not bool(row["supported"]):
+        raise UnsupportedFeature("fentry", f"the doctor: {row['detail']}", alternative)
+
+
 def _precheck(kind: str) -> None:
     """Raise UnsupportedFeature, before anything loads, when the kernel plainly lacks ``kind``.
 
@@ -147,12 +158,7 @@ def _precheck(kind: str) -> None:
         if not ok:
             raise UnsupportedFeature(kind, why, _SAME_CALLS)
     elif kind == "fentry":
-        from ebpf_lab.kernel.doctor import doctor
-
-        frame = doctor()
-        row = frame[frame["feature"] == "fentry"].iloc[0]
-        if not bool(row["supported"]):
-            raise UnsupportedFeature("fentry", f"the doctor: {row['detail']}", _SAME_CALLS)
+        require_fentry(_SAME_CALLS)
     elif kind == "tracepoint":
         kernel.require_tracefs()
         if not kernel.syscall_tracepoint_exists("getppid"):
