@@ -93,16 +93,6 @@ class Schema:
         return f"Schema({', '.join(f'{c}={t!r}' for c, t in self.dtypes.items())})"
 
 
-def typed_frame(
-    rows: Sequence[dict[str, Any]] | dict[str, Any], columns: Sequence[str], dtypes: dict[str, str]
-) -> pd.DataFrame:
-    """Build a frame with exactly ``columns`` in order and the given dtypes (also when empty).
-
-    (Older spelling of :meth:`Schema.frame`; new code declares a :class:`Schema`.)
-    """
-    return Schema(**{c: dtypes.get(c) for c in columns}).frame(rows)
-
-
 def _flatten(value: Any, name: str) -> dict[str, Any]:
     """A ctypes value as ``{column: python value}``: struct fields (nested ones joined with
     ``_``), ``char[]`` as text, other arrays as ``name_0, name_1, ...``, numbers as ints."""

@@ -12,9 +12,13 @@ from ebpf_lab.core.guards import check_duration, check_interval, check_workload
 from ebpf_lab.core.live import Live, in_jupyter
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
-from ebpf_lab.show.frames import typed_frame, user_name
+from ebpf_lab.show.frames import Schema, user_name
 
-COLUMNS = ["time", "uid", "user", "execs", "rate", "total"]
+#: :func:`exec_counts`' frame: one row per UID and interval
+COUNTS = Schema(
+    time="time", uid="int64", user="category", execs="int64", rate="float64", total="int64"
+)
+COLUMNS = COUNTS.columns
 
 
 class _Snapshots(Collector):
@@ -73,18 +77,7 @@ class _Snapshots(Collector):
                 self.next_t = now + self.interval
 
     def frame(self) -> pd.DataFrame:
-        return typed_frame(
-            self.rows,
-            COLUMNS,
-            {
-                "time": "time",
-                "uid": "int64",
-                "user": "category",
-                "execs": "int64",
-                "rate": "float64",
-                "total": "int64",
-            },
-        )
+        return COUNTS.frame(self.rows)
 
     def finish(self, ctx: RunContext) -> pd.DataFrame:
         now = time.monotonic()

@@ -12,9 +12,20 @@ from ebpf_lab.core.guards import check_choice, check_duration, check_positive_in
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
 from ebpf_lab.kernel.btf import task_offsets_cflags
-from ebpf_lab.show.frames import process_columns, typed_frame
+from ebpf_lab.show.frames import Schema, process_columns
 
-COLUMNS = ["time", "pid", "ppid", "uid", "user", "command", "filename", "message"]
+#: :func:`exec_events`' frame: one row per execve
+EVENTS = Schema(
+    time="time",
+    pid="int64",
+    ppid="int64",
+    uid="int64",
+    user="category",
+    command="category",
+    filename="string",
+    message="category",
+)
+COLUMNS = EVENTS.columns
 BUFFERS = ("perf", "ring")
 #: perf buffer pages per CPU, ring buffer pages in all (powers of two)
 PERF_PAGES = 64
@@ -86,19 +97,7 @@ class _EventReader(Collector):
         )
         strings = {"command": "command", "filename": "filename", "message": "message"}
         df = pd.DataFrame(process_columns(ctx.to_time, raw, strings))
-        df = typed_frame(
-            df,
-            COLUMNS,
-            {
-                "pid": "int64",
-                "ppid": "int64",
-                "uid": "int64",
-                "user": "category",
-                "command": "category",
-                "filename": "string",
-                "message": "category",
-            },
-        )
+        df = EVENTS.frame(df)
         ctx.attrs["lost"] = self.lost(ctx)
         return df
 
