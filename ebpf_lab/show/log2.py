@@ -8,7 +8,7 @@ into frames and labels the same way.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -65,11 +65,16 @@ def slot_rows(
     return rows
 
 
-def latency_histogram(
-    counts: Mapping[tuple[int, str], Mapping[int, int]],
-) -> pd.DataFrame:
-    """A :data:`LATENCY_HISTOGRAM` frame from ``{(pid, comm): {slot: count}}``."""
-    grouped = {(("pid", pid), ("comm", comm)): slots for (pid, comm), slots in counts.items()}
+def latency_histogram(table: Any, comm_of: Callable[[Any], str]) -> pd.DataFrame:
+    """A :data:`LATENCY_HISTOGRAM` frame from a per-process histogram map (lessons 09, 12).
+
+    ``table`` is a BPF hash (a BCC table) whose keys have ``pid`` and ``slot`` fields and whose
+    values are counts; ``comm_of(key)`` names the key's process.
+    """
+    grouped: dict[Hashable, dict[int, int]] = {}
+    for key, value in table.items():
+        group = (("pid", int(key.pid)), ("comm", comm_of(key)))
+        grouped.setdefault(group, {})[int(key.slot)] = int(value.value)
     return LATENCY_HISTOGRAM.frame(slot_rows(grouped, "low_ns", "high_ns"))
 
 

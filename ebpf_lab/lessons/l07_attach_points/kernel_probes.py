@@ -29,6 +29,7 @@ from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
 from ebpf_lab.lessons.l07_attach_points.probes import require_fentry
 from ebpf_lab.show.frames import Schema, decode_c_string
+from ebpf_lab.show.log2 import bucket_bounds
 from ebpf_lab.workloads import fast_execs, read_loop_child, unused_uid
 from ebpf_lab.workloads.checks import MAX_EXECS, MAX_STREAM_READS
 
@@ -77,12 +78,8 @@ class _Latency(_Target):
 
     def finish(self, ctx: RunContext) -> pd.DataFrame:
         rows = [
-            {
-                # bpf_log2l(ns) is floor(log2(ns)) + 1 (0 for 0 ns): as BCC's print_log2_hist
-                "low_ns": (1 << k.value) >> 1,
-                "high_ns": (1 << k.value) - 1,
-                "calls": v.value,
-            }
+            # bpf_log2l(ns) is floor(log2(ns)) + 1: slot k holds 2**(k-1) .. 2**k - 1 ns
+            dict(zip(("low_ns", "high_ns"), bucket_bounds(k.value)), calls=v.value)
             for k, v in ctx.table("latency").items()
             if v.value
         ]

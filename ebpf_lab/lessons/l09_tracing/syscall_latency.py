@@ -50,6 +50,7 @@ from ebpf_lab.show.log2 import (  # human_ns: notebook 09 reads it here
     bucket_bounds,
     human_ns,  # noqa: F401
     latency_histogram,
+    log2_bucket,
 )
 
 #: the system call the lesson measures (its two tracepoints)
@@ -136,7 +137,9 @@ class _LatencyReader(Collector):
             time.sleep(timeout)
 
     def finish(self, ctx: RunContext) -> pd.DataFrame:
-        self.histogram = _histogram_frame(ctx.table("latency_hist"))
+        self.histogram = latency_histogram(
+            ctx.table("latency_hist"), lambda key: decode_c_string(key.comm)
+        )
         stats = ctx.table("stats")
         for i, name in enumerate(_STATS):
             ctx.attrs[name] = int(stats[i].value)
@@ -158,15 +161,6 @@ class _LatencyReader(Collector):
         )
         df = EVENTS.frame(df)
         return df.sort_values("time", kind="stable", ignore_index=True)
-
-
-def _histogram_frame(table: Any) -> pd.DataFrame:
-    """The ``latency_hist`` map as a frame: per process, every slot from its lowest to highest."""
-    counts: dict[tuple[int, str], dict[int, int]] = {}
-    for key, value in table.items():
-        proc = (int(key.pid), decode_c_string(key.comm))
-        counts.setdefault(proc, {})[int(key.slot)] = int(value.value)
-    return latency_histogram(counts)
 
 
 def open_latency(
@@ -266,7 +260,7 @@ def events_histogram(events: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(
             f"events_histogram needs an open_latency events frame; missing {sorted(missing)}"
         )
-    buckets = [max(int(n).bit_length(), 1) for n in events["latency_ns"]]
+    buckets = [log2_bucket(int(n)) for n in events["latency_ns"]]
     df = (
         events.assign(bucket=buckets)
         .groupby(["pid", "comm", "bucket"], observed=True)
@@ -292,6 +286,8 @@ COST_MODES = (
 )
 #: the most repeats :func:`tracing_cost` accepts
 MAX_REPEATS = 20
+#: how strace traces the workload: its children too, openat() only, quietly, its lines dropped
+_STRACE_OPENS = ("-f", "-qq", "-e", f"trace={SYSCALL}", "-o", os.devnull)
 
 
 def _strace_status() -> tuple[str | None, str]:
@@ -306,17 +302,7 @@ def _strace_seccomp_ok(strace: str) -> tuple[bool, str]:
     """Whether this strace supports --seccomp-bpf (strace >= 5.3 and a kernel with seccomp)."""
     try:
         done = subprocess.run(
-            [
-                strace,
-                "--seccomp-bpf",
-                "-f",
-                "-qq",
-                "-e",
-                "trace=openat",
-                "-o",
-                os.devnull,
-                "/bin/true",
-            ],
+            [strace, "--seccomp-bpf", *_STRACE_OPENS, "/bin/true"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -341,12 +327,7 @@ def _strace_run(strace: str, seccomp: bool, path: str, opens: int, missing: int)
         argv = [
             strace,
             *(["--seccomp-bpf"] if seccomp else []),
-            "-f",
-            "-qq",
-            "-e",
-            "trace=openat",
-            "-o",
-            os.devnull,
+            *_STRACE_OPENS,
             *opens_argv(path, missing_path, opens, missing, report, gate=False),
         ]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=600)

@@ -437,11 +437,7 @@ class _RunQueueReader(Collector):
             )
         tasks = RUNQ_TASKS.frame(task_rows)
         self.tasks = tasks.sort_values("total_wait_ns", ascending=False, ignore_index=True)
-        slots: dict[tuple[int, str], dict[int, int]] = {}
-        for key, value in ctx.table("run_hist").items():
-            pid = int(key.pid)
-            slots.setdefault((pid, comms.get(pid, UNKNOWN)), {})[int(key.slot)] = int(value.value)
-        return latency_histogram(slots)
+        return latency_histogram(ctx.table("run_hist"), lambda k: comms.get(int(k.pid), UNKNOWN))
 
 
 def run_queue_latency(
