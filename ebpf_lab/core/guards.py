@@ -67,6 +67,13 @@ def check_workload(workload: Any) -> Callable[[], Any] | None:
     return workload
 
 
+def check_whole(value: Any, name: str, low: int, high: int) -> int:
+    """Return ``value`` if it is a whole number from ``low`` to ``high``, else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
 def check_positive_int(value: Any, name: str, maximum: int | None = None) -> int | None:
     """Return ``value`` if it is None or an int in [1, maximum], else raise ValueError."""
     if value is None:

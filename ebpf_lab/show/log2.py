@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from ebpf_lab.core.guards import check_whole
 from ebpf_lab.show.frames import Schema
 
 #: a latency histogram, per process: every slot from its lowest to highest non-empty one
@@ -34,8 +35,7 @@ def log2_bucket(size: int) -> int:
 
 def bucket_bounds(bucket: int) -> tuple[int, int]:
     """The smallest and largest size counted in histogram slot ``bucket`` (1 holds 0 and 1)."""
-    if isinstance(bucket, bool) or not isinstance(bucket, int) or not 0 <= bucket < 65:
-        raise ValueError(f"bucket must be a whole number from 0 to 64, got {bucket!r}")
+    check_whole(bucket, "bucket", 0, 64)
     if bucket <= 1:
         return 0, bucket
     return 1 << (bucket - 1), (1 << bucket) - 1

@@ -24,7 +24,7 @@ import pandas as pd
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core.attach import Alternative, Probe, one_probe
 from ebpf_lab.core.errors import UnsupportedFeature
-from ebpf_lab.core.guards import check_choice, check_duration, require_root
+from ebpf_lab.core.guards import check_choice, check_duration, check_whole, require_root
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
 from ebpf_lab.lessons.l07_attach_points.probes import require_fentry
@@ -124,10 +124,7 @@ def read_latency(
         PermissionError: not root.
         UnsupportedFeature: the kernel lacks ``hook`` (the doctor's reason; the other hook named).
     """
-    if isinstance(reads, bool) or not isinstance(reads, int) or not 1 <= reads <= MAX_STREAM_READS:
-        raise ValueError(
-            f"reads must be a whole number from 1 to {MAX_STREAM_READS}, got {reads!r}"
-        )
+    check_whole(reads, "reads", 1, MAX_STREAM_READS)
     check_choice(hook, "hook", HOOKS)
     duration = check_duration(duration)
     require_root()
@@ -203,8 +200,7 @@ def syscall_prefix(
         UnsupportedFeature: the kernel has no kprobes (the doctor's reason; use the
             ``syscalls:sys_enter_execve`` tracepoint, whose ``args->filename`` is the same).
     """
-    if isinstance(execs, bool) or not isinstance(execs, int) or not 1 <= execs <= MAX_EXECS:
-        raise ValueError(f"execs must be a whole number from 1 to {MAX_EXECS}, got {execs!r}")
+    check_whole(execs, "execs", 1, MAX_EXECS)
     duration = check_duration(duration)
     require_root()
     ok, why = kernel.kprobes_available()

@@ -39,6 +39,7 @@ from ebpf_lab.core.guards import (
     check_duration,
     check_pid,
     check_positive_int,
+    check_whole,
     check_workload,
     require_root,
 )
@@ -385,8 +386,7 @@ def tracing_cost(
     check_positive_int(opens, "opens", 1_000_000)
     if opens is None:
         raise ValueError("opens must be a positive whole number, e.g. 2000")
-    if isinstance(missing, bool) or not isinstance(missing, int) or not 0 <= missing <= 1_000_000:
-        raise ValueError(f"missing must be a whole number from 0 to 1000000, got {missing!r}")
+    check_whole(missing, "missing", 0, 1_000_000)
     check_positive_int(repeats, "repeats", MAX_REPEATS)
     if repeats is None:
         raise ValueError("repeats must be a positive whole number, e.g. 3")
