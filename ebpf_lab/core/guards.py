@@ -85,6 +85,15 @@ def check_positive_int(value: Any, name: str, maximum: int | None = None) -> int
     return value
 
 
+def check_required_int(value: Any, name: str, maximum: int | None, example: int) -> int:
+    """Return ``value`` if it is an int in [1, maximum]; None is refused too, naming ``example``."""
+    if value is None:
+        raise ValueError(f"{name} must be a positive whole number, e.g. {example}, got None")
+    checked = check_positive_int(value, name, maximum)
+    assert checked is not None
+    return checked
+
+
 def check_uid(uid: Any) -> int:
     """Return ``uid`` if it is a valid Linux UID (0 .. 2**32-2), else raise ValueError."""
     if isinstance(uid, bool) or not isinstance(uid, int) or not 0 <= uid < 2**32 - 1:

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ebpf_lab.core.attach import sys_enter
-from ebpf_lab.core.guards import check_duration, check_positive_int, check_uid
+from ebpf_lab.core.guards import check_duration, check_required_int, check_uid
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
 
@@ -128,9 +128,7 @@ def counter_race(
     """
     from ebpf_lab import workloads as _workload
 
-    calls_ = check_positive_int(calls, "calls", _workload.MAX_GETPPID_CALLS)
-    if calls_ is None:
-        raise ValueError("calls must be a positive whole number of getppid() calls, e.g. 500000")
+    calls_ = check_required_int(calls, "calls", _workload.MAX_GETPPID_CALLS, DEFAULT_CALLS)
     cpu_list = _check_cpu_list(cpus)
     who = _workload.unused_uid() if uid is None else check_uid(uid)
     if who == 0:

@@ -29,6 +29,7 @@ from ebpf_lab.core.guards import (
     check_choice,
     check_duration,
     check_positive_int,
+    check_required_int,
     check_uid,
     check_workload,
 )
@@ -211,9 +212,7 @@ def lru_survivors(
         ValueError: bad max_entries, uid, duration or workload (before anything loads).
         PermissionError: not root.
     """
-    entries = check_positive_int(max_entries, "max_entries", MAX_MAP_ENTRIES)
-    if entries is None:
-        raise ValueError("max_entries must be a positive whole number, e.g. 4")
+    entries = check_required_int(max_entries, "max_entries", MAX_MAP_ENTRIES, 4)
 
     def held(ctx: RunContext, name: str) -> pd.DataFrame:
         df = table_frame(ctx.table(name))
@@ -371,9 +370,7 @@ def user_space_updates(
         a, b = (check_uid(u) for u in uids)
         if a == b:
             raise ValueError(f"uids must be two different UIDs, got {uids!r}")
-    n = check_positive_int(calls, "calls", 10_000)
-    if n is None:
-        raise ValueError("calls must be a positive whole number, e.g. 3")
+    n = check_required_int(calls, "calls", 10_000, 3)
     duration = check_duration(duration)
 
     def setter(key: int, weight: int) -> Callable[[Any], None]:

@@ -289,13 +289,7 @@ PROGRAM_TYPES = (
 DEFAULT_PROGRAM_TYPES = ("tracepoint", "raw_tracepoint", "kprobe", "perf_event", "xdp")
 #: the helpers ``helper_probe.bpf.c`` has a function for, in table order
 PROBED_HELPERS = (
-    "bpf_ktime_get_ns",
-    "bpf_get_current_pid_tgid",
-    "bpf_get_current_uid_gid",
-    "bpf_get_current_comm",
-    "bpf_probe_read_user_str",
-    "bpf_get_smp_processor_id",
-    "bpf_trace_printk",
+    *HELPERS_CALLED,
     "bpf_get_prandom_u32",
     "bpf_probe_read",
     "bpf_get_stack",

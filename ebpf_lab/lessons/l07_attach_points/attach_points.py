@@ -46,7 +46,7 @@ from ebpf_lab.core.errors import UnsupportedFeature
 from ebpf_lab.core.guards import (
     check_choice,
     check_duration,
-    check_positive_int,
+    check_required_int,
     check_sample_freq,
     require_root,
 )
@@ -157,9 +157,7 @@ def count_at(
             message names the attach point to use instead.
     """
     check_choice(kind, "kind", KINDS)
-    check_positive_int(calls, "calls", MAX_GETPPID_CALLS)
-    if calls is None:
-        raise ValueError("calls must be a positive whole number, got None")
+    check_required_int(calls, "calls", MAX_GETPPID_CALLS, 1000)
     cpu_seconds = _check_cpu_seconds(cpu_seconds)
     sample_freq = check_sample_freq(sample_freq)
     duration = check_duration(duration)
@@ -246,9 +244,7 @@ def uprobe_breakpoint(calls: int = 10, *, duration: float = 0.1) -> pd.DataFrame
     import ctypes
     import hashlib
 
-    check_positive_int(calls, "calls", 1000)
-    if calls is None:
-        raise ValueError("calls must be a positive whole number, got None")
+    check_required_int(calls, "calls", 1000, 10)
     duration = check_duration(duration)
     require_root()
     libc = ctypes.CDLL("libc.so.6")
@@ -327,9 +323,7 @@ def attach_points(
     Raises:
         ValueError: bad arguments (before anything loads). PermissionError: not root.
     """
-    check_positive_int(calls, "calls", MAX_GETPPID_CALLS)
-    if calls is None:
-        raise ValueError("calls must be a positive whole number, got None")
+    check_required_int(calls, "calls", MAX_GETPPID_CALLS, 1000)
     _check_cpu_seconds(cpu_seconds)
     check_sample_freq(sample_freq)
     check_duration(duration)

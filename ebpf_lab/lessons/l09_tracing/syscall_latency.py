@@ -39,6 +39,7 @@ from ebpf_lab.core.guards import (
     check_duration,
     check_pid,
     check_positive_int,
+    check_required_int,
     check_whole,
     check_workload,
     require_root,
@@ -383,13 +384,9 @@ def tracing_cost(
     """
     from ebpf_lab.workloads import opens_child
 
-    check_positive_int(opens, "opens", 1_000_000)
-    if opens is None:
-        raise ValueError("opens must be a positive whole number, e.g. 2000")
+    check_required_int(opens, "opens", 1_000_000, 2000)
     check_whole(missing, "missing", 0, 1_000_000)
-    check_positive_int(repeats, "repeats", MAX_REPEATS)
-    if repeats is None:
-        raise ValueError("repeats must be a positive whole number, e.g. 3")
+    check_required_int(repeats, "repeats", MAX_REPEATS, 3)
     if not isinstance(path, str) or not os.path.isfile(path) or not os.access(path, os.R_OK):
         raise ValueError(f"path must be an existing, readable regular file, got {path!r}")
     require_root()
