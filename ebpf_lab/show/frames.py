@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import pwd
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -21,11 +21,6 @@ def user_name(uid: int) -> str:
         return pwd.getpwuid(int(uid)).pw_name
     except (KeyError, OverflowError, ValueError):
         return str(int(uid))
-
-
-def user_names(uids: Iterable[int]) -> pd.Categorical:
-    """Names for a column of uids, as a pandas Categorical."""
-    return pd.Categorical([user_name(int(u)) for u in uids])
 
 
 def decode_c_string(raw: Any) -> str:

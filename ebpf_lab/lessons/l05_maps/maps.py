@@ -171,7 +171,6 @@ LRU = Schema(
     plain_calls="Int64",
     plain_last_event="Int64",
 )
-LRU_COLUMNS = LRU.columns
 
 
 def lru_survivors(

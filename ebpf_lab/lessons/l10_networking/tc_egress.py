@@ -68,7 +68,6 @@ MAX_DATAGRAMS = 1000
 PING_INTERVAL = 0.01
 #: how long to wait after the traffic, so the last packets are counted
 SETTLE = 0.05
-_HOOKS = ("tc_egress", "xdp_ingress")
 
 
 class _EgressCounter(Collector):

@@ -85,9 +85,6 @@ MAX_PAYLOAD = 1_000_000
 #: (:data:`ebpf_lab.core.leftovers.NETNS_RE`) and removed at the next run
 NETNS_PREFIX_A = netns.LabCable.prefix_a
 NETNS_PREFIX_B = netns.LabCable.prefix_b
-#: the subnet on the cable (RFC 2544's benchmarking range: never routed on the internet)
-ADDRESS_A = netns.LabCable.address_a
-ADDRESS_B = netns.LabCable.address_b
 #: how long to wait after each phase's traffic, so its last TCP ACKs are counted in that phase
 SETTLE = 0.05
 #: the program's counter map holds phases 0 .. MAX_PHASES-1
