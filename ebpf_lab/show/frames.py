@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import pwd
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -48,6 +48,14 @@ def process_columns(
     for name, source in (strings or {}).items():
         columns[name] = [decode_c_string(v) for v in raw[source]]
     return columns
+
+
+def require_columns(df: pd.DataFrame, columns: Iterable[str], who: str, made_by: str) -> None:
+    """Raise ValueError unless ``df`` has ``columns``: ``"<who> needs <made_by> frame; missing
+    [...]"`` (``made_by`` with its article, e.g. ``"a cpu_profile"``)."""
+    missing = set(columns) - set(df.columns)
+    if missing:
+        raise ValueError(f"{who} needs {made_by} frame; missing {sorted(missing)}")
 
 
 class Schema:

@@ -46,7 +46,7 @@ from ebpf_lab.core.guards import (
 )
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run, ended_early
-from ebpf_lab.show.frames import Schema, decode_c_string
+from ebpf_lab.show.frames import Schema, decode_c_string, require_columns
 from ebpf_lab.show.log2 import (  # human_ns: notebook 09 reads it here
     LATENCY_HISTOGRAM,
     bucket_bounds,
@@ -257,11 +257,9 @@ def events_histogram(events: pd.DataFrame) -> pd.DataFrame:
         ``pid``, ``comm``, ``bucket``, ``low_ns``, ``high_ns``, ``count``, like
         :attr:`OpenLatency.histogram` (only non-empty slots).
     """
-    missing = {"pid", "comm", "latency_ns"} - set(events.columns)
-    if missing:
-        raise ValueError(
-            f"events_histogram needs an open_latency events frame; missing {sorted(missing)}"
-        )
+    require_columns(
+        events, {"pid", "comm", "latency_ns"}, "events_histogram", "an open_latency events"
+    )
     buckets = [log2_bucket(int(n)) for n in events["latency_ns"]]
     df = (
         events.assign(bucket=buckets)
