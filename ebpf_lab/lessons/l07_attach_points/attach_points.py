@@ -95,6 +95,18 @@ def _check_cpu_seconds(cpu_seconds: Any) -> float:
     return float(cpu_seconds)
 
 
+def _check_run(
+    calls: Any, cpu_seconds: Any, sample_freq: Any, duration: Any
+) -> tuple[float, int, float]:
+    """:func:`count_at`'s checks, before anything loads: ``(cpu_seconds, sample_freq,
+    duration)`` as the run uses them; ValueError for a bad one, PermissionError if not root."""
+    check_required_int(calls, "calls", MAX_GETPPID_CALLS, 1000)
+    cpu_seconds = _check_cpu_seconds(cpu_seconds)
+    checked = cpu_seconds, check_sample_freq(sample_freq), check_duration(duration)
+    require_root()
+    return checked
+
+
 def _attach_way(kind: str, pid: int, sample_freq: int) -> tuple[Alternative, list[str], str]:
     """How :func:`count_at` attaches the counter as ``kind`` for the child ``pid``: the core's
     alternative, the cflags, and how the count is limited to the child."""
@@ -157,11 +169,7 @@ def count_at(
             message names the attach point to use instead.
     """
     check_choice(kind, "kind", KINDS)
-    check_required_int(calls, "calls", MAX_GETPPID_CALLS, 1000)
-    cpu_seconds = _check_cpu_seconds(cpu_seconds)
-    sample_freq = check_sample_freq(sample_freq)
-    duration = check_duration(duration)
-    require_root()
+    cpu_seconds, sample_freq, duration = _check_run(calls, cpu_seconds, sample_freq, duration)
     _precheck(kind)
 
     if kind == "perf_event":
@@ -323,11 +331,7 @@ def attach_points(
     Raises:
         ValueError: bad arguments (before anything loads). PermissionError: not root.
     """
-    check_required_int(calls, "calls", MAX_GETPPID_CALLS, 1000)
-    _check_cpu_seconds(cpu_seconds)
-    check_sample_freq(sample_freq)
-    check_duration(duration)
-    require_root()
+    _check_run(calls, cpu_seconds, sample_freq, duration)
     rows = []
     not_run: list[str] = []
     for kind in KINDS:
