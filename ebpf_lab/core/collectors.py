@@ -40,6 +40,35 @@ def fill_maps(bpf: Any, fill: Mapping[str, Mapping[int, int]]) -> None:
             table[table.Key(key)] = table.Leaf(value)
 
 
+def open_event_rows(
+    collector: Collector,
+    table: Any,
+    row: Callable[[Any], Any],
+    rows: list[Any],
+    *,
+    maximum: int | None = None,
+    ring: bool = False,
+    pages: int = 64,
+    lost: Callable[[int], None] | None = None,
+) -> None:
+    """Open a perf buffer (``ring=True``: a ring buffer) so that every event becomes
+    ``row(event)`` in ``rows`` (``event``: the record decoded by BCC's ctypes struct); at
+    ``maximum`` rows the collector is full and the run ends. ``pages``: the perf buffer's pages
+    per CPU; ``lost(count)`` hears of the records a perf buffer had no room for."""
+
+    def on_event(_cpu_or_ctx: Any, data: Any, _size: int) -> None:
+        if collector.full:
+            return
+        rows.append(row(table.event(data)))
+        if maximum is not None and len(rows) >= maximum:
+            collector.full = True
+
+    if ring:
+        table.open_ring_buffer(collector.guard(on_event))
+    else:
+        table.open_perf_buffer(collector.guard(on_event), page_cnt=pages, lost_cb=lost)
+
+
 def tgid_filter(pid: int | None) -> tuple[list[str], dict[str, dict[int, int]]]:
     """The cflags and map entries of a program that watches one process, or every one.
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core.attach import exec_alternatives
-from ebpf_lab.core.collectors import fill_maps, uid_filter
+from ebpf_lab.core.collectors import fill_maps, open_event_rows, uid_filter
 from ebpf_lab.core.errors import ProgramError
 from ebpf_lab.core.guards import (
     check_choice,
@@ -105,33 +105,29 @@ class _HelperReader(Collector):
 
     def start(self, ctx: RunContext) -> None:
         self.instance = PrintkInstance().open()
-        table = ctx.table("events")
+        open_event_rows(
+            self,
+            ctx.table("events"),
+            lambda e: {
+                "event": e.seq,
+                "ktime_ns": e.ktime_ns,
+                "pid_tgid": e.pid_tgid,
+                "uid_gid": e.uid_gid,
+                "comm_ret": e.comm_ret,
+                "comm": decode_c_string(e.comm),
+                "filename_ret": e.filename_ret,
+                "filename": decode_c_string(e.filename),
+                "cpu": e.cpu,
+                "printk_ret": e.printk_ret,
+            },
+            self.rows,
+            maximum=self.max_events,
+            pages=PERF_PAGES,
+            lost=self._lost,
+        )
 
-        def on_event(cpu: int, data: Any, size: int) -> None:
-            if self.full:
-                return
-            e = table.event(data)
-            self.rows.append(
-                {
-                    "event": e.seq,
-                    "ktime_ns": e.ktime_ns,
-                    "pid_tgid": e.pid_tgid,
-                    "uid_gid": e.uid_gid,
-                    "comm_ret": e.comm_ret,
-                    "comm": decode_c_string(e.comm),
-                    "filename_ret": e.filename_ret,
-                    "filename": decode_c_string(e.filename),
-                    "cpu": e.cpu,
-                    "printk_ret": e.printk_ret,
-                }
-            )
-            if self.max_events is not None and len(self.rows) >= self.max_events:
-                self.full = True
-
-        def on_lost(count: int) -> None:
-            self.lost += count
-
-        table.open_perf_buffer(self.guard(on_event), page_cnt=PERF_PAGES, lost_cb=on_lost)
+    def _lost(self, count: int) -> None:
+        self.lost += count
 
     def poll(self, ctx: RunContext, timeout: float) -> None:
         ctx.bpf.perf_buffer_poll(timeout=int(timeout * 1000))

@@ -34,7 +34,7 @@ from typing import Any, Callable, NamedTuple
 import pandas as pd
 
 from ebpf_lab.core.attach import Probe
-from ebpf_lab.core.collectors import fill_maps, tgid_filter
+from ebpf_lab.core.collectors import fill_maps, open_event_rows, tgid_filter
 from ebpf_lab.core.guards import (
     check_duration,
     check_pid,
@@ -118,19 +118,14 @@ class _LatencyReader(Collector):
     def start(self, ctx: RunContext) -> None:
         if not self.events:
             return
-        table = ctx.table("events")
-
-        def on_event(_ctx: Any, data: Any, _size: int) -> None:
-            if self.full:
-                return
-            e = table.event(data)
-            self.rows.append(
-                (e.ts, e.pid, e.tid, bytes(e.comm), bytes(e.filename), e.ret, e.latency_ns)
-            )
-            if self.max_events is not None and len(self.rows) >= self.max_events:
-                self.full = True
-
-        table.open_ring_buffer(self.guard(on_event))
+        open_event_rows(
+            self,
+            ctx.table("events"),
+            lambda e: (e.ts, e.pid, e.tid, bytes(e.comm), bytes(e.filename), e.ret, e.latency_ns),
+            self.rows,
+            maximum=self.max_events,
+            ring=True,
+        )
 
     def poll(self, ctx: RunContext, timeout: float) -> None:
         if self.events:
