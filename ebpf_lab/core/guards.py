@@ -87,11 +87,10 @@ def check_positive_int(value: Any, name: str, maximum: int | None = None) -> int
 
 def check_required_int(value: Any, name: str, maximum: int | None, example: int) -> int:
     """Return ``value`` if it is an int in [1, maximum]; None is refused too, naming ``example``."""
-    if value is None:
-        raise ValueError(f"{name} must be a positive whole number, e.g. {example}, got None")
-    checked = check_positive_int(value, name, maximum)
-    assert checked is not None
-    return checked
+    if value is None or isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive whole number, e.g. {example}, got {value!r}")
+    check_positive_int(value, name, maximum)  # the limit, and what to do above it
+    return value
 
 
 def check_uid(uid: Any) -> int:

@@ -139,3 +139,21 @@ def test_uid_filter_fills_the_map_not_the_text():
     assert uid_filter(1234) == (["-DFILTER_UID"], {"filter_uid": {0: 1234}})
     with pytest.raises(ValueError, match="a UID must be a whole number"):
         uid_filter(-1)
+
+
+def test_the_shared_argument_checks_say_what_to_give():
+    from ebpf_lab.core.guards import check_required_int, check_whole
+
+    assert check_whole(0, "missing", 0, 5) == 0
+    for bad in (-1, 6, True, 2.0, "3"):
+        with pytest.raises(
+            ValueError, match=f"missing must be a whole number from 0 to 5, got {bad!r}"
+        ):
+            check_whole(bad, "missing", 0, 5)
+    assert check_required_int(7, "calls", 10, 3) == 7
+    with pytest.raises(ValueError, match="calls must be a positive whole number, e.g. 3, got None"):
+        check_required_int(None, "calls", 10, 3)
+    with pytest.raises(ValueError, match="calls=11 is more than the limit of 10"):
+        check_required_int(11, "calls", 10, 3)
+    with pytest.raises(ValueError, match="calls must be a positive whole number, e.g. 3, got 0"):
+        check_required_int(0, "calls", 10, 3)
