@@ -236,3 +236,25 @@ def test_two_runs_with_other_users_compile_once(fresh_uids, no_leaks):
     assert first["uid"].tolist() == [a, a]
     assert second["uid"].tolist() == [b, b, b]  # a's exec in the second run is filtered out
     assert second.attrs["printk_lines_missing"] == 0
+
+
+def test_refusal_loads_and_unloads_without_attaching(no_leaks):
+    """The core's load-without-attach step helper_support goes through: a refused function
+    comes back as the ProgramError with the verifier's log, an accepted one is unloaded at
+    once and loads again as another type; nothing stays loaded (no_leaks)."""
+    from ebpf_lab.core.errors import ProgramError
+    from ebpf_lab.core.loader import compile_program, program_source, release
+    from ebpf_lab.core.verdict import refusal
+
+    bpf = compile_program(program_source("helper_probe"), name="helper_probe")
+    try:
+        assert refusal(bpf, "probe_redirect", "xdp") is None
+        assert b"probe_redirect" not in bpf.funcs
+        error = refusal(bpf, "probe_redirect", "tracepoint")
+        assert isinstance(error, ProgramError) and error.stage == "verifier"
+        assert "bpf_redirect#23" in hc.verifier_reason(error)
+        assert refusal(bpf, "probe_ktime_get_ns", "tracepoint") is None
+        assert refusal(bpf, "probe_ktime_get_ns", "perf_event") is None
+        assert not bpf.funcs
+    finally:
+        release(bpf)

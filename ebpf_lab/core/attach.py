@@ -185,6 +185,23 @@ class Alternative:
     reason: str = ""
 
 
+def one_probe(
+    kind: str, target: str, fn: str, reason: str = "", *, label: str | None = None, **probe: Any
+) -> list[Alternative]:
+    """The one way to attach a one-probe program, as :func:`~ebpf_lab.core.run.bounded_run`'s
+    ``alternatives``: ``[Alternative(label or kind, [Probe(kind, target, fn, **probe)], reason)]``.
+    """
+    return [Alternative(label or kind, [Probe(kind, target, fn, **probe)], reason)]
+
+
+def sys_enter(syscall: str, fn: str) -> list[Alternative]:
+    """``fn`` at the ``syscalls:sys_enter_<syscall>`` tracepoint: once per ``syscall()`` call."""
+    tracepoint = f"syscalls:sys_enter_{syscall}"
+    return one_probe(
+        "tracepoint", tracepoint, fn, f"{syscall}() calls: the {tracepoint} tracepoint"
+    )
+
+
 _PERF_SW = {"cpu-clock": 0, "task-clock": 1, "page-faults": 2, "context-switches": 3}
 _PERF_HW = {"cpu-cycles": 0, "instructions": 1, "cache-misses": 3}
 

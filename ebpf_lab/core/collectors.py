@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ebpf_lab.core.guards import check_uid
 from ebpf_lab.core.loader import table_names
 from ebpf_lab.core.run import Collector, RunContext
 
@@ -39,6 +40,35 @@ def fill_maps(bpf: Any, fill: Mapping[str, Mapping[int, int]]) -> None:
             table[table.Key(key)] = table.Leaf(value)
 
 
+def open_event_rows(
+    collector: Collector,
+    table: Any,
+    row: Callable[[Any], Any],
+    rows: list[Any],
+    *,
+    maximum: int | None = None,
+    ring: bool = False,
+    pages: int = 64,
+    lost: Callable[[int], None] | None = None,
+) -> None:
+    """Open a perf buffer (``ring=True``: a ring buffer) so that every event becomes
+    ``row(event)`` in ``rows`` (``event``: the record decoded by BCC's ctypes struct); at
+    ``maximum`` rows the collector is full and the run ends. ``pages``: the perf buffer's pages
+    per CPU; ``lost(count)`` hears of the records a perf buffer had no room for."""
+
+    def on_event(_cpu_or_ctx: Any, data: Any, _size: int) -> None:
+        if collector.full:
+            return
+        rows.append(row(table.event(data)))
+        if maximum is not None and len(rows) >= maximum:
+            collector.full = True
+
+    if ring:
+        table.open_ring_buffer(collector.guard(on_event))
+    else:
+        table.open_perf_buffer(collector.guard(on_event), page_cnt=pages, lost_cb=lost)
+
+
 def tgid_filter(pid: int | None) -> tuple[list[str], dict[str, dict[int, int]]]:
     """The cflags and map entries of a program that watches one process, or every one.
 
@@ -48,6 +78,20 @@ def tgid_filter(pid: int | None) -> tuple[list[str], dict[str, dict[int, int]]]:
     if pid is None:
         return [], {}
     return ["-DFILTER_TGID"], {"target_tgid": {0: int(pid)}}
+
+
+def uid_filter(uid: int | None) -> tuple[list[str], dict[str, dict[int, int]]]:
+    """The cflags and map entries of a program that counts one UID's calls, or everyone's.
+
+    For a program written with ``#ifdef FILTER_UID`` and a ``BPF_ARRAY(filter_uid, u32, 1)``:
+    the UID goes into the map, not the text, so one compile serves every UID.
+
+    Raises:
+        ValueError: ``uid`` is not a UID (before anything loads).
+    """
+    if uid is None:
+        return [], {}
+    return ["-DFILTER_UID"], {"filter_uid": {0: check_uid(uid)}}
 
 
 class MapReader(Collector):

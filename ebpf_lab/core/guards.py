@@ -67,6 +67,13 @@ def check_workload(workload: Any) -> Callable[[], Any] | None:
     return workload
 
 
+def check_whole(value: Any, name: str, low: int, high: int) -> int:
+    """Return ``value`` if it is a whole number from ``low`` to ``high``, else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
 def check_positive_int(value: Any, name: str, maximum: int | None = None) -> int | None:
     """Return ``value`` if it is None or an int in [1, maximum], else raise ValueError."""
     if value is None:
@@ -75,6 +82,14 @@ def check_positive_int(value: Any, name: str, maximum: int | None = None) -> int
         raise ValueError(f"{name} must be a positive whole number or None, got {value!r}")
     if maximum is not None and value > maximum:
         raise ValueError(f"{name}={value} is more than the limit of {maximum}; ask for fewer")
+    return value
+
+
+def check_required_int(value: Any, name: str, maximum: int | None, example: int) -> int:
+    """Return ``value`` if it is an int in [1, maximum]; None is refused too, naming ``example``."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive whole number, e.g. {example}, got {value!r}")
+    check_positive_int(value, name, maximum)  # the limit, and what to do above it
     return value
 
 

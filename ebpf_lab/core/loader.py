@@ -294,6 +294,16 @@ def load_function(bpf: Any, fn: str, prog_type: int, *, name: str = "program") -
     return result
 
 
+def unload_function(bpf: Any, fn: str) -> None:
+    """Unload one function that nothing attached: close its program and let ``bpf`` forget it,
+    so that :func:`load_function` loads it anew (e.g. as another program type). A function
+    that is not loaded is left alone."""
+    loaded = bpf.funcs.pop(fn.encode(), None)
+    if loaded is not None:
+        with contextlib.suppress(OSError):
+            os.close(loaded.fd)
+
+
 def _bcc_load_log(cache_key: tuple[str, tuple[str, ...]], fn: str, prog_type: int) -> str:
     """The verifier's log for ``fn`` loaded the way BCC loads it (with BTF line info)."""
     text, cflags = cache_key

@@ -19,7 +19,13 @@ from ebpf_lab.core import program_log
 from ebpf_lab.core.attach import AUTOLOAD_PREFIXES
 from ebpf_lab.core.errors import ProgramError
 from ebpf_lab.core.guards import require_bcc, require_root
-from ebpf_lab.core.loader import _trim_log, capture_stderr_fd, compiled_unattached
+from ebpf_lab.core.loader import (
+    _trim_log,
+    capture_stderr_fd,
+    compiled_unattached,
+    load_function,
+    unload_function,
+)
 
 #: program types by name -> BCC's constant name (``bcc.BPF.<NAME>``)
 PROG_TYPES = {
@@ -89,6 +95,21 @@ def _type_for(fn: str, types: Mapping[str, ProgType] | ProgType) -> ProgType:
         if fn.startswith(prefix):
             return const_name
     return "tracepoint" if isinstance(types, Mapping) else types
+
+
+def refusal(
+    bpf: Any, fn: str, prog_type: ProgType, *, name: str = "program"
+) -> ProgramError | None:
+    """Load ``fn`` of a compiled program as ``prog_type`` (a name of :data:`PROG_TYPES` or BCC's
+    constant) and unload it at once; nothing is attached. None when the verifier accepted it,
+    else the :class:`ProgramError` with its log. ``fn`` can then be loaded again, as another
+    type."""
+    try:
+        load_function(bpf, fn, _const(require_bcc(), prog_type), name=name)
+    except ProgramError as exc:
+        return exc
+    unload_function(bpf, fn)
+    return None
 
 
 def function_names(bpf: Any) -> list[str]:

@@ -23,9 +23,13 @@ _TYPE_RE = re.compile(r"^\[(\d+)\] (\w+) '([^']*)'(.*)$")
 _MEMBER_RE = re.compile(r"^\s+'([^']*)' type_id=(\d+) bits_offset=(\d+)")
 
 
-@functools.lru_cache(maxsize=1)
-def _composites() -> dict[int, tuple[str, str, list[tuple[str, int, int]]]]:
-    """Every STRUCT/UNION in vmlinux BTF: id -> (kind, name, [(member, type_id, bit_offset)])."""
+def _dump() -> str:
+    """The running kernel's BTF as ``bpftool btf dump`` writes it (one ``[id] KIND 'name'`` line
+    a type, its members indented below).
+
+    Raises:
+        UnsupportedFeature: no BTF, or bpftool could not read it.
+    """
     if not BTF_VMLINUX.exists():
         raise UnsupportedFeature(
             "btf", f"{BTF_VMLINUX} is missing (kernel built without CONFIG_DEBUG_INFO_BTF)"
@@ -44,9 +48,27 @@ def _composites() -> dict[int, tuple[str, str, list[tuple[str, int, int]]]]:
             f"could not read BTF with bpftool ({exc})",
             "`sudo apt-get install bpftool` (or rerun `sudo make lab`)",
         ) from None
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def function_names() -> frozenset[str]:
+    """The kernel functions the running kernel's BTF describes (what fentry can hook).
+
+    Raises:
+        UnsupportedFeature: no BTF, or bpftool could not read it.
+    """
+    return frozenset(
+        m.group(3) for m in map(_TYPE_RE.match, _dump().splitlines()) if m and m.group(2) == "FUNC"
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _composites() -> dict[int, tuple[str, str, list[tuple[str, int, int]]]]:
+    """Every STRUCT/UNION in vmlinux BTF: id -> (kind, name, [(member, type_id, bit_offset)])."""
     types: dict[int, tuple[str, str, list[tuple[str, int, int]]]] = {}
     current: list[tuple[str, int, int]] | None = None
-    for line in out.splitlines():
+    for line in _dump().splitlines():
         if line.startswith("["):
             m = _TYPE_RE.match(line)
             current = None

@@ -191,6 +191,13 @@ def _program(name: str, meaning: str, source: str, run: Any, **check: Any) -> Fe
     return Feature(name, meaning, Check(name, source, run, **check), depends)
 
 
+def _counter(name: str, meaning: str, run: Any, what: str, *c: str, **check: Any) -> Feature:
+    """A program probe whose C counts its own hits: :func:`~ebpf_lab.kernel.probes.counter`'s
+    ``doctor_<name>`` (``c``: its context type, condition, return value; ``head=``)."""
+    source = probes.counter(name, f"doctor_{name}", *(c or ("void",)), head=check.pop("head", None))
+    return _program(name, meaning, source, run, what=what, **check)
+
+
 def _map(name: str, meaning: str, source: str, table: str, map_type: str, what: str) -> Feature:
     return _program(name, meaning, source, probes.map_check(name, table, map_type), what=what)
 
@@ -228,79 +235,71 @@ TABLE: tuple[Feature, ...] = (
         _tracefs,
         depends=("root",),
     ),
-    _program(
+    _counter(
         "kprobe",
         "Dynamic hooks on (almost) any kernel function. Powerful, but unstable across "
         "versions and compiled out of some kernels.",
-        probes.counter("kprobe", "doctor_kprobe", "void"),
         probes.check_kprobe,
-        what="kprobe on the getppid syscall",
+        "kprobe on the getppid syscall",
         instead="use the syscalls:sys_enter_* tracepoints instead "
         "(the lessons' attach='tracepoint')",
         context=True,  # lockdown=confidentiality refuses kprobes
     ),
-    _program(
+    _counter(
         "tracepoint",
         "Static, stable hooks placed by kernel developers, e.g. on every syscall.",
-        probes.counter("tracepoint", "doctor_tracepoint", "void"),
         probes.check_tracepoint,
-        what="tracepoint syscalls:sys_enter_getppid",
+        "tracepoint syscalls:sys_enter_getppid",
         instead="use a raw_tracepoint or a kprobe",
     ),
-    _program(
+    _counter(
         "raw_tracepoint",
         "Tracepoints without argument formatting: faster, raw arguments.",
-        probes.counter(
-            "raw_tracepoint",
-            "doctor_raw_tracepoint",
-            "struct bpf_raw_tracepoint_args",
-            f"{_ME} && ctx->args[1] == __NR_getppid",
-        ),
         probes.check_raw_tracepoint,
-        what="raw_tracepoint sys_enter",
+        "raw_tracepoint sys_enter",
+        "struct bpf_raw_tracepoint_args",
+        f"{_ME} && ctx->args[1] == __NR_getppid",
         instead="use a tracepoint",
     ),
-    _program(
+    _counter(
         "uprobe",
         "Hooks on functions in user-space programs and libraries (e.g. libc).",
-        probes.counter("uprobe", "doctor_uprobe", "void"),
         probes.check_uprobe,
-        what="uprobe on libc getppid()",
+        "uprobe on libc getppid()",
     ),
-    _program(
+    _counter(
         "perf_event",
         "Programs run by perf events, e.g. a CPU sampled N times a second.",
-        probes.counter("perf_event", "doctor_perf_event", "void"),
         probes.check_perf_event,
-        what="perf event software:cpu-clock",
+        "perf event software:cpu-clock",
     ),
-    _program(
+    _counter(
         "xdp",
         "eXpress Data Path: programs that see (and may drop) packets as they arrive.",
-        probes.counter("xdp", "doctor_xdp", "struct xdp_md", "1", "XDP_PASS"),
         probes.check_xdp,
-        what="XDP on lo in a throw-away network namespace",
+        "XDP on lo in a throw-away network namespace",
+        "struct xdp_md",
+        "1",
+        "XDP_PASS",
     ),
-    _program(
+    _counter(
         "fentry",
         "BTF-based function entry hooks: kprobes' faster successor.",
-        f"BPF_ARRAY(fentry_hits, u64, 1);\nKFUNC_PROBE({probes.FENTRY_FUNCTION})\n"
-        "{\n    if (DOCTOR_ME())\n        fentry_hits.increment(0);\n    return 0;\n}\n",
         probes.check_fentry,
-        what=f"fentry (KFUNC_PROBE) on {probes.FENTRY_FUNCTION}",
+        f"fentry (KFUNC_PROBE) on {probes.FENTRY_FUNCTION}",
+        head=f"KFUNC_PROBE({probes.FENTRY_FUNCTION})",
         instead=_TRACEPOINTS_INSTEAD,
         context=True,
         precheck=probes.needs_btf,
         alone=True,
         depends=("btf",),
     ),
-    _program(
+    _counter(
         "lsm",
         "BPF programs on Linux Security Module hooks: can deny an operation.",
-        "BPF_ARRAY(lsm_hits, u64, 1);\nLSM_PROBE(file_open, struct file *file)\n"
-        "{\n    if (DOCTOR_ME())\n        lsm_hits.increment(0);\n    return 0;\n}\n",
         probes.check_lsm,
-        what="LSM_PROBE(file_open)",
+        "LSM_PROBE(file_open)",
+        head="LSM_PROBE(file_open, struct file *file)",
         instead="BPF LSM programs can deny; to observe the same events without denying, "
         "use tracepoints (e.g. syscalls:sys_enter_openat)",
         context=True,

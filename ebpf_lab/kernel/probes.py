@@ -95,12 +95,22 @@ struct doctor_event {
 
 
 def counter(
-    feature: str, fn: str, ctx_type: str, condition: str = "DOCTOR_ME()", ret: str = "0"
+    feature: str,
+    fn: str,
+    ctx_type: str,
+    condition: str = "DOCTOR_ME()",
+    ret: str = "0",
+    *,
+    head: str | None = None,
 ) -> str:
-    """C for a function ``fn`` that adds 1 to ``<feature>_hits[0]`` when ``condition`` holds."""
+    """C for a function ``fn`` that adds 1 to ``<feature>_hits[0]`` when ``condition`` holds.
+
+    ``head`` replaces the function's first line ``int fn(ctx_type *ctx)``, for a function that
+    BCC declares itself (``KFUNC_PROBE(...)``, ``LSM_PROBE(...)``).
+    """
     return f"""
 BPF_ARRAY({feature}_hits, u64, 1);
-int {fn}({ctx_type} *ctx)
+{head or f"int {fn}({ctx_type} *ctx)"}
 {{
     if ({condition})
         {feature}_hits.increment(0);

@@ -23,11 +23,6 @@ def user_name(uid: int) -> str:
         return str(int(uid))
 
 
-def user_names(uids: Iterable[int]) -> pd.Categorical:
-    """Names for a column of uids, as a pandas Categorical."""
-    return pd.Categorical([user_name(int(u)) for u in uids])
-
-
 def decode_c_string(raw: Any) -> str:
     """A NUL-terminated C ``char[]`` (bytes or ctypes array) as text."""
     data = bytes(raw)
@@ -53,6 +48,14 @@ def process_columns(
     for name, source in (strings or {}).items():
         columns[name] = [decode_c_string(v) for v in raw[source]]
     return columns
+
+
+def require_columns(df: pd.DataFrame, columns: Iterable[str], who: str, made_by: str) -> None:
+    """Raise ValueError unless ``df`` has ``columns``: ``"<who> needs <made_by> frame; missing
+    [...]"`` (``made_by`` with its article, e.g. ``"a cpu_profile"``)."""
+    missing = set(columns) - set(df.columns)
+    if missing:
+        raise ValueError(f"{who} needs {made_by} frame; missing {sorted(missing)}")
 
 
 class Schema:
@@ -91,16 +94,6 @@ class Schema:
 
     def __repr__(self) -> str:
         return f"Schema({', '.join(f'{c}={t!r}' for c, t in self.dtypes.items())})"
-
-
-def typed_frame(
-    rows: Sequence[dict[str, Any]] | dict[str, Any], columns: Sequence[str], dtypes: dict[str, str]
-) -> pd.DataFrame:
-    """Build a frame with exactly ``columns`` in order and the given dtypes (also when empty).
-
-    (Older spelling of :meth:`Schema.frame`; new code declares a :class:`Schema`.)
-    """
-    return Schema(**{c: dtypes.get(c) for c in columns}).frame(rows)
 
 
 def _flatten(value: Any, name: str) -> dict[str, Any]:

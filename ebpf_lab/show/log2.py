@@ -8,11 +8,12 @@ into frames and labels the same way.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import pandas as pd
 
+from ebpf_lab.core.guards import check_whole
 from ebpf_lab.show.frames import Schema
 
 #: a latency histogram, per process: every slot from its lowest to highest non-empty one
@@ -34,8 +35,7 @@ def log2_bucket(size: int) -> int:
 
 def bucket_bounds(bucket: int) -> tuple[int, int]:
     """The smallest and largest size counted in histogram slot ``bucket`` (1 holds 0 and 1)."""
-    if isinstance(bucket, bool) or not isinstance(bucket, int) or not 0 <= bucket < 65:
-        raise ValueError(f"bucket must be a whole number from 0 to 64, got {bucket!r}")
+    check_whole(bucket, "bucket", 0, 64)
     if bucket <= 1:
         return 0, bucket
     return 1 << (bucket - 1), (1 << bucket) - 1
@@ -65,11 +65,16 @@ def slot_rows(
     return rows
 
 
-def latency_histogram(
-    counts: Mapping[tuple[int, str], Mapping[int, int]],
-) -> pd.DataFrame:
-    """A :data:`LATENCY_HISTOGRAM` frame from ``{(pid, comm): {slot: count}}``."""
-    grouped = {(("pid", pid), ("comm", comm)): slots for (pid, comm), slots in counts.items()}
+def latency_histogram(table: Any, comm_of: Callable[[Any], str]) -> pd.DataFrame:
+    """A :data:`LATENCY_HISTOGRAM` frame from a per-process histogram map (lessons 09, 12).
+
+    ``table`` is a BPF hash (a BCC table) whose keys have ``pid`` and ``slot`` fields and whose
+    values are counts; ``comm_of(key)`` names the key's process.
+    """
+    grouped: dict[Hashable, dict[int, int]] = {}
+    for key, value in table.items():
+        group = (("pid", int(key.pid)), ("comm", comm_of(key)))
+        grouped.setdefault(group, {})[int(key.slot)] = int(value.value)
     return LATENCY_HISTOGRAM.frame(slot_rows(grouped, "low_ns", "high_ns"))
 
 

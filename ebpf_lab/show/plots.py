@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from ebpf_lab.show.frames import require_columns
 from ebpf_lab.show.log2 import bucket_bounds, human_bytes, human_ns
 
 #: font sizes readable from the back of a classroom
@@ -64,9 +65,7 @@ def plot_exec_rates(df: pd.DataFrame, ax: Any = None) -> Any:
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    missing = {"time", "uid", "user", "rate"} - set(df.columns)
-    if missing:
-        raise ValueError(f"plot_exec_rates needs an exec_counts frame; missing {sorted(missing)}")
+    require_columns(df, {"time", "uid", "user", "rate"}, "plot_exec_rates", "an exec_counts")
     ax = _axes(ax)
     with plt.rc_context(PROJECTOR_STYLE):
         if not df.empty:
@@ -154,9 +153,9 @@ def plot_counter_race(df: pd.DataFrame, ax: Any = None) -> Any:
     """
     import matplotlib.pyplot as plt
 
-    missing = {"method", "counted", "truth", "lost"} - set(df.columns)
-    if missing:
-        raise ValueError(f"plot_counter_race needs a counter_race frame; missing {sorted(missing)}")
+    require_columns(
+        df, {"method", "counted", "truth", "lost"}, "plot_counter_race", "a counter_race"
+    )
     ax = _axes(ax, figsize=(9, 4.5))
     with plt.rc_context(PROJECTOR_STYLE):
         labels = [str(m) for m in df["method"]]
@@ -206,9 +205,12 @@ def plot_firewall(df: pd.DataFrame, axes: Any = None) -> Any:
     """
     import matplotlib.pyplot as plt
 
-    missing = {"phase", "protocol", "passed", "dropped", "dropping"} - set(df.columns)
-    if missing:
-        raise ValueError(f"plot_firewall needs an xdp_firewall frame; missing {sorted(missing)}")
+    require_columns(
+        df,
+        {"phase", "protocol", "passed", "dropped", "dropping"},
+        "plot_firewall",
+        "an xdp_firewall",
+    )
     phase = df["phase"]
     order = list(phase.cat.categories) if hasattr(phase, "cat") else list(dict.fromkeys(phase))
     phases = [p for p in order if (phase == p).any()]
@@ -250,11 +252,7 @@ def plot_log2_histogram(df: pd.DataFrame, ax: Any = None) -> Any:
     """
     import matplotlib.pyplot as plt
 
-    missing = {"low", "high", "count"} - set(df.columns)
-    if missing:
-        raise ValueError(
-            f"plot_log2_histogram needs a size_histogram frame; missing {sorted(missing)}"
-        )
+    require_columns(df, {"low", "high", "count"}, "plot_log2_histogram", "a size_histogram")
     ax = _axes(ax)
     with plt.rc_context(PROJECTOR_STYLE):
         # bucket b holds low..high, i.e. [low, high + 1): powers of two read best that way
@@ -370,9 +368,9 @@ def plot_tracing_cost(cost: pd.DataFrame, ax: Any = None) -> Any:
     """
     import matplotlib.pyplot as plt
 
-    missing = {"mode", "ns_per_call", "available"} - set(cost.columns)
-    if missing:
-        raise ValueError(f"plot_tracing_cost needs a tracing_cost frame; missing {sorted(missing)}")
+    require_columns(
+        cost, {"mode", "ns_per_call", "available"}, "plot_tracing_cost", "a tracing_cost"
+    )
     ax = _axes(ax, figsize=(10, 4))
     with plt.rc_context(PROJECTOR_STYLE):
         ran = cost[cost["available"]]
@@ -446,9 +444,7 @@ def plot_flame(
     """
     import matplotlib.pyplot as plt
 
-    missing = {"frames", "samples", "comm", "pid"} - set(stacks.columns)
-    if missing:
-        raise ValueError(f"plot_flame needs a cpu_profile frame; missing {sorted(missing)}")
+    require_columns(stacks, {"frames", "samples", "comm", "pid"}, "plot_flame", "a cpu_profile")
     tree = _flame_tree(stacks)
     total = tree["n"]
     ax = _axes(ax, figsize=(12, 6))

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ebpf_lab.core.guards import check_uid
+from ebpf_lab.core.guards import check_uid, check_whole
 
 #: at most this many execs per call (a bounded lab, not a fork bomb)
 MAX_EXECS = 100_000
@@ -37,9 +37,7 @@ MAX_BUSY_CHILDREN = 16
 
 def check_count(value: Any, name: str, maximum: int) -> int:
     """Return ``value`` if it is a whole number from 0 to ``maximum``, else ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
-        raise ValueError(f"{name} must be a whole number from 0 to {maximum}, got {value!r}")
-    return value
+    return check_whole(value, name, 0, maximum)
 
 
 def check_seconds(value: Any, name: str, maximum: float, *, zero: bool = False) -> float:
@@ -54,15 +52,7 @@ def check_seconds(value: Any, name: str, maximum: float, *, zero: bool = False) 
 
 def check_threads(threads: Any) -> int:
     """Return ``threads`` if it is a thread count :func:`read_loop_child` takes, else ValueError."""
-    if (
-        isinstance(threads, bool)
-        or not isinstance(threads, int)
-        or not 1 <= threads <= MAX_READ_THREADS
-    ):
-        raise ValueError(
-            f"threads must be a whole number from 1 to {MAX_READ_THREADS}, got {threads!r}"
-        )
-    return threads
+    return check_whole(threads, "threads", 1, MAX_READ_THREADS)
 
 
 def check_cpu(cpu: Any) -> int | None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from ebpf_lab.core.guards import check_positive_int
+from ebpf_lab.core.guards import check_required_int
 from ebpf_lab.core.replay import replayable
 from ebpf_lab.workloads.checks import (
     MAX_BUSY_CHILDREN,
@@ -128,9 +128,7 @@ def busy_children(n: int, cpu_seconds: float, cpus: Sequence[int] | None = None)
     Returns:
         One row per child, as :func:`run_together`, plus ``cpus`` (the pin, as text).
     """
-    n = check_positive_int(n, "n", MAX_BUSY_CHILDREN)
-    if n is None:
-        raise ValueError("n must be a positive whole number of children, e.g. 4")
+    n = check_required_int(n, "n", MAX_BUSY_CHILDREN, 4)
     check_seconds(cpu_seconds, "cpu_seconds", MAX_SPIN_SECONDS)
     pin = None if cpus is None else set(check_cpu_list(cpus))
     children: list[GatedChild] = []

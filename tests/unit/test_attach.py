@@ -113,3 +113,47 @@ def test_detach_all_runs_every_step_newest_link_first_and_raises_the_first_failu
         ("lsm", b"lsm__file_open"),  # still detached after the tracepoint's failure
     ]
     assert attach.links(bpf) == [] and bpf.lsm_fds == {}
+
+
+def test_one_probe_and_sys_enter_build_the_single_alternative():
+    (alt,) = attach.sys_enter("getppid", "count_getppid")
+    assert alt == attach.Alternative(
+        "tracepoint",
+        [Probe("tracepoint", "syscalls:sys_enter_getppid", "count_getppid")],
+        "getppid() calls: the syscalls:sys_enter_getppid tracepoint",
+    )
+    (up,) = attach.one_probe("uprobe", "c:getpid", "on_getpid", "mine", pid=42, label="u")
+    assert (up.label, up.reason, up.probes) == (
+        "u",
+        "mine",
+        [Probe("uprobe", "c:getpid", "on_getpid", pid=42)],
+    )
+    with pytest.raises(ValueError, match="probe kind"):
+        attach.one_probe("kprobes", "vfs_read", "fn")
+
+
+def test_uid_filter_fills_the_map_not_the_text():
+    from ebpf_lab.core.collectors import uid_filter
+
+    assert uid_filter(None) == ([], {})
+    assert uid_filter(1234) == (["-DFILTER_UID"], {"filter_uid": {0: 1234}})
+    with pytest.raises(ValueError, match="a UID must be a whole number"):
+        uid_filter(-1)
+
+
+def test_the_shared_argument_checks_say_what_to_give():
+    from ebpf_lab.core.guards import check_required_int, check_whole
+
+    assert check_whole(0, "missing", 0, 5) == 0
+    for bad in (-1, 6, True, 2.0, "3"):
+        with pytest.raises(
+            ValueError, match=f"missing must be a whole number from 0 to 5, got {bad!r}"
+        ):
+            check_whole(bad, "missing", 0, 5)
+    assert check_required_int(7, "calls", 10, 3) == 7
+    with pytest.raises(ValueError, match="calls must be a positive whole number, e.g. 3, got None"):
+        check_required_int(None, "calls", 10, 3)
+    with pytest.raises(ValueError, match="calls=11 is more than the limit of 10"):
+        check_required_int(11, "calls", 10, 3)
+    with pytest.raises(ValueError, match="calls must be a positive whole number, e.g. 3, got 0"):
+        check_required_int(0, "calls", 10, 3)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ebpf_lab.lessons.l05_maps.maps import bucket_bounds, log2_bucket
-from ebpf_lab.lessons.l07_attach_points.attach_points import sampling_bound
+from ebpf_lab.lessons.l07_attach_points.attach_points import _attach_way, sampling_bound
 from ebpf_lab.lessons.l08_data_transfer.transfer import transfer_summary
 from ebpf_lab.lessons.l09_tracing import syscall_latency as sl
 from ebpf_lab.lessons.l12_performance import profile as prof
@@ -22,6 +22,22 @@ def test_sampling_bound_formula():
     assert sampling_bound(997, 0, ncpus=2) == 4
     assert sampling_bound(4999, 500, ncpus=2) == 4 + math.ceil(4999 * 500 * 10e-6)
     assert sampling_bound(99, 100, ncpus=8) == 11
+
+
+def test_fentry_counter_goes_through_the_autoload_kind():
+    """count_at's fentry run names its KFUNC_PROBE function as an autoload probe, so the core
+    checks that BCC attached it and detaches it like any probe (no empty alternative)."""
+    alternative, cflags, _ = _attach_way("fentry", 4242, 997)
+    (probe,) = alternative.probes
+    function = cflags[0].removeprefix("-DFENTRY_FUNCTION=")
+    assert (alternative.label, probe.kind) == ("fentry", "autoload")
+    assert (probe.target, probe.fn) == (function, f"kfunc__{function}")
+    assert function.endswith("sys_getppid")
+    uprobe, flags, how = _attach_way("uprobe", 4242, 997)
+    assert (uprobe.probes[0].pid, uprobe.probes[0].sample_freq, flags) == (4242, 0, [])
+    assert how == "uprobe opened for pid 4242 only"
+    perf, _, _ = _attach_way("perf_event", 4242, 997)
+    assert (perf.probes[0].pid, perf.probes[0].sample_freq) == (4242, 997)
 
 
 def test_log2_bucket_matches_bpf_log2l():

@@ -6,9 +6,12 @@ bad argument is refused before anything could start (spawning is patched to fail
 
 from __future__ import annotations
 
+import ast
+import json
 import math
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -17,42 +20,65 @@ import ebpf_lab.workloads as workloads
 from ebpf_lab.show.frames import Schema
 from ebpf_lab.workloads import c_helpers, checks, cpu, fileio, gated, native, processes
 
-#: every name notebooks, tests, benchmarks and exercises import from ebpf_lab.workloads
-PUBLIC = {
-    "MAX_BUSY_CHILDREN",
-    "MAX_CALLS",
-    "MAX_EXECS",
-    "MAX_GETPPID_CALLS",
-    "MAX_IO_SIZE",
-    "MAX_LOOP_CPUS",
-    "MAX_OPENS",
-    "MAX_READ_THREADS",
-    "MAX_SPIN_SECONDS",
-    "MAX_STREAM_READS",
-    "GatedChild",
-    "OpensChild",
-    "ReadLoopChild",
-    "ReportingChild",
-    "busy_children",
-    "check_cpus",
-    "check_threads",
-    "execs",
-    "fast_execs",
-    "getppid_child",
-    "getppid_loop",
-    "mixed_cpu_child",
-    "on_cpu",
-    "opens_argv",
-    "opens_child",
-    "read_loop_child",
-    "read_stream_child",
-    "reads",
-    "run_together",
-    "spin_child",
-    "thread_comm",
-    "unused_uid",
-    "writes",
-}
+ROOT = Path(__file__).resolve().parents[2]
+#: modules that are the workloads' index: the package, and ebpf_lab.workload (its old name)
+_INDEX = {"ebpf_lab.workloads", "ebpf_lab.workload"}
+
+
+def _index_imports() -> set[str]:
+    """The names ``ebpf_lab/workloads/__init__.py`` imports from its own modules: the index."""
+    tree = ast.parse((ROOT / "ebpf_lab" / "workloads" / "__init__.py").read_text())
+    return {
+        alias.asname or alias.name
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ebpf_lab.workl")
+        for alias in node.names
+    }
+
+
+def _code_of(path: Path) -> list[str]:
+    if path.suffix == ".ipynb":
+        cells = json.loads(path.read_text())["cells"]
+        return ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    return [path.read_text()]
+
+
+def _taken_from_the_index() -> set[str]:
+    """Every name notebooks, tests, benchmarks, scripts and the package take from the index:
+    ``from ebpf_lab.workloads import name`` and ``<the module>.name``."""
+    files = [*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("tests/**/*.py")]
+    files += [*ROOT.glob("benchmarks/*.py"), *ROOT.glob("scripts/*.py")]
+    files += [p for p in ROOT.glob("ebpf_lab/**/*.py") if "workloads" not in p.parts]
+    names: set[str] = set()
+    for path in files:
+        for code in _code_of(path):
+            try:
+                tree = ast.parse(code)
+            except SyntaxError:  # a cell magic (%%ebpf ...) is not Python
+                continue
+            aliases = set(_INDEX)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    aliases |= {a.asname or a.name for a in node.names if a.name in _INDEX}
+                elif isinstance(node, ast.ImportFrom) and node.module == "ebpf_lab":
+                    found = {
+                        a.asname or a.name
+                        for a in node.names
+                        if a.name in ("workloads", "workload")
+                    }
+                    aliases |= found
+                elif isinstance(node, ast.ImportFrom) and node.module in _INDEX:
+                    names |= {a.name for a in node.names}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Attribute) and ast.unparse(node.value) in aliases:
+                    names.add(node.attr)
+    return {n for n in names if not n.startswith("__")}
+
+
+#: every name the index exports, as it imports them (not a copy of its ``__all__``)
+PUBLIC = _index_imports()
+#: the index's modules, which the package and tests may reach through it too
+_MODULES = {p.stem for p in (ROOT / "ebpf_lab" / "workloads").glob("[!_]*.py")}
 
 ALLOWED = sorted(os.sched_getaffinity(0))
 #: a CPU number this process may not use (beyond every CPU it may)
@@ -63,7 +89,10 @@ NOT_ALLOWED = max(ALLOWED) + 1
 
 
 def test_the_index_reexports_exactly_the_public_names():
-    assert set(workloads.__all__) == PUBLIC
+    assert sorted(workloads.__all__) == sorted(PUBLIC)
+    taken = _taken_from_the_index() - _MODULES
+    assert taken <= PUBLIC, f"taken from ebpf_lab.workloads but not exported: {taken - PUBLIC}"
+    assert {"execs", "writes", "GatedChild", "MAX_GETPPID_CALLS"} <= taken
     for name in PUBLIC:
         assert getattr(workloads, name) is not None, name
     assert workloads.native is native

@@ -15,10 +15,10 @@ from typing import Any
 
 import pandas as pd
 
-from ebpf_lab.core.attach import Probe
-from ebpf_lab.core.guards import check_duration, check_positive_int, check_uid
+from ebpf_lab.core.attach import sys_enter
+from ebpf_lab.core.guards import check_duration, check_required_int, check_uid
 from ebpf_lab.core.loader import program_source
-from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run
+from ebpf_lab.core.run import Collector, RunContext, bounded_run
 
 #: the three ways of counting, in the frame's order: (method, the program's map, exact?)
 METHODS = (
@@ -128,9 +128,7 @@ def counter_race(
     """
     from ebpf_lab import workloads as _workload
 
-    calls_ = check_positive_int(calls, "calls", _workload.MAX_GETPPID_CALLS)
-    if calls_ is None:
-        raise ValueError("calls must be a positive whole number of getppid() calls, e.g. 500000")
+    calls_ = check_required_int(calls, "calls", _workload.MAX_GETPPID_CALLS, DEFAULT_CALLS)
     cpu_list = _check_cpu_list(cpus)
     who = _workload.unused_uid() if uid is None else check_uid(uid)
     if who == 0:
@@ -141,13 +139,7 @@ def counter_race(
     df = bounded_run(
         name="counter_race",
         source=program_source("counter_race"),
-        alternatives=[
-            Alternative(
-                "tracepoint",
-                [Probe("tracepoint", "syscalls:sys_enter_getppid", "count_getppid")],
-                "getppid() calls: the syscalls:sys_enter_getppid tracepoint",
-            )
-        ],
+        alternatives=sys_enter("getppid", "count_getppid"),
         collector=_RaceCounts(who),
         duration=duration,
         workload=lambda: _workload.getppid_loop(who, calls_, cpu_list),

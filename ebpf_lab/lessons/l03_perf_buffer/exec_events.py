@@ -8,13 +8,25 @@ from typing import Any, Callable
 import pandas as pd
 
 from ebpf_lab.core.attach import exec_alternatives
+from ebpf_lab.core.collectors import open_event_rows
 from ebpf_lab.core.guards import check_choice, check_duration, check_positive_int, check_workload
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
 from ebpf_lab.kernel.btf import task_offsets_cflags
-from ebpf_lab.show.frames import process_columns, typed_frame
+from ebpf_lab.show.frames import Schema, process_columns
 
-COLUMNS = ["time", "pid", "ppid", "uid", "user", "command", "filename", "message"]
+#: :func:`exec_events`' frame: one row per execve
+EVENTS = Schema(
+    time="time",
+    pid="int64",
+    ppid="int64",
+    uid="int64",
+    user="category",
+    command="category",
+    filename="string",
+    message="category",
+)
+COLUMNS = EVENTS.columns
 BUFFERS = ("perf", "ring")
 #: perf buffer pages per CPU, ring buffer pages in all (powers of two)
 PERF_PAGES = 64
@@ -33,33 +45,27 @@ class _EventReader(Collector):
         self.perf_lost = 0
 
     def start(self, ctx: RunContext) -> None:
-        table = ctx.table("events")
+        open_event_rows(
+            self,
+            ctx.table("events"),
+            lambda e: (
+                e.ktime_ns,
+                e.pid,
+                e.ppid,
+                e.uid,
+                bytes(e.command),
+                bytes(e.filename),
+                bytes(e.message),
+            ),
+            self.rows,
+            maximum=self.max_events,
+            ring=self.buffer == "ring",
+            pages=PERF_PAGES,
+            lost=self._lost,
+        )
 
-        def on_event(*args: Any) -> None:  # perf: (cpu, data, size); ring: (ctx, data, size)
-            if self.full:
-                return
-            e = table.event(args[1])
-            self.rows.append(
-                (
-                    e.ktime_ns,
-                    e.pid,
-                    e.ppid,
-                    e.uid,
-                    bytes(e.command),
-                    bytes(e.filename),
-                    bytes(e.message),
-                )
-            )
-            if self.max_events is not None and len(self.rows) >= self.max_events:
-                self.full = True
-
-        def on_lost(count: int) -> None:
-            self.perf_lost += count
-
-        if self.buffer == "perf":
-            table.open_perf_buffer(self.guard(on_event), page_cnt=PERF_PAGES, lost_cb=on_lost)
-        else:
-            table.open_ring_buffer(self.guard(on_event))
+    def _lost(self, count: int) -> None:
+        self.perf_lost += count
 
     def poll(self, ctx: RunContext, timeout: float) -> None:
         # Read in batches: sleep through the poll slice (0.1 s), then take everything the rings
@@ -86,19 +92,7 @@ class _EventReader(Collector):
         )
         strings = {"command": "command", "filename": "filename", "message": "message"}
         df = pd.DataFrame(process_columns(ctx.to_time, raw, strings))
-        df = typed_frame(
-            df,
-            COLUMNS,
-            {
-                "pid": "int64",
-                "ppid": "int64",
-                "uid": "int64",
-                "user": "category",
-                "command": "category",
-                "filename": "string",
-                "message": "category",
-            },
-        )
+        df = EVENTS.frame(df)
         ctx.attrs["lost"] = self.lost(ctx)
         return df
 

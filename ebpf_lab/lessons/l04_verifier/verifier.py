@@ -69,7 +69,6 @@ FACTS = Schema(
     verified_insns="int64",
     maps="int64",
 )
-FACT_COLUMNS = FACTS.columns
 
 
 # --------------------------------------------------------------------------------------------

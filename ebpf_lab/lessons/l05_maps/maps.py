@@ -23,17 +23,18 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from ebpf_lab.core.attach import Probe
-from ebpf_lab.core.collectors import MapReader
+from ebpf_lab.core.attach import sys_enter
+from ebpf_lab.core.collectors import MapReader, uid_filter
 from ebpf_lab.core.guards import (
     check_choice,
     check_duration,
     check_positive_int,
+    check_required_int,
     check_uid,
     check_workload,
 )
 from ebpf_lab.core.loader import program_source
-from ebpf_lab.core.run import Alternative, RunContext, bounded_run, stop_requested
+from ebpf_lab.core.run import RunContext, bounded_run, stop_requested
 from ebpf_lab.show.frames import Schema, table_frame
 from ebpf_lab.show.log2 import bucket_bounds, log2_bucket, slot_rows  # noqa: F401 (read here)
 
@@ -50,25 +51,37 @@ SYSCALLS = ("write", "read")
 SIZE_HISTOGRAM = Schema(bucket="int64", low="uint64", high="uint64", count="int64")
 
 
-def _uid_filter(uid: int | None) -> tuple[list[str], dict[str, dict[int, int]]]:
-    """The cflags and map entries that count only ``uid``'s calls (nothing: every call).
-
-    The UID goes into the program's ``filter_uid`` map, not its text: one compile serves every
-    UID (the compile cache keys on the text and cflags).
-    """
-    if uid is None:
-        return [], {}
-    return ["-DFILTER_UID"], {"filter_uid": {0: check_uid(uid)}}
-
-
-def _syscall_probe(syscall: str, fn: str) -> list[Alternative]:
-    return [
-        Alternative(
-            "tracepoint",
-            [Probe("tracepoint", f"syscalls:sys_enter_{syscall}", fn)],
-            f"{syscall}() calls: the syscalls:sys_enter_{syscall} tracepoint",
-        )
-    ]
+def _watch(
+    name: str,
+    program: str,
+    syscall: str,
+    fn: str,
+    read: Callable[[RunContext], pd.DataFrame],
+    *,
+    uid: int | None,
+    duration: float,
+    workload: Callable[[], Any] | None,
+    live: bool | None,
+    cflags: Sequence[str] = (),
+    attrs: dict[str, Any],
+) -> pd.DataFrame:
+    """One run of the lesson: ``fn`` of ``program`` at ``sys_enter_<syscall>``, counting only
+    ``uid``'s calls (None: all), its maps read by ``read`` when the run ends. The uid, duration
+    and workload are checked here, before anything loads."""
+    uid_flags, fill = uid_filter(uid)
+    duration = check_duration(duration)
+    check_workload(workload)
+    return bounded_run(
+        name=name,
+        source=program_source(program),
+        alternatives=sys_enter(syscall, fn),
+        collector=MapReader(read, fill=fill),
+        duration=duration,
+        workload=workload,
+        cflags=uid_flags + list(cflags),
+        live=live,
+        attrs={**attrs, "uid": uid},
+    )
 
 
 # ------------------------------------------------------------------------------- map_counts
@@ -116,12 +129,8 @@ def map_counts(
         PermissionError: not root.
     """
     check_choice(kind, "kind", MAP_KINDS)
-    cflags, fill = _uid_filter(uid)
-    duration = check_duration(duration)
-    check_workload(workload)
     entries = check_positive_int(max_entries, "max_entries", MAX_MAP_ENTRIES)
     entries = entries or DEFAULT_MAX_ENTRIES[kind]
-    cflags += [f"-DMAP_KIND={_KIND_NUMBER[kind]}", f"-DMAX_ENTRIES={entries}"]
 
     def read(ctx: RunContext) -> pd.DataFrame:
         df = table_frame(ctx.table("counts"))
@@ -135,16 +144,18 @@ def map_counts(
         ctx.attrs["no_slot"] = int(ctx.table("no_slot")[0].value)
         return df
 
-    return bounded_run(
-        name=f"map_counts ({kind})",
-        source=program_source("write_counts"),
-        alternatives=_syscall_probe("write", "count_write"),
-        collector=MapReader(read, fill=fill),
+    return _watch(
+        f"map_counts ({kind})",
+        "write_counts",
+        "write",
+        "count_write",
+        read,
+        uid=uid,
         duration=duration,
         workload=workload,
-        cflags=cflags,
         live=live,
-        attrs={"kind": kind, "max_entries": entries, "uid": uid},
+        cflags=[f"-DMAP_KIND={_KIND_NUMBER[kind]}", f"-DMAX_ENTRIES={entries}"],
+        attrs={"kind": kind, "max_entries": entries},
     )
 
 
@@ -160,7 +171,6 @@ LRU = Schema(
     plain_calls="Int64",
     plain_last_event="Int64",
 )
-LRU_COLUMNS = LRU.columns
 
 
 def lru_survivors(
@@ -201,13 +211,7 @@ def lru_survivors(
         ValueError: bad max_entries, uid, duration or workload (before anything loads).
         PermissionError: not root.
     """
-    entries = check_positive_int(max_entries, "max_entries", MAX_MAP_ENTRIES)
-    if entries is None:
-        raise ValueError("max_entries must be a positive whole number, e.g. 4")
-    cflags, fill = _uid_filter(uid)
-    cflags.append(f"-DMAX_ENTRIES={entries}")
-    duration = check_duration(duration)
-    check_workload(workload)
+    entries = check_required_int(max_entries, "max_entries", MAX_MAP_ENTRIES, 4)
 
     def held(ctx: RunContext, name: str) -> pd.DataFrame:
         df = table_frame(ctx.table(name))
@@ -226,16 +230,18 @@ def lru_survivors(
         ctx.attrs["refused"] = int(stats[1].value)
         return df
 
-    return bounded_run(
-        name="lru_survivors",
-        source=program_source("lru_survivors"),
-        alternatives=_syscall_probe("write", "remember_write"),
-        collector=MapReader(read, fill=fill),
+    return _watch(
+        "lru_survivors",
+        "lru_survivors",
+        "write",
+        "remember_write",
+        read,
+        uid=uid,
         duration=duration,
         workload=workload,
-        cflags=cflags,
         live=live,
-        attrs={"max_entries": entries, "uid": uid},
+        cflags=[f"-DMAX_ENTRIES={entries}"],
+        attrs={"max_entries": entries},
     )
 
 
@@ -276,25 +282,23 @@ def size_histogram(
         PermissionError: not root.
     """
     check_choice(syscall, "syscall", SYSCALLS)
-    cflags, fill = _uid_filter(uid)
-    duration = check_duration(duration)
-    check_workload(workload)
 
     def read(ctx: RunContext) -> pd.DataFrame:
         counts = {int(k.value): int(v.value) for k, v in ctx.table("dist").items()}
         ctx.attrs["total"] = sum(counts.values())
         return SIZE_HISTOGRAM.frame(slot_rows({(): counts}))
 
-    return bounded_run(
-        name=f"size_histogram ({syscall})",
-        source=program_source("size_histogram"),
-        alternatives=_syscall_probe(syscall, f"hist_{syscall}"),
-        collector=MapReader(read, fill=fill),
+    return _watch(
+        f"size_histogram ({syscall})",
+        "size_histogram",
+        syscall,
+        f"hist_{syscall}",
+        read,
+        uid=uid,
         duration=duration,
         workload=workload,
-        cflags=cflags,
         live=live,
-        attrs={"syscall": syscall, "uid": uid},
+        attrs={"syscall": syscall},
     )
 
 
@@ -365,9 +369,7 @@ def user_space_updates(
         a, b = (check_uid(u) for u in uids)
         if a == b:
             raise ValueError(f"uids must be two different UIDs, got {uids!r}")
-    n = check_positive_int(calls, "calls", 10_000)
-    if n is None:
-        raise ValueError("calls must be a positive whole number, e.g. 3")
+    n = check_required_int(calls, "calls", 10_000, 3)
     duration = check_duration(duration)
 
     def setter(key: int, weight: int) -> Callable[[Any], None]:
@@ -413,7 +415,7 @@ def user_space_updates(
     return bounded_run(
         name="user_space_updates",
         source=program_source("watch_list"),
-        alternatives=_syscall_probe("write", "score_write"),
+        alternatives=sys_enter("write", "score_write"),
         collector=collector,
         duration=duration,
         workload=demonstrate,

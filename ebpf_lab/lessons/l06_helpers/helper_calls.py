@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 from collections.abc import Sequence
@@ -19,20 +18,19 @@ import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core.attach import exec_alternatives
-from ebpf_lab.core.collectors import fill_maps
+from ebpf_lab.core.collectors import fill_maps, open_event_rows, uid_filter
 from ebpf_lab.core.errors import ProgramError
 from ebpf_lab.core.guards import (
     check_choice,
     check_duration,
     check_positive_int,
-    check_uid,
     check_workload,
-    require_bcc,
     require_root,
 )
-from ebpf_lab.core.loader import compile_program, load_function, program_source, release
+from ebpf_lab.core.loader import compile_program, program_source, release
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
 from ebpf_lab.core.tracefs import PrintkInstance
+from ebpf_lab.core.verdict import refusal
 from ebpf_lab.show.frames import Schema, decode_c_string
 
 #: the helpers :func:`helper_calls` calls, in the order it calls them
@@ -107,33 +105,29 @@ class _HelperReader(Collector):
 
     def start(self, ctx: RunContext) -> None:
         self.instance = PrintkInstance().open()
-        table = ctx.table("events")
+        open_event_rows(
+            self,
+            ctx.table("events"),
+            lambda e: {
+                "event": e.seq,
+                "ktime_ns": e.ktime_ns,
+                "pid_tgid": e.pid_tgid,
+                "uid_gid": e.uid_gid,
+                "comm_ret": e.comm_ret,
+                "comm": decode_c_string(e.comm),
+                "filename_ret": e.filename_ret,
+                "filename": decode_c_string(e.filename),
+                "cpu": e.cpu,
+                "printk_ret": e.printk_ret,
+            },
+            self.rows,
+            maximum=self.max_events,
+            pages=PERF_PAGES,
+            lost=self._lost,
+        )
 
-        def on_event(cpu: int, data: Any, size: int) -> None:
-            if self.full:
-                return
-            e = table.event(data)
-            self.rows.append(
-                {
-                    "event": e.seq,
-                    "ktime_ns": e.ktime_ns,
-                    "pid_tgid": e.pid_tgid,
-                    "uid_gid": e.uid_gid,
-                    "comm_ret": e.comm_ret,
-                    "comm": decode_c_string(e.comm),
-                    "filename_ret": e.filename_ret,
-                    "filename": decode_c_string(e.filename),
-                    "cpu": e.cpu,
-                    "printk_ret": e.printk_ret,
-                }
-            )
-            if self.max_events is not None and len(self.rows) >= self.max_events:
-                self.full = True
-
-        def on_lost(count: int) -> None:
-            self.lost += count
-
-        table.open_perf_buffer(self.guard(on_event), page_cnt=PERF_PAGES, lost_cb=on_lost)
+    def _lost(self, count: int) -> None:
+        self.lost += count
 
     def poll(self, ctx: RunContext, timeout: float) -> None:
         ctx.bpf.perf_buffer_poll(timeout=int(timeout * 1000))
@@ -250,8 +244,7 @@ def helper_calls(
         PermissionError: not root.
     """
     duration = check_duration(duration)
-    cflags = [] if uid is None else ["-DFILTER_UID"]
-    fill = {} if uid is None else {"filter_uid": {0: check_uid(uid)}}
+    cflags, fill = uid_filter(uid)
     check_workload(workload)
     check_positive_int(max_events, "max_events", MAX_EVENTS)
     if not isinstance(wide, bool):
@@ -278,27 +271,21 @@ def helper_calls(
 
 # ---------------------------------------------------------------------------- helper_support
 
-#: BCC's name for each program type :func:`helper_support` can try
-PROGRAM_TYPES = {
-    "tracepoint": "TRACEPOINT",
-    "raw_tracepoint": "RAW_TRACEPOINT",
-    "kprobe": "KPROBE",  # also what uprobes are
-    "perf_event": "PERF_EVENT",
-    "xdp": "XDP",
-    "socket_filter": "SOCKET_FILTER",
-    "sched_cls": "SCHED_CLS",
-}
+#: the program types :func:`helper_support` can try (``kprobe`` is also what uprobes are)
+PROGRAM_TYPES = (
+    "tracepoint",
+    "raw_tracepoint",
+    "kprobe",
+    "perf_event",
+    "xdp",
+    "socket_filter",
+    "sched_cls",
+)
 #: the program types tried by default
 DEFAULT_PROGRAM_TYPES = ("tracepoint", "raw_tracepoint", "kprobe", "perf_event", "xdp")
 #: the helpers ``helper_probe.bpf.c`` has a function for, in table order
 PROBED_HELPERS = (
-    "bpf_ktime_get_ns",
-    "bpf_get_current_pid_tgid",
-    "bpf_get_current_uid_gid",
-    "bpf_get_current_comm",
-    "bpf_probe_read_user_str",
-    "bpf_get_smp_processor_id",
-    "bpf_trace_printk",
+    *HELPERS_CALLED,
     "bpf_get_prandom_u32",
     "bpf_probe_read",
     "bpf_get_stack",
@@ -385,37 +372,25 @@ def helper_support(
     types = _names(
         DEFAULT_PROGRAM_TYPES if program_types is None else program_types,
         "program_types",
-        tuple(PROGRAM_TYPES),
+        PROGRAM_TYPES,
     )
     if not isinstance(detail, bool):
         raise ValueError(f"detail must be True or False, got {detail!r}")
     require_root()
-    bcc = require_bcc()
     rows = []
     bpf = compile_program(program_source("helper_probe"), name="helper_probe")
     try:
         for helper in helpers:
             fn = "probe_" + helper.removeprefix("bpf_")
             for ptype in types:
-                try:
-                    loaded = load_function(
-                        bpf, fn, getattr(bcc.BPF, PROGRAM_TYPES[ptype]), name="helper_probe"
-                    )
-                except ProgramError as exc:
-                    rows.append(
-                        {
-                            "helper": helper,
-                            "program_type": ptype,
-                            "allowed": False,
-                            "reason": verifier_reason(exc),
-                        }
-                    )
-                    continue
-                # loaded: close it at once, and let BCC forget it so the next type loads anew
-                os.close(loaded.fd)
-                del bpf.funcs[fn.encode()]
+                error = refusal(bpf, fn, ptype, name="helper_probe")
                 rows.append(
-                    {"helper": helper, "program_type": ptype, "allowed": True, "reason": ""}
+                    {
+                        "helper": helper,
+                        "program_type": ptype,
+                        "allowed": error is None,
+                        "reason": "" if error is None else verifier_reason(error),
+                    }
                 )
     finally:
         release(bpf)

@@ -41,12 +41,12 @@ from typing import Any
 import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
-from ebpf_lab.core.attach import Probe
+from ebpf_lab.core.attach import Probe, one_probe
 from ebpf_lab.core.errors import UnsupportedFeature
 from ebpf_lab.core.guards import (
     check_choice,
     check_duration,
-    check_positive_int,
+    check_required_int,
     check_sample_freq,
     require_root,
 )
@@ -95,6 +95,39 @@ def _check_cpu_seconds(cpu_seconds: Any) -> float:
     return float(cpu_seconds)
 
 
+def _check_run(
+    calls: Any, cpu_seconds: Any, sample_freq: Any, duration: Any
+) -> tuple[float, int, float]:
+    """:func:`count_at`'s checks, before anything loads: ``(cpu_seconds, sample_freq,
+    duration)`` as the run uses them; ValueError for a bad one, PermissionError if not root."""
+    check_required_int(calls, "calls", MAX_GETPPID_CALLS, 1000)
+    cpu_seconds = _check_cpu_seconds(cpu_seconds)
+    checked = cpu_seconds, check_sample_freq(sample_freq), check_duration(duration)
+    require_root()
+    return checked
+
+
+def _attach_way(kind: str, pid: int, sample_freq: int) -> tuple[Alternative, list[str], str]:
+    """How :func:`count_at` attaches the counter as ``kind`` for the child ``pid``: the core's
+    alternative, the cflags, and how the count is limited to the child."""
+    everyone = "fires for every process; counted per tgid, the child's row picked out"
+    if kind == "fentry":
+        # KFUNC_PROBE loads and attaches itself while the C is compiled (the child is still
+        # stopped then); the core's autoload kind checks it did and detaches it on every path
+        function = fentry_function("getppid")
+        probe = Probe("autoload", function, f"kfunc__{function}")
+        alternative = Alternative("fentry", [probe], f"asked for fentry on {function}")
+        return alternative, [f"-DFENTRY_FUNCTION={function}"], everyone
+    if kind in ("uprobe", "perf_event"):
+        freq = sample_freq if kind == "perf_event" else 0
+        probe = Probe(kind, TARGETS[kind], f"count_{kind}", pid=pid, sample_freq=freq)
+        how = f"{kind} opened for pid {pid} only"
+    else:
+        probe = Probe(kind, TARGETS[kind], f"count_{kind}")
+        how = everyone
+    return Alternative(kind, [probe], f"asked for {kind}"), [], how
+
+
 def count_at(
     kind: str = "tracepoint",
     calls: int = 1000,
@@ -136,13 +169,7 @@ def count_at(
             message names the attach point to use instead.
     """
     check_choice(kind, "kind", KINDS)
-    check_positive_int(calls, "calls", MAX_GETPPID_CALLS)
-    if calls is None:
-        raise ValueError("calls must be a positive whole number, got None")
-    cpu_seconds = _check_cpu_seconds(cpu_seconds)
-    sample_freq = check_sample_freq(sample_freq)
-    duration = check_duration(duration)
-    require_root()
+    cpu_seconds, sample_freq, duration = _check_run(calls, cpu_seconds, sample_freq, duration)
     _precheck(kind)
 
     if kind == "perf_event":
@@ -152,29 +179,8 @@ def count_at(
     else:
         child = getppid_child(calls)
     collector = _Counts(child.pid)
-    cflags: list[str] = []
     with child:
-        if kind == "fentry":
-            # KFUNC_PROBE loads and attaches itself while the C is compiled (the child is still
-            # stopped then); the core detaches it on every path
-            function = fentry_function("getppid")
-            cflags = [f"-DFENTRY_FUNCTION={function}"]
-            alternative = Alternative("fentry", [], f"asked for fentry on {function}")
-            how = "fires for every process; counted per tgid, the child's row picked out"
-        elif kind in ("uprobe", "perf_event"):
-            probe = Probe(
-                kind,
-                TARGETS[kind],
-                f"count_{kind}",
-                pid=child.pid,
-                sample_freq=sample_freq if kind == "perf_event" else 0,
-            )
-            how = f"{kind} opened for pid {child.pid} only"
-            alternative = Alternative(kind, [probe], f"asked for {kind}")
-        else:
-            probe = Probe(kind, TARGETS[kind], f"count_{kind}")
-            how = "fires for every process; counted per tgid, the child's row picked out"
-            alternative = Alternative(kind, [probe], f"asked for {kind}")
+        alternative, cflags, how = _attach_way(kind, child.pid, sample_freq)
         box: dict[str, pd.DataFrame] = {}
         df = bounded_run(
             name="attach_count",
@@ -246,9 +252,7 @@ def uprobe_breakpoint(calls: int = 10, *, duration: float = 0.1) -> pd.DataFrame
     import ctypes
     import hashlib
 
-    check_positive_int(calls, "calls", 1000)
-    if calls is None:
-        raise ValueError("calls must be a positive whole number, got None")
+    check_required_int(calls, "calls", 1000, 10)
     duration = check_duration(duration)
     require_root()
     libc = ctypes.CDLL("libc.so.6")
@@ -278,13 +282,13 @@ def uprobe_breakpoint(calls: int = 10, *, duration: float = 0.1) -> pd.DataFrame
     df = bounded_run(
         name="attach_count",
         source=program_source("attach_count"),
-        alternatives=[
-            Alternative(
-                "uprobe",
-                [Probe("uprobe", f"{library}:getppid", "count_uprobe", pid=me)],
-                "a uprobe on libc's getppid() for this process only",
-            )
-        ],
+        alternatives=one_probe(
+            "uprobe",
+            f"{library}:getppid",
+            "count_uprobe",
+            "a uprobe on libc's getppid() for this process only",
+            pid=me,
+        ),
         collector=collector,
         duration=duration,
         workload=workload,
@@ -327,13 +331,7 @@ def attach_points(
     Raises:
         ValueError: bad arguments (before anything loads). PermissionError: not root.
     """
-    check_positive_int(calls, "calls", MAX_GETPPID_CALLS)
-    if calls is None:
-        raise ValueError("calls must be a positive whole number, got None")
-    _check_cpu_seconds(cpu_seconds)
-    check_sample_freq(sample_freq)
-    check_duration(duration)
-    require_root()
+    _check_run(calls, cpu_seconds, sample_freq, duration)
     rows = []
     not_run: list[str] = []
     for kind in KINDS:

@@ -22,12 +22,14 @@ from typing import Any
 import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
-from ebpf_lab.core.attach import Alternative, Probe
+from ebpf_lab.core.attach import Alternative, Probe, one_probe
 from ebpf_lab.core.errors import UnsupportedFeature
-from ebpf_lab.core.guards import check_choice, check_duration, require_root
+from ebpf_lab.core.guards import check_choice, check_duration, check_whole, require_root
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
+from ebpf_lab.lessons.l07_attach_points.probes import require_fentry
 from ebpf_lab.show.frames import Schema, decode_c_string
+from ebpf_lab.show.log2 import bucket_bounds
 from ebpf_lab.workloads import fast_execs, read_loop_child, unused_uid
 from ebpf_lab.workloads.checks import MAX_EXECS, MAX_STREAM_READS
 
@@ -54,16 +56,7 @@ def require_hook(hook: str) -> None:
                 "kprobe", why, "hook='fentry' (fentry + fexit, where the kernel allows them)"
             )
     elif hook == "fentry":
-        from ebpf_lab.kernel.doctor import doctor
-
-        frame = doctor()
-        row = frame[frame["feature"] == "fentry"].iloc[0]
-        if not bool(row["supported"]):
-            raise UnsupportedFeature(
-                "fentry",
-                f"the doctor: {row['detail']}",
-                "hook='kprobe' (kprobe + kretprobe, where the kernel has kprobes)",
-            )
+        require_fentry("hook='kprobe' (kprobe + kretprobe, where the kernel has kprobes)")
 
 
 class _Target(Collector):
@@ -85,12 +78,8 @@ class _Latency(_Target):
 
     def finish(self, ctx: RunContext) -> pd.DataFrame:
         rows = [
-            {
-                # bpf_log2l(ns) is floor(log2(ns)) + 1 (0 for 0 ns): as BCC's print_log2_hist
-                "low_ns": (1 << k.value) >> 1,
-                "high_ns": (1 << k.value) - 1,
-                "calls": v.value,
-            }
+            # bpf_log2l(ns) is floor(log2(ns)) + 1: slot k holds 2**(k-1) .. 2**k - 1 ns
+            dict(zip(("low_ns", "high_ns"), bucket_bounds(k.value)), calls=v.value)
             for k, v in ctx.table("latency").items()
             if v.value
         ]
@@ -135,10 +124,7 @@ def read_latency(
         PermissionError: not root.
         UnsupportedFeature: the kernel lacks ``hook`` (the doctor's reason; the other hook named).
     """
-    if isinstance(reads, bool) or not isinstance(reads, int) or not 1 <= reads <= MAX_STREAM_READS:
-        raise ValueError(
-            f"reads must be a whole number from 1 to {MAX_STREAM_READS}, got {reads!r}"
-        )
+    check_whole(reads, "reads", 1, MAX_STREAM_READS)
     check_choice(hook, "hook", HOOKS)
     duration = check_duration(duration)
     require_root()
@@ -214,8 +200,7 @@ def syscall_prefix(
         UnsupportedFeature: the kernel has no kprobes (the doctor's reason; use the
             ``syscalls:sys_enter_execve`` tracepoint, whose ``args->filename`` is the same).
     """
-    if isinstance(execs, bool) or not isinstance(execs, int) or not 1 <= execs <= MAX_EXECS:
-        raise ValueError(f"execs must be a whole number from 1 to {MAX_EXECS}, got {execs!r}")
+    check_whole(execs, "execs", 1, MAX_EXECS)
     duration = check_duration(duration)
     require_root()
     ok, why = kernel.kprobes_available()
@@ -229,13 +214,12 @@ def syscall_prefix(
     df = bounded_run(
         name="syscall_prefix",
         source=program_source("syscall_prefix"),
-        alternatives=[
-            Alternative(
-                "kprobe",
-                [Probe("kprobe", "syscall:execve", "syscall__execve")],
-                "syscall__execve on the execve syscall's kernel entry",
-            )
-        ],
+        alternatives=one_probe(
+            "kprobe",
+            "syscall:execve",
+            "syscall__execve",
+            "syscall__execve on the execve syscall's kernel entry",
+        ),
         collector=_Execs(uid),
         duration=duration,
         live=live,

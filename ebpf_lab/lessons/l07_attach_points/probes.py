@@ -9,12 +9,8 @@ The runs themselves are in :mod:`ebpf_lab.lessons.l07_attach_points.attach_point
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +18,7 @@ import pandas as pd
 from ebpf_lab.core import kernelfs as kernel
 from ebpf_lab.core.errors import UnsupportedFeature
 from ebpf_lab.core.run import Collector, RunContext
+from ebpf_lab.kernel import btf
 from ebpf_lab.show.frames import Schema, decode_c_string
 
 #: the kinds of attach point this lesson compares, in the order of the table
@@ -97,22 +94,6 @@ def sampling_bound(sample_freq: int, context_switches: int, ncpus: int | None = 
     return int(ncpus) + 2 + math.ceil(sample_freq * context_switches * SWITCH_GAP_S)
 
 
-@functools.lru_cache(maxsize=1)
-def _btf_functions() -> frozenset[str]:
-    """The names of the functions the running kernel describes in its BTF (``bpftool``)."""
-    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
-    try:
-        out = subprocess.run(
-            [bpftool, "btf", "dump", "file", str(kernel.BTF_VMLINUX)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return frozenset()
-    return frozenset(re.findall(r"^\[\d+\] FUNC '([^']+)'", out, re.M))
-
-
 def fentry_function(name: str) -> str:
     """The kernel function an fentry program hooks for system call ``name``.
 
@@ -122,7 +103,10 @@ def fentry_function(name: str) -> str:
     ``__x64_sys_<name>``, ``__do_sys_<name>``, ``__se_sys_<name>``, ``sys_<name>`` that the BTF
     describes is used.
     """
-    known = _btf_functions()
+    try:
+        known = btf.function_names()
+    except UnsupportedFeature:  # no BTF: fentry cannot work, and _precheck says so
+        known = frozenset()
     for candidate in (f"__x64_sys_{name}", f"__do_sys_{name}", f"__se_sys_{name}", f"sys_{name}"):
         if candidate in known:
             return candidate
@@ -133,6 +117,17 @@ _SAME_CALLS = (
     "the syscalls:sys_enter_getppid tracepoint (kind='tracepoint') or the raw "
     "sys_enter tracepoint (kind='raw_tracepoint'), which see the same calls,"
 )
+
+
+def require_fentry(alternative: str) -> None:
+    """Raise UnsupportedFeature (naming ``alternative``) unless the doctor's ``fentry`` row says
+    this kernel runs fentry programs: only loading one tells, and the doctor has."""
+    from ebpf_lab.kernel.doctor import doctor
+
+    frame = doctor()
+    row = frame[frame["feature"] == "fentry"].iloc[0]
+    if not bool(row["supported"]):
+        raise UnsupportedFeature("fentry", f"the doctor: {row['detail']}", alternative)
 
 
 def _precheck(kind: str) -> None:
@@ -147,12 +142,7 @@ def _precheck(kind: str) -> None:
         if not ok:
             raise UnsupportedFeature(kind, why, _SAME_CALLS)
     elif kind == "fentry":
-        from ebpf_lab.kernel.doctor import doctor
-
-        frame = doctor()
-        row = frame[frame["feature"] == "fentry"].iloc[0]
-        if not bool(row["supported"]):
-            raise UnsupportedFeature("fentry", f"the doctor: {row['detail']}", _SAME_CALLS)
+        require_fentry(_SAME_CALLS)
     elif kind == "tracepoint":
         kernel.require_tracefs()
         if not kernel.syscall_tracepoint_exists("getppid"):

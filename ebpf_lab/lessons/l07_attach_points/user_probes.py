@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ebpf_lab.core.attach import Alternative, Probe, usdt_source
-from ebpf_lab.core.guards import check_duration, require_root
+from ebpf_lab.core.guards import check_duration, check_whole, require_root
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
 from ebpf_lab.lessons.l07_attach_points.probes import _precheck
@@ -90,8 +90,7 @@ def user_probes(
         UnsupportedFeature: the kernel has no uprobes (CONFIG_UPROBE_EVENTS unset: said before
             anything loads) or refused one.
     """
-    if isinstance(calls, bool) or not isinstance(calls, int) or not 1 <= calls <= MAX_CALLS:
-        raise ValueError(f"calls must be a whole number from 1 to {MAX_CALLS}, got {calls!r}")
+    check_whole(calls, "calls", 1, MAX_CALLS)
     duration = check_duration(duration)
     require_root()
     _precheck("uprobe")  # no uprobe PMU: say so before anything is built or loaded

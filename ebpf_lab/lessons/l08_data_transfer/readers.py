@@ -34,7 +34,6 @@ STREAM = Schema(arrival="int64", seq="int64", time="time", cpu="int64")
 #: whose categories are the buffers compared, in :data:`BUFFERS` order
 EVENTS = Schema(buffer=None).extend(**STREAM.dtypes)
 EVENT_COLUMNS = EVENTS.columns
-STREAM_COLUMNS = STREAM.columns
 
 _PAGE = 4096
 

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ebpf_lab.core.attach import Probe
+from ebpf_lab.core.attach import Probe, one_probe
 from ebpf_lab.core.guards import check_choice, check_duration, require_bcc, require_root
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Alternative, bounded_run, ended_early
@@ -246,9 +246,7 @@ def buffer_comparison(
         df = bounded_run(
             name="transfer",
             source=program_source("transfer"),
-            alternatives=[
-                Alternative("tracepoint", [Probe("tracepoint", _TRACE_SOURCE, "on_read")])
-            ],
+            alternatives=one_probe("tracepoint", _TRACE_SOURCE, "on_read"),
             collector=collector,
             duration=duration,
             workload=child.run if migrate_every is None else _migrating(child, migrate_every),

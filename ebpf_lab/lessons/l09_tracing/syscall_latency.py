@@ -35,22 +35,25 @@ import pandas as pd
 
 from ebpf_lab.core.attach import Probe
 from ebpf_lab.core.bpftrace import BpftraceOutput, bpftrace_tracer
-from ebpf_lab.core.collectors import fill_maps, tgid_filter
+from ebpf_lab.core.collectors import fill_maps, open_event_rows, tgid_filter
 from ebpf_lab.core.guards import (
     check_duration,
     check_pid,
     check_positive_int,
+    check_required_int,
+    check_whole,
     check_workload,
     require_root,
 )
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run, ended_early
-from ebpf_lab.show.frames import Schema, decode_c_string
+from ebpf_lab.show.frames import Schema, decode_c_string, require_columns
 from ebpf_lab.show.log2 import (  # human_ns: notebook 09 reads it here
     LATENCY_HISTOGRAM,
     bucket_bounds,
     human_ns,  # noqa: F401
     latency_histogram,
+    log2_bucket,
 )
 
 #: the system call the lesson measures (its two tracepoints)
@@ -125,19 +128,14 @@ class _LatencyReader(Collector):
     def start(self, ctx: RunContext) -> None:
         if not self.events:
             return
-        table = ctx.table("events")
-
-        def on_event(_ctx: Any, data: Any, _size: int) -> None:
-            if self.full:
-                return
-            e = table.event(data)
-            self.rows.append(
-                (e.ts, e.pid, e.tid, bytes(e.comm), bytes(e.filename), e.ret, e.latency_ns)
-            )
-            if self.max_events is not None and len(self.rows) >= self.max_events:
-                self.full = True
-
-        table.open_ring_buffer(self.guard(on_event))
+        open_event_rows(
+            self,
+            ctx.table("events"),
+            lambda e: (e.ts, e.pid, e.tid, bytes(e.comm), bytes(e.filename), e.ret, e.latency_ns),
+            self.rows,
+            maximum=self.max_events,
+            ring=True,
+        )
 
     def poll(self, ctx: RunContext, timeout: float) -> None:
         if self.events:
@@ -146,7 +144,9 @@ class _LatencyReader(Collector):
             time.sleep(timeout)
 
     def finish(self, ctx: RunContext) -> pd.DataFrame:
-        self.histogram = _histogram_frame(ctx.table("latency_hist"))
+        self.histogram = latency_histogram(
+            ctx.table("latency_hist"), lambda key: decode_c_string(key.comm)
+        )
         stats = ctx.table("stats")
         for i, name in enumerate(_STATS):
             ctx.attrs[name] = int(stats[i].value)
@@ -168,15 +168,6 @@ class _LatencyReader(Collector):
         )
         df = EVENTS.frame(df)
         return df.sort_values("time", kind="stable", ignore_index=True)
-
-
-def _histogram_frame(table: Any) -> pd.DataFrame:
-    """The ``latency_hist`` map as a frame: per process, every slot from its lowest to highest."""
-    counts: dict[tuple[int, str], dict[int, int]] = {}
-    for key, value in table.items():
-        proc = (int(key.pid), decode_c_string(key.comm))
-        counts.setdefault(proc, {})[int(key.slot)] = int(value.value)
-    return latency_histogram(counts)
 
 
 def open_latency(
@@ -324,12 +315,10 @@ def events_histogram(events: pd.DataFrame) -> pd.DataFrame:
         ``pid``, ``comm``, ``bucket``, ``low_ns``, ``high_ns``, ``count``, like
         :attr:`OpenLatency.histogram` (only non-empty slots).
     """
-    missing = {"pid", "comm", "latency_ns"} - set(events.columns)
-    if missing:
-        raise ValueError(
-            f"events_histogram needs an open_latency events frame; missing {sorted(missing)}"
-        )
-    buckets = [max(int(n).bit_length(), 1) for n in events["latency_ns"]]
+    require_columns(
+        events, {"pid", "comm", "latency_ns"}, "events_histogram", "an open_latency events"
+    )
+    buckets = [log2_bucket(int(n)) for n in events["latency_ns"]]
     df = (
         events.assign(bucket=buckets)
         .groupby(["pid", "comm", "bucket"], observed=True)
@@ -355,6 +344,8 @@ COST_MODES = (
 )
 #: the most repeats :func:`tracing_cost` accepts
 MAX_REPEATS = 20
+#: how strace traces the workload: its children too, openat() only, quietly, its lines dropped
+_STRACE_OPENS = ("-f", "-qq", "-e", f"trace={SYSCALL}", "-o", os.devnull)
 
 
 def _strace_status() -> tuple[str | None, str]:
@@ -369,17 +360,7 @@ def _strace_seccomp_ok(strace: str) -> tuple[bool, str]:
     """Whether this strace supports --seccomp-bpf (strace >= 5.3 and a kernel with seccomp)."""
     try:
         done = subprocess.run(
-            [
-                strace,
-                "--seccomp-bpf",
-                "-f",
-                "-qq",
-                "-e",
-                "trace=openat",
-                "-o",
-                os.devnull,
-                "/bin/true",
-            ],
+            [strace, "--seccomp-bpf", *_STRACE_OPENS, "/bin/true"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -404,12 +385,7 @@ def _strace_run(strace: str, seccomp: bool, path: str, opens: int, missing: int)
         argv = [
             strace,
             *(["--seccomp-bpf"] if seccomp else []),
-            "-f",
-            "-qq",
-            "-e",
-            "trace=openat",
-            "-o",
-            os.devnull,
+            *_STRACE_OPENS,
             *opens_argv(path, missing_path, opens, missing, report, gate=False),
         ]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
@@ -464,14 +440,9 @@ def tracing_cost(
     """
     from ebpf_lab.workloads import opens_child
 
-    check_positive_int(opens, "opens", 1_000_000)
-    if opens is None:
-        raise ValueError("opens must be a positive whole number, e.g. 2000")
-    if isinstance(missing, bool) or not isinstance(missing, int) or not 0 <= missing <= 1_000_000:
-        raise ValueError(f"missing must be a whole number from 0 to 1000000, got {missing!r}")
-    check_positive_int(repeats, "repeats", MAX_REPEATS)
-    if repeats is None:
-        raise ValueError("repeats must be a positive whole number, e.g. 3")
+    check_required_int(opens, "opens", 1_000_000, 2000)
+    check_whole(missing, "missing", 0, 1_000_000)
+    check_required_int(repeats, "repeats", MAX_REPEATS, 3)
     if not isinstance(path, str) or not os.path.isfile(path) or not os.access(path, os.R_OK):
         raise ValueError(f"path must be an existing, readable regular file, got {path!r}")
     require_root()

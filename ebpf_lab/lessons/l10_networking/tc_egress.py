@@ -38,7 +38,7 @@ from ebpf_lab.lessons.l10_networking.xdp_firewall import (
     _check_number,
     send_pings,
 )
-from ebpf_lab.show.frames import Schema
+from ebpf_lab.show.frames import Schema, require_columns
 from ebpf_lab.show.plots import PROJECTOR_STYLE
 
 #: protocol classes the programs count, in the order of their ``enum proto_class``
@@ -68,7 +68,6 @@ MAX_DATAGRAMS = 1000
 PING_INTERVAL = 0.01
 #: how long to wait after the traffic, so the last packets are counted
 SETTLE = 0.05
-_HOOKS = ("tc_egress", "xdp_ingress")
 
 
 class _EgressCounter(Collector):
@@ -243,9 +242,9 @@ def plot_tc_egress(df: pd.DataFrame, ax: Any = None) -> Any:
     dropped ones hatched) beside packets arriving at ``veth-b`` (XDP). Returns the Axes."""
     import matplotlib.pyplot as plt
 
-    missing = {"protocol", "tc_egress", "tc_dropped", "xdp_ingress"} - set(df.columns)
-    if missing:
-        raise ValueError(f"plot_tc_egress needs a tc_egress frame; missing {sorted(missing)}")
+    require_columns(
+        df, {"protocol", "tc_egress", "tc_dropped", "xdp_ingress"}, "plot_tc_egress", "a tc_egress"
+    )
     rows = df.sort_values("protocol")
     names = [str(p) for p in rows["protocol"]]
     x = range(len(names))

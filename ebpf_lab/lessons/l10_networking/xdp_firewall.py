@@ -37,10 +37,10 @@ from typing import Any
 import pandas as pd
 
 from ebpf_lab.core import netns
-from ebpf_lab.core.attach import Probe, xdp_link
+from ebpf_lab.core.attach import one_probe, xdp_link
 from ebpf_lab.core.guards import check_choice, check_duration, check_positive_int, require_bcc
 from ebpf_lab.core.loader import program_source
-from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run, stop_requested
+from ebpf_lab.core.run import Collector, RunContext, bounded_run, stop_requested
 from ebpf_lab.show.frames import Schema
 
 #: protocol classes the program counts, in the order of its ``enum proto_class``
@@ -85,9 +85,6 @@ MAX_PAYLOAD = 1_000_000
 #: (:data:`ebpf_lab.core.leftovers.NETNS_RE`) and removed at the next run
 NETNS_PREFIX_A = netns.LabCable.prefix_a
 NETNS_PREFIX_B = netns.LabCable.prefix_b
-#: the subnet on the cable (RFC 2544's benchmarking range: never routed on the internet)
-ADDRESS_A = netns.LabCable.address_a
-ADDRESS_B = netns.LabCable.address_b
 #: how long to wait after each phase's traffic, so its last TCP ACKs are counted in that phase
 SETTLE = 0.05
 #: the program's counter map holds phases 0 .. MAX_PHASES-1
@@ -500,12 +497,13 @@ def xdp_firewall(
     return bounded_run(
         name="xdp_firewall",
         source=program_source("xdp_firewall"),
-        alternatives=[
-            Alternative(
-                "xdp (generic/SKB mode) on a veth in a lab namespace",
-                [Probe("xdp", "veth-b", "xdp_firewall", cable=cable)],
-            )
-        ],
+        alternatives=one_probe(
+            "xdp",
+            "veth-b",
+            "xdp_firewall",
+            label="xdp (generic/SKB mode) on a veth in a lab namespace",
+            cable=cable,
+        ),
         collector=collector,
         duration=duration,
         workload=collector.run_phases,

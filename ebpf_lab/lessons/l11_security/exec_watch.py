@@ -32,7 +32,8 @@ from typing import Any, Callable
 import pandas as pd
 
 from ebpf_lab.core import kernelfs as kernel
-from ebpf_lab.core.attach import Probe
+from ebpf_lab.core.attach import Probe, one_probe
+from ebpf_lab.core.collectors import open_event_rows
 from ebpf_lab.core.errors import UnsupportedFeature
 from ebpf_lab.core.guards import check_duration, check_positive_int, check_workload, require_root
 from ebpf_lab.core.loader import program_source
@@ -127,13 +128,10 @@ class _Alerts(Collector):
 
     def start(self, ctx: RunContext) -> None:
         _fill_paths(ctx.table("watchlist"), self.paths)
-        table = ctx.table("alerts")
-
-        def on_alert(cpu: int, data: Any, size: int) -> None:
-            if self.full:
-                return
-            a = table.event(data)
-            row = (
+        open_event_rows(
+            self,
+            ctx.table("alerts"),
+            lambda a: (
                 a.ktime_ns,
                 a.pid,
                 a.ppid,
@@ -142,15 +140,15 @@ class _Alerts(Collector):
                 bytes(a.comm),
                 bytes(a.parent_comm),
                 a.watch_index,
-            )
-            self.rows.append(row)
-            if self.max_alerts is not None and len(self.rows) >= self.max_alerts:
-                self.full = True
+            ),
+            self.rows,
+            maximum=self.max_alerts,
+            pages=PERF_PAGES,
+            lost=self._lost,
+        )
 
-        def on_lost(count: int) -> None:
-            self.lost += count
-
-        table.open_perf_buffer(self.guard(on_alert), page_cnt=PERF_PAGES, lost_cb=on_lost)
+    def _lost(self, count: int) -> None:
+        self.lost += count
 
     def poll(self, ctx: RunContext, timeout: float) -> None:
         ctx.bpf.perf_buffer_poll(timeout=int(timeout * 1000))
@@ -229,13 +227,12 @@ def exec_watch(
     return bounded_run(
         name="exec_watch",
         source=program_source("exec_watch"),
-        alternatives=[
-            Alternative(
-                "tracepoint",
-                [Probe("tracepoint", tracepoint, "on_exec")],
-                "fires once per successful exec, in the new program",
-            )
-        ],
+        alternatives=one_probe(
+            "tracepoint",
+            tracepoint,
+            "on_exec",
+            "fires once per successful exec, in the new program",
+        ),
         collector=_Alerts(paths, max_alerts),
         duration=duration,
         workload=workload,

@@ -38,7 +38,7 @@ from ebpf_lab.core.guards import (
 )
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Alternative, Collector, RunContext, bounded_run
-from ebpf_lab.show.frames import Schema, decode_c_string
+from ebpf_lab.show.frames import Schema, decode_c_string, require_columns
 from ebpf_lab.show.log2 import LATENCY_HISTOGRAM, latency_histogram
 
 #: default samples per second per CPU: a prime, so the timer does not tick in step with the
@@ -368,9 +368,7 @@ def top_functions(stacks: pd.DataFrame, n: int = 15, by: str = "self") -> pd.Dat
     check_choice(by, "by", ("self", "total"))
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive whole number, got {n!r}")
-    missing = {"frames", "samples", "in_kernel"} - set(stacks.columns)
-    if missing:
-        raise ValueError(f"top_functions needs a cpu_profile frame; missing {sorted(missing)}")
+    require_columns(stacks, {"frames", "samples", "in_kernel"}, "top_functions", "a cpu_profile")
     counts: dict[tuple[str, str, str], int] = {}
     total = int(stacks["samples"].sum())
     for frames, samples in zip(stacks["frames"], stacks["samples"]):
@@ -447,11 +445,7 @@ class _RunQueueReader(Collector):
             )
         tasks = RUNQ_TASKS.frame(task_rows)
         self.tasks = tasks.sort_values("total_wait_ns", ascending=False, ignore_index=True)
-        slots: dict[tuple[int, str], dict[int, int]] = {}
-        for key, value in ctx.table("run_hist").items():
-            pid = int(key.pid)
-            slots.setdefault((pid, comms.get(pid, UNKNOWN)), {})[int(key.slot)] = int(value.value)
-        return latency_histogram(slots)
+        return latency_histogram(ctx.table("run_hist"), lambda k: comms.get(int(k.pid), UNKNOWN))
 
 
 def run_queue_latency(

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ebpf_lab.core.attach import Alternative, Probe
 from ebpf_lab.core.collectors import fill_maps
-from ebpf_lab.core.guards import check_duration, check_positive_int, check_uid, require_bcc
+from ebpf_lab.core.guards import check_duration, check_required_int, check_uid, require_bcc
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
 from ebpf_lab.show.frames import Schema
@@ -94,9 +94,7 @@ def tail_call_counts(
         ValueError: a bad count, uid or duration (before anything loads).
         PermissionError: not root.
     """
-    execs_count = check_positive_int(execs_count, "execs_count", MAX_EXECS)
-    if execs_count is None:
-        raise ValueError("execs_count must be a positive whole number, got None")
+    execs_count = check_required_int(execs_count, "execs_count", MAX_EXECS, 20)
     duration = check_duration(duration)
     if uid is None:
         uid = unused_uid()
