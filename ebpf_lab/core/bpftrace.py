@@ -13,7 +13,8 @@ runs it through the core's tracer path (:class:`~ebpf_lab.core.external.External
 probe is attached" although bpftrace runs ``BEGIN`` before it attaches the script's other
 probes: ``printf`` only writes into a perf buffer, and bpftrace starts reading that buffer (and
 printing) after its attach loop (``BPFtrace::run`` in bpftrace 0.17's src/bpftrace.cpp:
-``BEGIN_trigger()``, then the probes are attached, then ``poll_perf_events``). :class:`BpftraceOutput` keeps what it prints, one JSON record a line:
+``BEGIN_trigger()``, then the probes are attached, then ``poll_perf_events``).
+:class:`BpftraceOutput` keeps what it prints, one JSON record a line:
 ``printf`` lines, and at the end (SIGINT makes bpftrace print every map) each map, ``hist`` and
 ``lhist`` included. The helpers turn them into plain Python values; each lesson makes its own
 frame from them with its schema, so the frame has the lesson's shape.
