@@ -105,7 +105,11 @@ WRONG: list[tuple[str, Any, list[str]]] = [
         lambda df: df.groupby(["pid", "comm"], observed=True)["samples"].sum(),
         ["not most first"],
     ),
-    ("15.1", lambda r, o: dict(zip(r.insn, r.object_offset)), ["compiled with", "struct and field name"]),
+    (
+        "15.1",
+        lambda r, o: dict(zip(r.insn, r.object_offset)),
+        ["compiled with", "struct and field name"],
+    ),
     ("15.1", lambda r, o: dict(zip(r.insn, r.kernel_offset)), ["this kernel's offsets"]),
     (
         "15.1",
