@@ -43,8 +43,13 @@ def ours(df: pd.DataFrame, uid: int) -> pd.DataFrame:
 def test_the_core_object_sees_exactly_what_exec_events_sees(no_leaks):
     uid = unused_uid()
     core = ebpf_lab.core_exec_events(duration=0.5, workload=lambda: execs({uid: 7}), live=False)
+    # chapter 03's program on the same hook (sys_enter_execve), through its ring buffer
     bcc = ebpf_lab.exec_events(
-        duration=0.5, buffer="ring", workload=lambda: execs({uid: 7}), live=False
+        duration=0.5,
+        buffer="ring",
+        attach="tracepoint",
+        workload=lambda: execs({uid: 7}),
+        live=False,
     )
     assert list(core.columns) == [c for c in bcc.columns if c != "message"]
     assert list(map(str, core.dtypes)) == list(map(str, bcc.dtypes.drop("message")))

@@ -180,7 +180,6 @@ def core_exec_events(
         label="libbpf",
         ready="ready",
         install=build.INSTALL_HINT,
-        start_timeout=60.0,
     )
     return bounded_run(
         RunSpec(
