@@ -108,6 +108,37 @@ def test_a_missing_tool_is_named_before_anything_loads(tmp_path, monkeypatch):
     assert global_prog_ids() <= before
 
 
+def test_a_failed_build_step_carries_its_log_and_leaves_no_scratch(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(native.CACHE_ENV, str(cache))
+    broken = tmp_path / "exec_core.bpf.c"
+    broken.write_text('#include "vmlinux.h"\nint broken(void) { return no_such_name; }\n')
+    monkeypatch.setattr(build, "BPF_SOURCE", broken)
+    with pytest.raises(HelperBuildError, match="compiling exec_core.bpf.c with clang") as err:
+        build.build()
+    assert "no_such_name" in err.value.log  # clang's own message
+    assert list(cache.iterdir()) == []  # nothing half-built, no scratch directory
+
+
+def test_a_recorded_run_replays_without_building_or_loading(tmp_path, monkeypatch, no_leaks):
+    uid = unused_uid()
+    ebpf_lab.record(tmp_path)
+    try:
+        live = ebpf_lab.core_exec_events(duration=0.3, workload=lambda: execs({uid: 3}))
+    finally:
+        ebpf_lab.recordings.off()
+    ebpf_lab.replay(tmp_path)
+    try:
+        monkeypatch.setattr(build, "build", lambda: pytest.fail("built while replaying"))
+        again = ebpf_lab.core_exec_events(duration=0.3, workload=lambda: execs({uid: 3}))
+    finally:
+        ebpf_lab.recordings.off()
+    assert again.attrs["replay"]
+    pd.testing.assert_frame_equal(ours(again, uid), ours(live, uid))
+    assert len(ours(again, uid)) == 3
+    pd.testing.assert_frame_equal(ebpf_lab.core_relocations(again), ebpf_lab.core_relocations(live))
+
+
 @pytest.mark.parametrize(
     "kwargs, words",
     [

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ebpf_lab.core import replay
 from ebpf_lab.core.external import ExternalTracer
-from ebpf_lab.core.guards import check_duration, check_workload
+from ebpf_lab.core.guards import check_duration, check_workload, require_root
 from ebpf_lab.core.run import Collector, RunContext, RunSpec, bounded_run
 from ebpf_lab.lessons.l15_core_libbpf import build
 from ebpf_lab.show.frames import Schema, process_columns
@@ -172,6 +172,7 @@ def core_exec_events(
     """
     duration = check_duration(duration)
     check_workload(workload)
+    require_root()  # before the build: the loader is built into root's cache
     # while replaying a recording nothing is built or loaded
     built = None if replay.replaying() else build.build()
     loader = "exec_loader" if built is None else str(built / "exec_loader")
