@@ -147,7 +147,7 @@ def core_exec_events(
     the libbpf way: ``exec_core.bpf.c`` compiled once by clang against ``vmlinux.h``, reading the
     parent's pid with ``BPF_CORE_READ(task, real_parent, tgid)``; ``exec_loader`` (a libbpf
     skeleton) loads it, and libbpf writes this kernel's field offsets into its instructions.
-    The first call builds both into the lab's cache (about a second).
+    The first call on a kernel builds both into the lab's build cache; later calls reuse them.
 
     Args:
         duration: seconds to stay attached (0 < duration <= 3600); the run also waits for
