@@ -6,7 +6,8 @@ can and cannot do.
 
 Lessons: :func:`hello` (trace buffer), :func:`exec_counts` (a BPF hash map),
 :func:`counter_race` (counters that several CPUs update at once), :func:`exec_events` (perf
-and ring buffers). Known workloads: :mod:`ebpf_lab.workloads`.
+and ring buffers), :func:`core_exec_events` (the same events from a CO-RE object that libbpf
+loads). Known workloads: :mod:`ebpf_lab.workloads`.
 """
 
 from ebpf_lab import workloads as workload
@@ -51,6 +52,7 @@ from ebpf_lab.lessons.l12_performance.profile import (
     run_queue_latency,
     top_functions,
 )
+from ebpf_lab.lessons.l15_core_libbpf.core_events import core_exec_events, core_relocations
 from ebpf_lab.show.plots import (
     plot_counter_race,
     plot_exec_rates,
@@ -70,6 +72,8 @@ __all__ = [
     "attach_points",
     "buffer_comparison",
     "check",
+    "core_exec_events",
+    "core_relocations",
     "count_at",
     "counter_race",
     "cpu_profile",

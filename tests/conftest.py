@@ -244,6 +244,8 @@ MATRIX: dict[str, set[str] | None] = {
     "test_bpftool.py": None,
     # bpftrace beside lessons 01, 02, 09, 12 (setup.sh installs bpftrace)
     "test_bpftrace.py": None,
+    # lesson 15: a CO-RE object built from each kernel's BTF, loaded by libbpf
+    "test_core_libbpf.py": None,
     "test_notebooks.py": {
         f"test_notebook_runs_top_to_bottom[{nb}]"
         for nb in (
@@ -254,6 +256,7 @@ MATRIX: dict[str, set[str] | None] = {
             "10-networking",
             "11-security",
             "13-bpftool",
+            "15-core-libbpf",
         )
     },
 }

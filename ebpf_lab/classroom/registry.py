@@ -298,6 +298,16 @@ CATALOGUE: tuple[Lesson, ...] = (
         folder="l14_control_flow",
         programs=("loop_cost", "tail_call", "bpf_to_bpf_call"),
     ),
+    Lesson(
+        "15",
+        "15-core-libbpf.ipynb",
+        "CO-RE: lesson 03's exec events as one clang-built object, loaded by libbpf",
+        ("root", "bcc", "btf", "tracepoint", "ring_buffer", "array_map"),
+        folder="l15_core_libbpf",
+        programs=("exec_core",),
+        exercises=("15.1",),
+        solutions=("15.1.py",),
+    ),
 )
 
 

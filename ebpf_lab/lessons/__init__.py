@@ -19,6 +19,22 @@ from ebpf_lab.lessons.l10_networking import exercises as _e10
 from ebpf_lab.lessons.l11_security import exercises as _e11
 from ebpf_lab.lessons.l12_performance import exercises as _e12
 from ebpf_lab.lessons.l13_bpftool import exercises as _e13
+from ebpf_lab.lessons.l15_core_libbpf import exercises as _e15
 
 #: each lesson's checks, registered with :mod:`ebpf_lab.classroom.checks` as they are imported
-EXERCISE_MODULES = (_e01, _e02, _e03, _e04, _e05, _e06, _e07, _e08, _e09, _e10, _e11, _e12, _e13)
+EXERCISE_MODULES = (
+    _e01,
+    _e02,
+    _e03,
+    _e04,
+    _e05,
+    _e06,
+    _e07,
+    _e08,
+    _e09,
+    _e10,
+    _e11,
+    _e12,
+    _e13,
+    _e15,
+)

@@ -10,6 +10,12 @@ with two builds at once.
 
 Without a compiler, :func:`build` raises :class:`~ebpf_lab.core.errors.HelperBuildError` saying what
 to install (``sudo make setup`` installs gcc and libc6-dev).
+
+A build of several steps (lesson 15's libbpf loader: ``vmlinux.h``, clang, ``bpftool gen
+skeleton``, gcc) uses the same cache through :func:`cached_build`: the caller computes the key
+from everything that makes the result differ (:func:`cache_key`) and says how to build it in a
+private scratch directory (:func:`run_step` for each command); the result, a file or a directory,
+is renamed into place whole.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ebpf_lab.core.errors import HelperBuildError
@@ -86,6 +93,76 @@ def compiler() -> str | None:
     return shutil.which("gcc") or shutil.which("cc")
 
 
+def cache_key(*parts: bytes | str) -> str:
+    """A cache key: a short hash of ``parts`` (file contents, versions, flags), in order."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def run_step(
+    argv: Sequence[str | Path], what: str, hint: str, *, stdout: Path | None = None
+) -> None:
+    """Run one build command; raises :class:`HelperBuildError` with ``what``, ``hint`` and its
+    output if it fails. ``stdout``: a file that receives its standard output (a generated header).
+    """
+    argv = [str(a) for a in argv]
+    try:
+        if stdout is not None:
+            with open(stdout, "w") as sink:
+                out = subprocess.run(
+                    argv,
+                    stdout=sink,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    timeout=300,
+                    stdin=subprocess.DEVNULL,
+                )
+            log = out.stderr
+        else:
+            out = subprocess.run(
+                argv, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+            )
+            log = out.stderr + out.stdout
+    except OSError as exc:
+        raise HelperBuildError(f"{what}: {argv[0]} could not run ({exc}); {hint}") from None
+    if out.returncode != 0:
+        raise HelperBuildError(f"{what} failed ({' '.join(argv[:2])} ...); {hint}", log)
+
+
+def cached_build(name: str, key: str, make: Callable[[Path], Path]) -> Path:
+    """Return ``<cache>/<name>-<key>``, made by ``make`` first if it is not there yet.
+
+    ``make(scratch)`` builds in ``scratch``, a private temporary directory in the cache, and
+    returns the result (a file or a directory inside it), which is renamed into place whole:
+    a reader never sees half a build, even with two builds at once. Whatever ``make`` raises is
+    raised, and the scratch directory is removed on every path.
+
+    Raises:
+        PermissionError: the cache directory is not a private directory of this user.
+    """
+    directory = cache_dir()
+    target = directory / f"{name}-{key}"
+    if target.exists():
+        _private_dir(directory)  # never run a binary from a directory others can write
+        return target
+    _private_dir(directory)
+    scratch = Path(tempfile.mkdtemp(dir=directory, prefix=f".{name}-", suffix=".tmp"))
+    try:
+        result = make(scratch)
+        os.chmod(result, 0o700)
+        try:
+            os.replace(result, target)  # atomic: a reader sees nothing or the whole result
+        except OSError:
+            if not target.exists():  # (a directory cannot replace one another build made)
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
 def build(name: str) -> Path:
     """Return the path of the helper ``name``, compiling it first if it is not in the cache.
 
@@ -95,38 +172,19 @@ def build(name: str) -> Path:
         PermissionError: the cache directory is not a private directory of this user.
     """
     source = source_path(name)
-    key = source_key(source)
-    directory = cache_dir()
-    binary = directory / f"{name}-{key}"
-    if binary.is_file() and os.access(binary, os.X_OK):
-        _private_dir(directory)  # never run a binary from a directory others can write
-        return binary
-    cc = compiler()
-    if cc is None:
-        raise HelperBuildError(
-            f"the lab's C helper {source.name} must be compiled, but no C compiler (gcc or cc) "
-            f"is on PATH: {INSTALL_HINT}"
-        )
-    _private_dir(directory)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}-", suffix=".tmp")
-    os.close(fd)
-    try:
-        out = subprocess.run(
-            [cc, *CFLAGS, "-o", tmp, str(source)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
-        )
-        if out.returncode != 0:
+
+    def make(scratch: Path) -> Path:
+        cc = compiler()
+        if cc is None:
             raise HelperBuildError(
-                f"compiling the lab's C helper {source.name} with {cc} failed; if headers such as "
-                f"stdio.h are missing, {INSTALL_HINT}",
-                out.stderr + out.stdout,
+                f"the lab's C helper {source.name} must be compiled, but no C compiler (gcc or "
+                f"cc) is on PATH: {INSTALL_HINT}"
             )
-        os.chmod(tmp, 0o700)
-        os.replace(tmp, binary)  # atomic: a reader sees no binary or a whole one
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return binary
+        run_step(
+            [cc, *CFLAGS, "-o", scratch / name, source],
+            f"compiling the lab's C helper {source.name} with {cc}",
+            f"if headers such as stdio.h are missing, {INSTALL_HINT}",
+        )
+        return scratch / name
+
+    return cached_build(name, source_key(source), make)

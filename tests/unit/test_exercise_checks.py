@@ -51,6 +51,26 @@ WRONG: list[tuple[str, Any, list[str]]] = [
         ["accepted a run with", "SYN"],
     ),
     ("10.5", 42, ["give a function"]),
+    (
+        "15.1",
+        lambda r, o: dict(zip(r.insn, r.object_offset)),
+        ["compiled with", "struct and field name"],
+    ),
+    ("15.1", lambda r, o: dict(zip(r.insn, r.kernel_offset)), ["this kernel's offsets"]),
+    (
+        "15.1",
+        lambda r, o: {x.relo: o.get(f"{x.struct}.{x.field}") for x in r.itertuples()},
+        ["insn column"],
+    ),
+    (
+        "15.1",
+        lambda r, o: {
+            x.insn: o.get(f"{x.struct}.{x.field}", x.object_offset) for x in r.itertuples()
+        },
+        ["no state field", "say None"],
+    ),
+    ("15.1", lambda r, o: o["task_struct.parent"], ["raised KeyError", "insn"]),
+    ("15.1", 42, ["give a function of two arguments"]),
 ]
 
 

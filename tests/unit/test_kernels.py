@@ -145,6 +145,7 @@ def test_the_matrix_subset_is_marked(pytestconfig):
         "tests/test_seed_scripts.py",
         "tests/test_bpftool.py",
         "tests/test_bpftrace.py",
+        "tests/test_core_libbpf.py",
     }
     notebooks = sorted(i.split("[")[1].rstrip("]") for i in ids if "test_notebooks" in i)
     assert notebooks == [
@@ -155,4 +156,5 @@ def test_the_matrix_subset_is_marked(pytestconfig):
         "10-networking",
         "11-security",
         "13-bpftool",
+        "15-core-libbpf",
     ]

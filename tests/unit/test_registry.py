@@ -290,6 +290,7 @@ def test_lesson_plan_says_what_is_missing_when_a_lesson_cannot_run() -> None:
         "12": "missing: tracepoint, hash_map",
         "13": "missing: tracepoint, hash_map",
         "14": "missing: tracepoint",
+        "15": "missing: tracepoint",
     }
     assert plan.loc["00", "status"] == "runs"
 
