@@ -12,13 +12,17 @@ Four steps, as in libbpf-bootstrap, each a command you could type:
 
 The result, a directory holding ``exec_core.bpf.o`` and ``exec_loader``, goes into the lab's
 build cache (:func:`ebpf_lab.workloads.native.cached_build`), keyed by the two sources, the
-flags, the tools' versions and the kernel's BTF (``vmlinux.h`` comes from it): a VM with
-another kernel builds its own, an unchanged one is reused.
+flags and the tools' versions, **not** by the kernel: that is CO-RE's point. The object built
+on one kernel (``vmlinux.h`` from that kernel's BTF) loads unchanged on another, where libbpf
+relocates its field reads; ``built_on.txt`` beside it says which kernel it was built on
+(:func:`built_on`). In the lab's VMs, which see the host's cache, the object the host built
+is the one that runs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -75,13 +79,22 @@ def _version(argv: list[str]) -> str:
 
 
 def btf_identity() -> str:
-    """A hash of the running kernel's BTF (``/sys/kernel/btf/vmlinux``): ``vmlinux.h`` is
-    generated from it, so it is part of the cache key."""
+    """A short hash of the running kernel's BTF (``/sys/kernel/btf/vmlinux``)."""
     return hashlib.sha256(BTF_VMLINUX.read_bytes()).hexdigest()[:16]
 
 
+#: the file beside the object that names the kernel it was built on
+BUILT_ON = "built_on.txt"
+
+
+def built_on(directory: Path) -> dict[str, str]:
+    """Which kernel a build's ``vmlinux.h`` came from: ``{"release": ..., "btf": ...}``."""
+    release, btf = (directory / BUILT_ON).read_text().split()
+    return {"release": release, "btf": btf}
+
+
 def build_key(found: dict[str, str]) -> str:
-    """The cache key: sources, flags, tool and libbpf versions, and the kernel's BTF."""
+    """The cache key: sources, flags, tool and libbpf versions (not the kernel: CO-RE)."""
     return native.cache_key(
         BPF_SOURCE.read_bytes(),
         LOADER_SOURCE.read_bytes(),
@@ -91,7 +104,6 @@ def build_key(found: dict[str, str]) -> str:
         _version([found["bpftool"], "version"]),
         _version([found["cc"], "--version"]),
         LIBBPF_VERSION_H.read_bytes(),
-        btf_identity(),
     )
 
 
@@ -107,6 +119,7 @@ def build() -> Path:
     def make(scratch: Path) -> Path:
         out = scratch / "out"
         out.mkdir()
+        (out / BUILT_ON).write_text(f"{os.uname().release} {btf_identity()}\n")
         native.run_step(
             [found["bpftool"], "btf", "dump", "file", BTF_VMLINUX, "format", "c"],
             "generating vmlinux.h from the kernel's BTF",

@@ -190,7 +190,10 @@ def core_exec_events(
             duration=duration,
             workload=workload,
             live=live,
-            attrs={"object": None if built is None else str(built / "exec_core.bpf.o")},
+            attrs={
+                "object": None if built is None else str(built / "exec_core.bpf.o"),
+                "built_on": None if built is None else build.built_on(built)["release"],
+            },
         )
     )
 
