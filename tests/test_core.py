@@ -69,6 +69,37 @@ def test_exact_count_of_known_execs(fresh_uids, no_leaks):
     assert 1.0 <= df.attrs["elapsed"] < 3.0
 
 
+def test_two_functions_on_one_tracepoint_both_count_and_both_detach(fresh_uids, no_leaks):
+    """BCC 0.26 records one perf fd per tracepoint: the first function's attachment must still
+    be detached when a second one is attached to the same tracepoint (core.loader.shadowed_fds)."""
+    (uid,) = fresh_uids(1)
+    source = TINY.replace("count, u64, 1", "count, u64, 2") + TINY.replace(
+        "BPF_ARRAY(count, u64, 1);", ""
+    ).replace("on_exec", "on_exec_too").replace("int zero = 0;", "int zero = 1;")
+
+    class BothReader(Collector):
+        def finish(self, ctx: RunContext):
+            import pandas as pd
+
+            table = ctx.table("count")
+            return pd.DataFrame({"execs": [table[0].value, table[1].value]})
+
+    probes = [
+        Probe("tracepoint", "syscalls:sys_enter_execve", fn) for fn in ("on_exec", "on_exec_too")
+    ]
+    df = bounded_run(
+        name="two-on-one",
+        source=source,
+        alternatives=[Alternative("tracepoint", probes)],
+        collector=BothReader(),
+        duration=0.2,
+        workload=lambda: execs({uid: 9}),
+        cflags=[f"-DWATCH_UID={uid}"],
+    )
+    assert list(df["execs"]) == [9, 9]
+    # no_leaks: no perf event, program or map of either function is left
+
+
 def test_run_waits_for_a_workload_longer_than_duration(fresh_uids, no_leaks):
     (uid,) = fresh_uids(1)
 

@@ -45,6 +45,7 @@ from ebpf_lab.core.links import (  # noqa: F401 - xdp_link, tc_link... are impor
     tc_link,
     xdp_link,
 )
+from ebpf_lab.core.loader import close_shadowed, shadowed_fds
 
 #: kinds of attach point the core knows how to attach
 PROBE_KINDS = (
@@ -254,7 +255,11 @@ def attach_probe(bcc: Any, bpf: Any, probe: Probe) -> None:
     """Attach an already loaded function at ``probe`` (BCC's ``attach_*`` calls)."""
     fn = probe.fn.encode()
     if probe.kind == "tracepoint":
-        bpf.attach_tracepoint(tp=probe.target.encode(), fn_name=fn)
+        tp = probe.target.encode()
+        earlier = getattr(bpf, "tracepoint_fds", {}).get(tp)
+        bpf.attach_tracepoint(tp=tp, fn_name=fn)
+        if earlier is not None:  # BCC just forgot it: keep it to detach (loader.shadowed_fds)
+            shadowed_fds(bpf).append(earlier)
     elif probe.kind == "raw_tracepoint":
         bpf.attach_raw_tracepoint(tp=probe.target.encode(), fn_name=fn)
     elif probe.kind in ("kprobe", "kretprobe"):
@@ -354,7 +359,7 @@ def detach_all(bpf: Any) -> None:
     cable's namespaces deleted), then BCC's records, LSM and fentry included. Every step is
     tried even if one fails; the first failure is raised at the end.
     """
-    steps: list[Callable[[], Any]] = []
+    steps: list[Callable[[], Any]] = [functools.partial(close_shadowed, bpf)]
     mine = links(bpf)
     while mine:
         steps.append(mine.pop().detach)

@@ -132,6 +132,27 @@ def _trim_log(text: str) -> str:
     return "\n".join(keep)
 
 
+def shadowed_fds(bpf: Any) -> list[int]:
+    """Perf event fds of tracepoint attachments that BCC no longer records.
+
+    BCC 0.26 keeps one fd per tracepoint (``tracepoint_fds[tp]``): attaching a second function
+    to the same tracepoint overwrites the first one's fd, and ``cleanup()`` would leave that
+    one attached until the process exits. :func:`ebpf_lab.core.attach.attach_probe` moves it
+    here first; :func:`close_shadowed` and :func:`release` close these.
+    """
+    if not hasattr(bpf, "_lab_shadowed_fds"):
+        bpf._lab_shadowed_fds = []
+    return bpf._lab_shadowed_fds
+
+
+def close_shadowed(bpf: Any) -> None:
+    """Close (detach) the attachments :func:`shadowed_fds` holds (never raises)."""
+    fds = getattr(bpf, "_lab_shadowed_fds", [])
+    while fds:
+        with contextlib.suppress(OSError):
+            os.close(fds.pop())
+
+
 def release(bpf: Any) -> None:
     """Free perf readers, detach every probe and close every fd of a BPF object (never raises).
 
@@ -142,6 +163,7 @@ def release(bpf: Any) -> None:
         for key in list(getattr(table, "_open_key_fds", {})):
             with contextlib.suppress(Exception):
                 del table[key]
+    close_shadowed(bpf)
     with contextlib.suppress(Exception):
         bpf.cleanup()
     # BCC registers every BPF object's cleanup with atexit, which keeps each object (and its
