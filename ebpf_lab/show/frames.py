@@ -96,6 +96,19 @@ class Schema:
         return f"Schema({', '.join(f'{c}={t!r}' for c, t in self.dtypes.items())})"
 
 
+#: the columns of an exec event frame (lesson 03's BCC program, lesson 15's CO-RE object):
+#: the start of :func:`process_columns` plus the command (comm before the exec) and filename
+EXEC_EVENTS = Schema(
+    time="time",
+    pid="int64",
+    ppid="int64",
+    uid="int64",
+    user="category",
+    command="category",
+    filename="string",
+)
+
+
 def _flatten(value: Any, name: str) -> dict[str, Any]:
     """A ctypes value as ``{column: python value}``: struct fields (nested ones joined with
     ``_``), ``char[]`` as text, other arrays as ``name_0, name_1, ...``, numbers as ints."""

@@ -13,19 +13,10 @@ from ebpf_lab.core.guards import check_choice, check_duration, check_positive_in
 from ebpf_lab.core.loader import program_source
 from ebpf_lab.core.run import Collector, RunContext, bounded_run
 from ebpf_lab.kernel.btf import task_offsets_cflags
-from ebpf_lab.show.frames import Schema, process_columns
+from ebpf_lab.show.frames import EXEC_EVENTS, process_columns
 
 #: :func:`exec_events`' frame: one row per execve
-EVENTS = Schema(
-    time="time",
-    pid="int64",
-    ppid="int64",
-    uid="int64",
-    user="category",
-    command="category",
-    filename="string",
-    message="category",
-)
+EVENTS = EXEC_EVENTS.extend(message="category")
 COLUMNS = EVENTS.columns
 BUFFERS = ("perf", "ring")
 #: perf buffer pages per CPU, ring buffer pages in all (powers of two)

@@ -23,18 +23,10 @@ from ebpf_lab.core.external import ExternalTracer
 from ebpf_lab.core.guards import check_duration, check_workload, require_root
 from ebpf_lab.core.run import Collector, RunContext, RunSpec, bounded_run
 from ebpf_lab.lessons.l15_core_libbpf import build
-from ebpf_lab.show.frames import Schema, process_columns
+from ebpf_lab.show.frames import EXEC_EVENTS, Schema, process_columns
 
 #: one row per exec: the columns of :func:`ebpf_lab.exec_events` but its "Hello World" message
-EVENTS = Schema(
-    time="time",
-    pid="int64",
-    ppid="int64",
-    uid="int64",
-    user="category",
-    command="category",
-    filename="string",
-)
+EVENTS = EXEC_EVENTS
 #: one row per CO-RE relocation libbpf applied when it loaded the object
 RELOCATIONS = Schema(
     program="string",
