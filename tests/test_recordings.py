@@ -221,6 +221,8 @@ def test_notebook_02_recorded_then_replayed_without_bpf(tmp_path: Path) -> None:
         ("run", "counter_race"),
         ("workload", "disassemble"),  # its bytecode (loading it needs root)
         ("workload", "final_source"),  # the C after BCC's rewrite (compiling it needs BPF)
+        ("workload", "execs"),  # "The same with bpftrace": its workload and run
+        ("run", "exec_counts_bpftrace"),
     ]
 
     # 2. replay it in a kernel process that cannot load BPF programs

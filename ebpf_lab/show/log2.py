@@ -71,10 +71,19 @@ def latency_histogram(table: Any, comm_of: Callable[[Any], str]) -> pd.DataFrame
     ``table`` is a BPF hash (a BCC table) whose keys have ``pid`` and ``slot`` fields and whose
     values are counts; ``comm_of(key)`` names the key's process.
     """
-    grouped: dict[Hashable, dict[int, int]] = {}
+    counts: dict[tuple[int, str], dict[int, int]] = {}
     for key, value in table.items():
-        group = (("pid", int(key.pid)), ("comm", comm_of(key)))
-        grouped.setdefault(group, {})[int(key.slot)] = int(value.value)
+        counts.setdefault((int(key.pid), comm_of(key)), {})[int(key.slot)] = int(value.value)
+    return histogram_frame(counts)
+
+
+def histogram_frame(counts: Mapping[tuple[int, str], Mapping[int, int]]) -> pd.DataFrame:
+    """A :data:`LATENCY_HISTOGRAM` frame from ``{(pid, comm): {slot: count}}`` (a BPF map read
+    by :func:`latency_histogram`, or a bpftrace ``hist()`` read by
+    :mod:`ebpf_lab.core.bpftrace`)."""
+    grouped: dict[Hashable, dict[int, int]] = {
+        (("pid", pid), ("comm", comm)): dict(slots) for (pid, comm), slots in counts.items()
+    }
     return LATENCY_HISTOGRAM.frame(slot_rows(grouped, "low_ns", "high_ns"))
 
 

@@ -51,6 +51,7 @@ from ebpf_lab.show.frames import Schema, decode_c_string, require_columns
 from ebpf_lab.show.log2 import (  # human_ns: notebook 09 reads it here
     LATENCY_HISTOGRAM,
     bucket_bounds,
+    histogram_frame,
     human_ns,  # noqa: F401
     latency_histogram,
     log2_bucket,
@@ -254,7 +255,7 @@ def open_latency(
 
 def _bpftrace_histogram(out: BpftraceOutput, ctx: RunContext) -> pd.DataFrame:
     counts = {(int(pid), comm): slots for (pid, comm), slots in out.histograms("@", 2).items()}
-    df = latency_histogram(counts)
+    df = histogram_frame(counts)
     ctx.attrs["calls"] = int(df["count"].sum())
     return df
 
