@@ -19,6 +19,7 @@ from kernel_state import global_prog_ids
 import ebpf_lab
 from ebpf_lab.core import bpftrace as bt
 from ebpf_lab.core.external import ExternalTracer
+from ebpf_lab.core.kernelfs import cpu_emulated
 from ebpf_lab.lessons.l01_hello import hello as l01
 from ebpf_lab.lessons.l02_maps import exec_counts as l02
 from ebpf_lab.lessons.l09_tracing import syscall_latency as l09
@@ -181,7 +182,12 @@ def test_cpu_profile_bpftrace_samples_the_child_within_the_sampling_bound(no_lea
     mine = int(stacks["samples"].sum())
     expected = stacks.attrs["sample_freq"] * done.cpu_seconds
     bound = l12.sampling_bound(expected, int(done.context_switches) + 1)
-    assert abs(mine - expected) <= bound, (mine, expected, bound)
+    if cpu_emulated():
+        # a VM without KVM: late timer ticks count once (test_perf_event_samples_follow_cpu_time
+        # in test_attach_points.py says why); only the upper side of the bound is a fact there
+        assert mine <= expected + bound, (mine, expected, bound)
+    else:
+        assert abs(mine - expected) <= bound, (mine, expected, bound)
     # the kernel phase: bpftrace names the /dev/zero read path too
     kernel_names = {
         f for fr in stacks.loc[stacks["in_kernel"], "frames"] for f, m in fr if m == "kernel"
