@@ -90,10 +90,11 @@ def refused_before_loading(monkeypatch, no_leaks):
 NOBODY = 65534
 
 
-def run_as_nobody(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_as_nobody(code: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``python -c code`` as uid/gid 65534 without supplementary groups (``setpriv``), in
     ``/``, without PYTHONPATH and with HOME=/tmp (IPython wants a writable profile directory).
-    Files it reads must be readable by everyone."""
+    Files it reads must be readable by everyone. ``timeout`` is a safety net, not a
+    measurement: importing the lab takes over a minute in an emulated VM beside other runs."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HOME")}
     env["HOME"] = "/tmp"
     return subprocess.run(

@@ -742,7 +742,7 @@ def test_cli_doctor_prints_every_feature(table):
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -759,7 +759,7 @@ def test_cli_unknown_command_prints_usage_and_exits_2():
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=600,
     )
     assert proc.returncode == 2
     assert "usage: python -m ebpf_lab" in proc.stderr
