@@ -77,7 +77,7 @@ def test_kernel_has_helper_reads_the_kernels_helper_names(monkeypatch, tmp_path)
 
 
 @needs_root
-def test_a_c_loop_costs_the_verifier_the_same_per_round(no_leaks) -> None:
+def test_a_c_loop_costs_the_verifier_more_with_a_larger_bound(no_leaks) -> None:
     cost = loop_cost(BOUNDS)
     assert list(cost.columns) == COST.columns
     assert list(cost["loops"]) == [n for n in BOUNDS for _ in range(2)]
@@ -85,10 +85,10 @@ def test_a_c_loop_costs_the_verifier_the_same_per_round(no_leaks) -> None:
     assert loop["accepted"].all() and set(loop["fn"]) == {"sum_with_for_loop"}
     assert loop["instructions"].nunique() == 1, "the bound does not change the bytecode"
     processed = loop["processed"].astype(int)
-    per_round = (processed[4096] - processed[8]) // (4096 - 8)
-    fixed = processed[8] - 8 * per_round
-    assert per_round > 0 and fixed > 0
-    assert processed.to_dict() == {n: per_round * n + fixed for n in BOUNDS}
+    # every round is walked: more rounds, more work (exactly per_round * n + fixed on some
+    # kernels, e.g. 6.18; not on Debian's 6.1, measured in its VM: a kernel fact, not asserted)
+    assert processed.is_monotonic_increasing and processed.is_unique, processed.to_dict()
+    assert processed[4096] > 4096, processed.to_dict()  # at least one instruction per round
     assert all(
         said == f"sum_with_for_loop(): passed the verifier: {loop['instructions'].iloc[0]} "
         f"instructions, {processed[n]} processed"
